@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
 import typer
+from rich.console import Console
 
 from sdlens.cli_grading import register as _register_grading
+from sdlens.epistemic.segment import Scope
+from sdlens.errors import InputError
+from sdlens.io import KeyMap
 
 app = typer.Typer(
     name="sdlens",
@@ -13,6 +22,140 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+err = Console(stderr=True)
+
+
+def fail(e: Exception) -> None:
+    """Print a one-line error and exit with status 2."""
+    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def emit_json(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
+
+
+# Options shared by analyze and compare.
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Input format (default: auto-detect). One of: sdlens, paper-eval, "
+        "paper-hint, verl-dump, verl-generation, trl-completions, generic.",
+    ),
+]
+LexiconOpt = Annotated[
+    str, typer.Option("--lexicon", "-l", help="paper (the paper's exact counter), words, companion, or a TOML file.")
+]
+ScopeOpt = Annotated[Scope, typer.Option("--scope", help="Count in the full response, its thinking or its answer.")]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Group by a field: step, correct, model, source, context, file, or any input key."),
+]
+TokOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tokenizer", help="Tokenizer (hub id or local folder) for per-1k-token rates; default: whitespace words."
+    ),
+]
+TextKeyOpt = Annotated[str | None, typer.Option("--text-key", help="Field holding the response text (or a list).")]
+IdKeyOpt = Annotated[str | None, typer.Option("--id-key", help="Field identifying the problem.")]
+GroupKeyOpt = Annotated[
+    str | None, typer.Option("--group-key", help="Field copied into each sample's context (then use --by context).")
+]
+CorrectKeyOpt = Annotated[
+    str | None, typer.Option("--correct-key", help="Field giving correctness (bool, or number >= 0.5).")
+]
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip and count malformed records instead of failing.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad):
+    from sdlens.epistemic.analyze import AnalyzeConfig
+
+    keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
+    return AnalyzeConfig(
+        fmt=fmt, lexicon=lexicon, scope=scope, by=by, tokenizer=tokenizer, keys=keys, skip_bad=skip_bad
+    )
+
+
+@app.command()
+def analyze(
+    files: Annotated[list[Path], typer.Argument(help="Trace files or folders (verl dumps, TRL completions).")],
+    fmt: FormatOpt = None,
+    lexicon: LexiconOpt = "paper",
+    scope: ScopeOpt = Scope.full,
+    by: ByOpt = None,
+    tokenizer: TokOpt = None,
+    text_key: TextKeyOpt = None,
+    id_key: IdKeyOpt = None,
+    group_key: GroupKeyOpt = None,
+    correct_key: CorrectKeyOpt = None,
+    skip_bad: SkipBadOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Epistemic verbalization in trace files: E per response (the paper's number), per 1k tokens, share of
+    responses with any hedge, median / p90, per word, where in the response hedges fall, grouped by any key.
+
+    Example: sdlens analyze outputs.jsonl --by correct
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sdlens.epistemic.analyze import run_analysis
+    from sdlens.report.tables import analysis_tables
+
+    config = _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad)
+    columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("count", total=None)
+            run = run_analysis(files, config, progress=lambda n: bar.advance(task, n))
+        res = run.result()
+    except InputError as e:
+        fail(e)
+    if json:
+        emit_json(res)
+        return
+    Console().print(analysis_tables(res))
+    if res.get("skipped_records"):
+        err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="Run A (e.g. the base model's traces).")],
+    b: Annotated[Path, typer.Argument(help="Run B (e.g. the self-distilled model's traces).")],
+    fmt: FormatOpt = None,
+    lexicon: LexiconOpt = "paper",
+    scope: ScopeOpt = Scope.full,
+    tokenizer: TokOpt = None,
+    text_key: TextKeyOpt = None,
+    id_key: IdKeyOpt = None,
+    correct_key: CorrectKeyOpt = None,
+    skip_bad: SkipBadOpt = False,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    json: JsonOpt = False,
+) -> None:
+    """Two runs side by side: E, hedges per 1k, share with any, length and each word, with bootstrap 95% CIs
+    over problems, the ratio B/A, and a verdict on whether hedging fell significantly.
+
+    Example: sdlens compare base.jsonl sdpo.jsonl
+    """
+    from sdlens.epistemic.compare import compare as run_compare
+    from sdlens.report.tables import comparison_table
+
+    config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad)
+    try:
+        res = run_compare([a], [b], config, n_boot=n_boot, seed=seed)
+    except InputError as e:
+        fail(e)
+    if json:
+        emit_json(res)
+        return
+    Console().print(comparison_table(res))
+
 
 _register_grading(app)
 

@@ -13,13 +13,13 @@ Text before an opening ``<think>`` belongs to neither part.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 OPEN = "<think>"
 CLOSE = "</think>"
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     full = "full"
     thinking = "thinking"
     answer = "answer"

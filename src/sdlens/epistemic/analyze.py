@@ -1,0 +1,271 @@
+"""`sdlens analyze`: epistemic statistics of one or more trace files, overall and grouped by any key."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from sdlens.epistemic.count import N_BINS, CountArrays, _kernel, count_texts
+from sdlens.epistemic.lexicon import Lexicon, load_lexicon
+from sdlens.epistemic.segment import Scope, scope_text
+from sdlens.epistemic.stats import Accumulator
+from sdlens.errors import InputError
+from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
+from sdlens.io.jsonl import _json_reason
+from sdlens.io.readers import paper_eval_samples
+from sdlens.schema import SAMPLE_FIELDS, Sample
+
+
+@dataclass
+class AnalyzeConfig:
+    """Options of `sdlens analyze` (and `sdlens compare`)."""
+
+    fmt: str | None = None
+    """Input format; auto-detected when None (see ``sdlens.io``)."""
+    lexicon: str = "paper"
+    """``paper`` (the paper's exact counter), ``words``, ``companion``, or a path to a TOML lexicon."""
+    scope: Scope = Scope.full
+    """Which part of each response is counted: ``full``, ``thinking`` or ``answer``."""
+    by: str | None = None
+    """Group results by a Sample field (``step``, ``correct``, ``model``, ``source``, ``context``), ``file``, or any
+    input field kept in ``meta``."""
+    tokenizer: str | None = None
+    """Hugging Face tokenizer (hub id or local folder) for per-1k-token rates; whitespace words when None."""
+    keys: KeyMap = field(default_factory=KeyMap)
+    """Field names for formats that need telling (``--text-key``, ``--id-key``, ``--group-key``)."""
+    skip_bad: bool = False
+    """Skip and count malformed records instead of stopping at the first."""
+    batch_size: int = 4096
+    """Responses counted per batch (bounds memory)."""
+    fast: bool = True
+    """Use the compiled raw-JSONL scanner for the paper's eval format when nothing needs full records."""
+    threads: int = 2
+    """Threads for the compiled scanner."""
+
+
+def group_value(sample: Sample, key: str, file_label: str) -> str:
+    if key == "file":
+        return file_label
+    value = getattr(sample, key) if key in SAMPLE_FIELDS else sample.meta.get(key)
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class _Units:
+    """Length units behind per-1k rates: a real tokenizer, else whitespace-separated words."""
+
+    def __init__(self, tokenizer: str | None):
+        self.tok = None
+        self.label = "whitespace words"
+        if tokenizer:
+            try:
+                from transformers import AutoTokenizer
+            except ImportError:  # pragma: no cover - transformers is in the dev/hf extras
+                raise InputError(None, "--tokenizer needs transformers: pip install 'sdlens[hf]'") from None
+            try:
+                self.tok = AutoTokenizer.from_pretrained(tokenizer)
+            except (OSError, ValueError) as e:
+                raise InputError(tokenizer, f"cannot load tokenizer ({str(e).splitlines()[0]})") from None
+            self.label = f"tokens ({tokenizer})"
+
+    def __call__(self, texts: list[str], scope: Scope, arrays: CountArrays) -> np.ndarray:
+        if self.tok is None:
+            return arrays.n_words
+        scoped = [scope_text(t, scope) for t in texts]
+        ids = self.tok(scoped, add_special_tokens=False)["input_ids"]
+        return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+
+
+@dataclass
+class AnalysisRun:
+    """The accumulators of one analysis; ``result()`` gives the JSON-ready summary."""
+
+    lexicon: Lexicon
+    scope: Scope
+    units: str
+    overall: Accumulator
+    groups: dict[str, Accumulator]
+    by: str | None
+    files: list[str]
+    skipped: BadLines
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "files": self.files,
+            "lexicon": self.lexicon.name,
+            "lexicon_mode": self.lexicon.mode,
+            "scope": self.scope.value,
+            "length_unit": self.units,
+            **self.overall.summary(),
+        }
+        if self.by:
+            out["by"] = self.by
+            out["groups"] = {k: self.groups[k].summary() for k in _sorted_keys(self.groups)}
+        out["skipped_records"] = self.skipped.count
+        if self.skipped.examples:
+            out["skipped_examples"] = self.skipped.examples
+        return out
+
+
+def _sorted_keys(groups: dict[str, Any]) -> list[str]:
+    def key(k: str) -> tuple[int, float, str]:
+        try:
+            return (0, float(k), k)
+        except ValueError:
+            return (1, 0.0, k)
+
+    return sorted(groups, key=key)
+
+
+def analyze(
+    paths: Iterable[str | Path],
+    config: AnalyzeConfig | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Epistemic statistics over all responses in ``paths`` (see ``AnalyzeConfig``); a JSON-ready dict."""
+    return run_analysis(paths, config, progress=progress).result()
+
+
+def run_analysis(
+    paths: Iterable[str | Path], config: AnalyzeConfig | None = None, *, progress: Callable[[int], None] | None = None
+) -> AnalysisRun:
+    config = config or AnalyzeConfig()
+    lexicon = load_lexicon(config.lexicon)
+    scope = Scope(config.scope)
+    units = _Units(config.tokenizer)
+    bad = BadLines(skip=config.skip_bad)
+    paths = [Path(p) for p in paths]
+    run = AnalysisRun(lexicon, scope, units.label, Accumulator(lexicon.words), {}, config.by, [], bad)
+    for file_no, path in enumerate(paths):
+        fmt = config.fmt or detect_format(path)
+        run.files.append(str(path))
+        label = path.name if sum(p.name == path.name for p in paths) == 1 else str(path)
+        prefix = f"{file_no}:"
+        if _can_scan(path, fmt, config, units):
+            _scan_paper_file(path, prefix, label, config, lexicon, scope, run, progress)
+            continue
+        samples = iter_samples(path, fmt, keys=config.keys, bad=bad)
+        # one problem per line in the paper's format, whatever its ids say, as its own script counts them
+        by_line = fmt == "paper-eval"
+        for batch in _batches(samples, config.batch_size):
+            keys = [prefix + (str(s.meta["line"]) if by_line else s.problem_id) for s in batch]
+            _add_samples(batch, keys, label, config, lexicon, scope, units, run)
+            if progress:
+                progress(len(batch))
+    return run
+
+
+def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
+    batch: list[Sample] = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _add_samples(batch, keys, label, config, lexicon, scope, units, run: AnalysisRun) -> None:
+    texts = [s.response for s in batch]
+    arrays = count_texts(texts, lexicon, scope)
+    n_units = units(texts, scope, arrays)
+    run.overall.add(keys, arrays, n_units)
+    if config.by:
+        values = [group_value(s, config.by, label) for s in batch]
+        for value in dict.fromkeys(values):
+            sel = np.fromiter((v == value for v in values), dtype=bool, count=len(values))
+            acc = run.groups.get(value)
+            if acc is None:
+                acc = run.groups[value] = Accumulator(lexicon.words)
+            acc.add([k for k, m in zip(keys, sel, strict=True) if m], _select(arrays, sel), n_units[sel])
+
+
+def _select(arrays: CountArrays, sel: np.ndarray) -> CountArrays:
+    return CountArrays(arrays.counts[sel], arrays.n_chars[sel], arrays.n_words[sel], arrays.bins[sel])
+
+
+# ---------------------------------------------------------------- compiled fast path
+
+
+def _can_scan(path: Path, fmt: str, config: AnalyzeConfig, units: _Units) -> bool:
+    return (
+        config.fast
+        and fmt == "paper-eval"
+        and path.suffix != ".parquet"
+        and units.tok is None
+        and config.by in (None, "file")
+        and not config.keys.group_key
+        and _kernel() is not None
+        and hasattr(_kernel(), "scan_jsonl")
+    )
+
+
+def _scan_paper_file(path, prefix, label, config, lexicon, scope, run: AnalysisRun, progress) -> None:
+    """Count a paper-format JSONL straight from its bytes; lines the scanner cannot vouch for go the slow way."""
+    kernel = _kernel()
+    text_key = config.keys.text_key or "generated_responses"
+    width = len(lexicon.words) + 2 + N_BINS
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror}") from None
+    with fh:
+        if path.stat().st_size == 0:
+            raise InputError(path, "file is empty (no records)")
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            out = kernel.scan_jsonl(buf, text_key, lexicon.words, lexicon.mode, scope.value, config.threads)
+            line_no = np.frombuffer(out["line_no"], dtype=np.int64)
+            if len(line_no) == 0:
+                raise InputError(path, "file is empty (no records)")
+            status = np.frombuffer(out["status"], dtype=np.int64)
+            n_strings = np.frombuffer(out["n_strings"], dtype=np.int64)
+            stats = np.frombuffer(out["stats"], dtype=np.int64).reshape(-1, width)
+            ok = status == 0
+            owners = np.repeat(line_no[ok], n_strings[ok])
+            arrays = CountArrays(
+                counts=stats[:, : len(lexicon.words)],
+                n_chars=stats[:, len(lexicon.words)],
+                n_words=stats[:, len(lexicon.words) + 1],
+                bins=stats[:, len(lexicon.words) + 2 :],
+            )
+            keys = [f"{prefix}{n}" for n in owners.tolist()]
+            _add_arrays(run, keys, arrays, arrays.n_words, label, config)
+            if progress:
+                progress(len(keys))
+            starts = np.frombuffer(out["line_start"], dtype=np.int64)
+            ends = np.frombuffer(out["line_end"], dtype=np.int64)
+            for i in np.flatnonzero(~ok):
+                _slow_line(buf[starts[i] : ends[i]], path, int(line_no[i]), prefix, label, config, lexicon, scope, run)
+
+
+def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, config) -> None:
+    run.overall.add(keys, arrays, n_units)
+    if config.by == "file":
+        acc = run.groups.setdefault(label, Accumulator(run.lexicon.words))
+        acc.add(keys, arrays, n_units)
+
+
+def _slow_line(raw: bytes, path, line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> None:
+    try:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise InputError(path, _json_reason(raw, e), line=line) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, "expected a JSON object", line=line)
+        samples = paper_eval_samples(obj, path, line, config.keys)
+    except InputError as e:
+        run.skipped.handle(e)
+        return
+    texts = [s.response for s in samples]
+    arrays = count_texts(texts, lexicon, scope)
+    _add_arrays(run, [f"{prefix}{line}"] * len(texts), arrays, arrays.n_words, label, config)

@@ -1,0 +1,156 @@
+"""`sdlens compare`: two runs side by side with bootstrap 95% CIs over problems and a verdict on hedging."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdlens.epistemic.analyze import AnalyzeConfig, run_analysis
+from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS
+
+METRICS = ("mean_per_response", "per_1k", "share_with_any", "mean_length")
+
+
+def _strip(key: str) -> str:
+    return key.split(":", 1)[1]
+
+
+def _problem_table(paths: Iterable[str | Path], config: AnalyzeConfig) -> tuple[list[str], np.ndarray, dict]:
+    run = run_analysis(paths, config)
+    pp = run.overall.per_problem()
+    keys = list(run.overall.problems)
+    return keys, pp, run.result()
+
+
+def _stats(pp: np.ndarray) -> dict[str, np.ndarray]:
+    """Ratio-of-sums statistics; ``pp`` is [..., P, C] or a stack of resampled sums [B, C]."""
+    resp = pp[..., P_RESP].astype(float)
+    units = pp[..., P_UNITS].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "mean_per_response": pp[..., P_TOTAL] / resp,
+            "per_1k": 1000 * pp[..., P_TOTAL] / units,
+            "share_with_any": pp[..., P_ANY] / resp,
+            "mean_length": units / resp,
+            "words": pp[..., P_WORDS:] / resp[..., None],
+        }
+
+
+def _resampled_sums(pp: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Column sums of ``pp`` for each bootstrap resample (rows of ``idx``), in chunks to bound memory."""
+    out = np.empty((idx.shape[0], pp.shape[1]), dtype=float)
+    step = max(1, 2_000_000 // max(1, idx.shape[1]))
+    for start in range(0, idx.shape[0], step):
+        out[start : start + step] = pp[idx[start : start + step]].sum(axis=1)
+    return out
+
+
+def _ci(values: np.ndarray) -> list[float | None]:
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return [None, None]
+    lo, hi = np.percentile(v, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def compare(
+    a: Iterable[str | Path],
+    b: Iterable[str | Path],
+    config: AnalyzeConfig | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compare run B against run A (e.g. base vs self-distilled). Problems are resampled with replacement;
+    when both runs cover the same problems the resampling is paired (the same problems drawn for both)."""
+    config = config or AnalyzeConfig()
+    keys_a, pp_a, res_a = _problem_table(a, config)
+    keys_b, pp_b, res_b = _problem_table(b, config)
+    rng = np.random.default_rng(seed)
+    ids_a = [_strip(k) for k in keys_a]
+    ids_b = [_strip(k) for k in keys_b]
+    paired = len(set(ids_a)) == len(ids_a) and set(ids_a) == set(ids_b) and len(ids_b) == len(set(ids_b))
+    if paired:
+        pos_b = {k: i for i, k in enumerate(ids_b)}
+        pp_b = pp_b[[pos_b[k] for k in ids_a]]
+        idx = rng.integers(0, len(ids_a), size=(n_boot, len(ids_a)))
+        boot_a, boot_b = _resampled_sums(pp_a, idx), _resampled_sums(pp_b, idx)
+    else:
+        boot_a = _resampled_sums(pp_a, rng.integers(0, len(pp_a), size=(n_boot, len(pp_a))))
+        boot_b = _resampled_sums(pp_b, rng.integers(0, len(pp_b), size=(n_boot, len(pp_b))))
+    point_a, point_b = _stats(pp_a.sum(axis=0)), _stats(pp_b.sum(axis=0))
+    dist_a, dist_b = _stats(boot_a), _stats(boot_b)
+    metrics: dict[str, Any] = {}
+    for name in METRICS:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = point_b[name] / point_a[name]
+            ratio_dist = dist_b[name] / dist_a[name]
+        metrics[name] = {
+            "a": _num(point_a[name]),
+            "a_ci": _ci(dist_a[name]),
+            "b": _num(point_b[name]),
+            "b_ci": _ci(dist_b[name]),
+            "ratio": _num(ratio),
+            "ratio_ci": _ci(ratio_dist),
+        }
+    words = res_a["per_word"].keys()
+    per_word = {}
+    for j, w in enumerate(words):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = point_b["words"][j] / point_a["words"][j]
+            ratio_dist = dist_b["words"][:, j] / dist_a["words"][:, j]
+        per_word[w] = {
+            "a": _num(point_a["words"][j]),
+            "b": _num(point_b["words"][j]),
+            "ratio": _num(ratio),
+            "ratio_ci": _ci(ratio_dist),
+        }
+    e = metrics["mean_per_response"]
+    fell, rose = _significance(e["ratio_ci"])
+    return {
+        "lexicon": res_a["lexicon"],
+        "scope": res_a["scope"],
+        "length_unit": res_a["length_unit"],
+        "a": {k: res_a[k] for k in ("files", "n_problems", "n_responses")},
+        "b": {k: res_b[k] for k in ("files", "n_problems", "n_responses")},
+        "paired": paired,
+        "n_boot": n_boot,
+        "seed": seed,
+        "metrics": metrics,
+        "per_word": per_word,
+        "hedging_fell": fell,
+        "hedging_rose": rose,
+        "verdict": _verdict(e, fell, rose, paired),
+    }
+
+
+def _significance(ci: list[float | None]) -> tuple[bool, bool]:
+    lo, hi = ci
+    if lo is None or hi is None:
+        return False, False
+    return hi < 1.0, lo > 1.0
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _verdict(e: dict[str, Any], fell: bool, rose: bool, paired: bool) -> str:
+    lo, hi = e["ratio_ci"]
+    change = (
+        f"E {_fmt(e['a'])} -> {_fmt(e['b'])} per response (B/A = {_fmt(e['ratio'])}, "
+        f"95% CI [{_fmt(lo)}, {_fmt(hi)}], {'paired' if paired else 'unpaired'} bootstrap over problems)"
+    )
+    if fell:
+        return f"Hedging fell significantly: {change}."
+    if rose:
+        return f"Hedging rose significantly: {change}."
+    return f"No significant change in hedging: {change}."

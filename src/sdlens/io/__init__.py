@@ -1,0 +1,25 @@
+"""Readers that adapt foreign trace formats into sdlens records.
+
+``iter_samples(path)`` auto-detects the format (``detect_format``); ``fmt=`` overrides it. Formats:
+
+==================  =====================================================================================
+``sdlens``          Samples written by sdlens (JSONL or Parquet)
+``paper-eval``      the paper's eval JSONL: one line per problem, ``generated_responses`` [+ ``answer_responses``,
+                    ``thinking_contents``, ``answers_correctness``, ``response_token_lengths``, ``gold_answer``]
+``paper-hint``      the paper's section-3 outputs: ``round{r}_responses`` / ``round{r}_is_correct`` (combined),
+                    per-round files (``responses``, ``is_correct``) and collected files (``correct_solutions``)
+``verl-dump``       verl ``rollout_data_dir`` / ``validation_data_dir`` dumps: a folder of ``{step}.jsonl`` or one
+                    file, lines with ``input``, ``output``, ``score``, ``step``
+``verl-generation`` verl ``main_generation`` parquet (dataset columns plus ``responses``)
+``trl-completions`` TRL's ``OUTPUT/completions/completions_{step}.parquet`` (``log_completions=True``)
+``generic``         any JSONL / Parquet: ``--text-key`` (default ``response``), ``--id-key``, ``--group-key``
+==================  =====================================================================================
+
+verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: ``iter_problems`` reads them.
+"""
+
+from sdlens.io.detect import FORMATS, detect_format
+from sdlens.io.jsonl import BadLines
+from sdlens.io.readers import KeyMap, iter_problems, iter_samples
+
+__all__ = ["FORMATS", "BadLines", "KeyMap", "detect_format", "iter_problems", "iter_samples"]

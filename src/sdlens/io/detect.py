@@ -1,0 +1,81 @@
+"""Guess a file's format from its name and its first record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from sdlens.errors import InputError
+
+FORMATS = (
+    "sdlens",
+    "paper-eval",
+    "paper-hint",
+    "verl-dump",
+    "verl-generation",
+    "verl-dataset",
+    "trl-completions",
+    "generic",
+)
+
+
+def _first_json_keys(path: Path) -> set[str]:
+    try:
+        with open(path, "rb") as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                if raw.strip():
+                    try:
+                        obj = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        raise InputError(path, "malformed JSON: cannot detect the format", line=line_no) from None
+                    if not isinstance(obj, dict):
+                        raise InputError(path, "expected a JSON object per line", line=line_no)
+                    return set(obj)
+    except OSError as e:
+        raise InputError(path, f"cannot open: {e.strerror}") from None
+    raise InputError(path, "file is empty (no records)")
+
+
+def _parquet_columns(path: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except Exception as e:  # pyarrow raises several types for a non-parquet file
+        raise InputError(path, f"not a readable Parquet file ({e})") from None
+
+
+def _classify(keys: set[str]) -> str:
+    if "generated_responses" in keys:
+        return "paper-eval"
+    if any(k.startswith("round") and k.endswith("_responses") for k in keys) or "correct_solutions" in keys:
+        return "paper-hint"
+    if {"responses", "conditioning_solution"} <= keys:
+        return "paper-hint"
+    if {"input", "output", "step"} <= keys:
+        return "verl-dump"
+    if {"completion", "prompt", "step"} <= keys:
+        return "trl-completions"
+    if {"problem_id", "response"} <= keys:
+        return "sdlens"
+    if "responses" in keys and "prompt" in keys:
+        return "verl-generation"
+    if {"prompt", "reward_model"} <= keys:
+        return "verl-dataset"
+    return "generic"
+
+
+def detect_format(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        if list(path.glob("completions_*.parquet")) or list(path.glob("completions/completions_*.parquet")):
+            return "trl-completions"
+        if list(path.glob("*.jsonl")):
+            return "verl-dump"
+        raise InputError(path, "folder holds neither TRL completions nor verl dumps (*.jsonl)")
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.suffix == ".parquet":
+        return _classify(_parquet_columns(path))
+    return _classify(_first_json_keys(path))

@@ -1,0 +1,470 @@
+"""Format adapters: each turns one foreign layout into ``Sample`` (or ``Problem``) records."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sdlens.errors import InputError
+from sdlens.io.detect import FORMATS, detect_format
+from sdlens.io.jsonl import BadLines, _kind, iter_json_lines, require, require_str_list
+from sdlens.schema import Problem, Sample, from_dict
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """Which input fields hold what, for formats that need telling (all optional).
+
+    text_key: field with the response text, or a list of responses (default: the format's own; ``response``
+        for generic files).
+    id_key: field identifying the problem; samples sharing it form one problem (default ``problem_id`` or
+        ``id`` when present, else the line number).
+    group_key: field copied into every sample's ``context``, so ``--by context`` compares its values.
+    correct_key: field giving correctness (a bool, or a number where >= 0.5 means correct).
+    """
+
+    text_key: str | None = None
+    id_key: str | None = None
+    group_key: str | None = None
+    correct_key: str | None = None
+
+
+Rows = Iterator[tuple[int, dict[str, Any]]]
+
+
+def _rows(path: Path, bad: BadLines) -> Rows:
+    """``(line or row number, record)`` from a JSONL or Parquet file."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise InputError(path, f"not a readable Parquet file ({e})") from None
+        row = 0
+        for batch in pf.iter_batches(batch_size=2048):
+            for rec in batch.to_pylist():
+                row += 1
+                yield row, rec
+        if row == 0:
+            raise InputError(path, "file is empty (no records)")
+        return
+    yield from iter_json_lines(path, bad)
+
+
+def _as_bool(value: Any, path: Path, line: int, key: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value) >= 0.5
+    raise InputError(path, f"expected a boolean or a number, got {_kind(value)}", line=line, field=key)
+
+
+def _optional_list(obj: dict[str, Any], key: str, n: int, path: Path, line: int) -> list[Any] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InputError(path, f"expected an array, got {_kind(value)}", line=line, field=key)
+    if len(value) != n:
+        raise InputError(path, f"has {len(value)} items but there are {n} responses", line=line, field=key)
+    return value
+
+
+def _int_or_none(value: Any, path: Path, line: int, key: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InputError(path, f"expected an integer, got {value!r}", line=line, field=key)
+    return int(value)
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- paper eval JSONL
+
+
+def read_paper_eval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for line, obj in _rows(path, bad):
+        try:
+            samples = paper_eval_samples(obj, path, line, keys)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        yield from samples
+
+
+def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap) -> list[Sample]:
+    """The Samples of one line of the paper's eval JSONL (one line per problem)."""
+    text_key = keys.text_key or "generated_responses"
+    correct_key = keys.correct_key or "answers_correctness"
+    responses = require_str_list(obj, text_key, path, line)
+    n = len(responses)
+    correct = _optional_list(obj, correct_key, n, path, line)
+    lengths = _optional_list(obj, "response_token_lengths", n, path, line)
+    thinking = _optional_list(obj, "thinking_contents", n, path, line)
+    answers = _optional_list(obj, "answer_responses", n, path, line)
+    extracted = _optional_list(obj, "generated_answers", n, path, line)
+    pid = obj.get(keys.id_key or "idx", obj.get("id", line))
+    gold = obj.get("gold_answer", obj.get("answer"))
+    context = _group(obj, keys, path, line)
+    return [
+        Sample(
+            problem_id=str(pid),
+            index=j,
+            response=resp,
+            thinking=thinking[j] if thinking else None,
+            answer_text=answers[j] if answers else None,
+            n_tokens=_int_or_none(lengths[j], path, line, "response_token_lengths") if lengths else None,
+            correct=_as_bool(correct[j], path, line, correct_key) if correct else None,
+            extracted=None if not extracted or extracted[j] is None else str(extracted[j]),
+            answer=None if gold is None else str(gold),
+            source=obj.get("data_source"),
+            context=context,
+            meta={"line": line},
+        )
+        for j, resp in enumerate(responses)
+    ]
+
+
+def _group(obj: dict[str, Any], keys: KeyMap, path: Path, line: int) -> str | None:
+    if not keys.group_key:
+        return None
+    if keys.group_key not in obj:
+        raise InputError(path, "missing key", line=line, field=keys.group_key)
+    return str(obj[keys.group_key])
+
+
+# ---------------------------------------------------------------- paper section-3 outputs
+
+_ROUND = re.compile(r"^round(\d+)_responses$")
+
+
+def read_paper_hint(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for line, obj in _rows(path, bad):
+        try:
+            samples = list(_hint_samples(obj, path, line))
+        except InputError as e:
+            bad.handle(e)
+            continue
+        yield from samples
+
+
+def _hint_samples(obj: dict[str, Any], path: Path, line: int) -> Iterator[Sample]:
+    pid = str(obj.get("original_index", obj.get("idx", line)))
+    common = {"answer": None if obj.get("gold_answer") is None else str(obj["gold_answer"])}
+    common["source"] = obj.get("data_source") or None
+    blocks: list[tuple[str, str, str | None]] = []  # (context, responses key, correctness key)
+    for key in sorted(obj, key=lambda k: (len(k), k)):
+        m = _ROUND.match(key)
+        if m:
+            r = m.group(1)
+            blocks.append((f"round{r}", key, f"round{r}_is_correct"))
+    if "responses" in obj:
+        blocks.append(("round", "responses", "is_correct"))
+    if "correct_solutions" in obj:
+        blocks.append(("unguided-correct", "correct_solutions", None))
+    if not blocks:
+        raise InputError(path, "no round{r}_responses, responses or correct_solutions key", line=line)
+    for context, rkey, ckey in blocks:
+        responses = require_str_list(obj, rkey, path, line)
+        flags = _optional_list(obj, ckey, len(responses), path, line) if ckey else None
+        for j, resp in enumerate(responses):
+            correct = True if ckey is None else (_as_bool(flags[j], path, line, ckey) if flags else None)
+            yield Sample(
+                problem_id=pid,
+                index=j,
+                response=resp,
+                correct=correct,
+                context=context,
+                meta={"line": line},
+                **common,
+            )
+
+
+# ---------------------------------------------------------------- verl
+
+
+def _verl_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+
+    def order(p: Path) -> tuple[int, str]:
+        return (int(p.stem), p.name) if p.stem.isdigit() else (1 << 62, p.name)
+
+    files = sorted(path.glob("*.jsonl"), key=order)
+    if not files:
+        raise InputError(path, "folder has no *.jsonl dumps")
+    return files
+
+
+def read_verl_dump(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for file in _verl_files(path):
+        counters: dict[tuple[int | None, str], int] = {}
+        for line, obj in _rows(file, bad):
+            try:
+                prompt = require(obj, "input", str, file, line)
+                text = require(obj, keys.text_key or "output", str, file, line)
+                step = _int_or_none(obj.get("step"), file, line, "step")
+                if keys.correct_key:
+                    correct = _as_bool(obj.get(keys.correct_key), file, line, keys.correct_key)
+                elif "acc" in obj:
+                    correct = _as_bool(obj["acc"], file, line, "acc")
+                elif obj.get("score") is not None:
+                    score = obj["score"]
+                    if isinstance(score, bool) or not isinstance(score, int | float):
+                        raise InputError(file, f"expected a number, got {_kind(score)}", line=line, field="score")
+                    correct = score > 0
+                else:
+                    correct = None
+                pid = str(obj[keys.id_key]) if keys.id_key and keys.id_key in obj else _text_hash(prompt)
+                index = counters.get((step, pid), 0)
+                counters[(step, pid)] = index + 1
+                gts = obj.get("gts")
+                sample = Sample(
+                    problem_id=pid,
+                    index=index,
+                    response=text,
+                    step=step,
+                    correct=correct,
+                    answer=None if gts is None else str(gts),
+                    context=_group(obj, keys, file, line),
+                    meta={k: v for k, v in obj.items() if k not in ("input", "output", "gts", "step")}
+                    | {"prompt": prompt, "file": file.name, "line": line},
+                )
+            except InputError as e:
+                bad.handle(e)
+                continue
+            yield sample
+
+
+def read_verl_generation(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for row, rec in _rows(path, bad):
+        try:
+            responses = _listish(rec.get(keys.text_key or "responses"), path, row, keys.text_key or "responses")
+            problem = _problem_from_verl(rec, path, row)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        for j, resp in enumerate(responses):
+            yield Sample(
+                problem_id=problem.id,
+                index=j,
+                response=resp,
+                answer=problem.answer,
+                source=problem.source,
+                meta={"row": row},
+            )
+
+
+def _listish(value: Any, path: Path, row: int, key: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(path, f"expected a string or a list of strings, got {_kind(value)}", line=row, field=key)
+    return value
+
+
+def _problem_from_verl(rec: dict[str, Any], path: Path, row: int) -> Problem:
+    prompt = rec.get("prompt")
+    if isinstance(prompt, str):  # some shipped parquets store the chat as JSON text
+        try:
+            prompt = orjson.loads(prompt)
+        except orjson.JSONDecodeError:
+            raise InputError(path, "a string that is not JSON chat messages", line=row, field="prompt") from None
+    if hasattr(prompt, "tolist"):
+        prompt = prompt.tolist()
+    if not isinstance(prompt, list) or not all(isinstance(m, dict) and "content" in m for m in prompt):
+        raise InputError(path, f"expected a list of chat messages, got {_kind(prompt)}", line=row, field="prompt")
+    rm = rec.get("reward_model") or {}
+    if isinstance(rm, str):
+        try:
+            rm = orjson.loads(rm)
+        except orjson.JSONDecodeError:
+            rm = {}
+    answer = rm.get("ground_truth") if isinstance(rm, dict) else None
+    extra = rec.get("extra_info") or {}
+    if isinstance(extra, str):
+        try:
+            extra = orjson.loads(extra)
+        except orjson.JSONDecodeError:
+            extra = {"raw": extra}
+    pid = rec.get("problem_id")
+    if pid is None and isinstance(extra, dict):
+        pid = extra.get("index", extra.get("idx"))
+    if pid is None:
+        pid = row - 1
+    meta = {"extra_info": extra, "ability": rec.get("ability")}
+    if rec.get("problem_id") is not None:
+        meta["problem_id"] = rec["problem_id"]
+    return Problem(
+        id=str(pid),
+        messages=[{"role": m.get("role", "user"), "content": m["content"]} for m in prompt],
+        answer=None if answer is None else str(answer),
+        source=rec.get("data_source"),
+        split=extra.get("split") if isinstance(extra, dict) else None,
+        meta=meta,
+    )
+
+
+def iter_problems(path: str | Path) -> Iterator[Problem]:
+    """Problems from a verl dataset parquet (``data_source``, ``prompt``, ``reward_model``, ``extra_info``) or
+    from a JSONL/Parquet of sdlens Problems."""
+    path = Path(path)
+    bad = BadLines()
+    for row, rec in _rows(path, bad):
+        if "reward_model" in rec or ("prompt" in rec and "id" not in rec):
+            yield _problem_from_verl(rec, path, row)
+        else:
+            yield from_dict(Problem, rec, path=path, line=row)
+
+
+# ---------------------------------------------------------------- TRL
+
+
+def _trl_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.glob("completions_*.parquet")) or sorted(path.glob("completions/completions_*.parquet"))
+    if not files:
+        raise InputError(path, "folder has no completions_*.parquet")
+    return files
+
+
+def _message_text(value: Any, path: Path, row: int, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        parts = []
+        for m in value:
+            content = m.get("content")
+            if isinstance(content, list):  # multimodal content blocks
+                content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+            if m.get("role", "assistant") == "assistant" or key == "prompt":
+                parts.append(content if isinstance(content, str) else "")
+        return "".join(parts) if key != "prompt" else "\n".join(parts)
+    raise InputError(path, f"expected text or chat messages, got {_kind(value)}", line=row, field=key)
+
+
+_TRL_FIXED = {"step", "prompt", "completion", "advantage", "image"}
+
+
+def read_trl(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for file in _trl_files(path):
+        counters: dict[tuple[int | None, str], int] = {}
+        for row, rec in _rows(file, bad):
+            try:
+                prompt = _message_text(require(rec, "prompt", (str, list), file, row), file, row, "prompt")
+                text = _message_text(
+                    require(rec, keys.text_key or "completion", (str, list), file, row),
+                    file,
+                    row,
+                    keys.text_key or "completion",
+                )
+                step = _int_or_none(rec.get("step"), file, row, "step")
+                rewards = {k: v for k, v in rec.items() if k not in _TRL_FIXED}
+                correct = _as_bool(rec.get(keys.correct_key), file, row, keys.correct_key) if keys.correct_key else None
+            except InputError as e:
+                bad.handle(e)
+                continue
+            pid = str(rec[keys.id_key]) if keys.id_key and keys.id_key in rec else _text_hash(prompt)
+            index = counters.get((step, pid), 0)
+            counters[(step, pid)] = index + 1
+            yield Sample(
+                problem_id=pid,
+                index=index,
+                response=text,
+                step=step,
+                correct=correct,
+                meta={"prompt": prompt, "advantage": rec.get("advantage"), "file": file.name} | rewards,
+            )
+
+
+# ---------------------------------------------------------------- sdlens + generic
+
+
+def read_sdlens(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    for line, rec in _rows(path, bad):
+        if path.suffix == ".parquet":
+            for name in ("meta", "sampling"):
+                if isinstance(rec.get(name), str):
+                    rec[name] = orjson.loads(rec[name])
+            rec = {k: v for k, v in rec.items() if v is not None}
+        try:
+            yield from_dict(Sample, rec, path=path, line=line)
+        except InputError as e:
+            bad.handle(e)
+
+
+def read_generic(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    text_key = keys.text_key or "response"
+    for line, rec in _rows(path, bad):
+        try:
+            if text_key not in rec:
+                raise InputError(path, "missing key (choose the text field with --text-key)", line=line, field=text_key)
+            texts = _listish(rec[text_key], path, line, text_key)
+            id_key = keys.id_key or next((k for k in ("problem_id", "id", "idx") if k in rec), None)
+            if id_key is not None and id_key not in rec:
+                raise InputError(path, "missing key", line=line, field=id_key)
+            pid = str(rec[id_key]) if id_key else str(line)
+            correct = _as_bool(rec.get(keys.correct_key or "correct"), path, line, keys.correct_key or "correct")
+            step = _int_or_none(rec.get("step"), path, line, "step")
+            context = _group(rec, keys, path, line)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        meta = {k: v for k, v in rec.items() if k not in (text_key,)} | {"line": line}
+        for j, text in enumerate(texts):
+            yield Sample(
+                problem_id=pid,
+                index=j if len(texts) > 1 else int(rec.get("index", 0) or 0),
+                response=text,
+                correct=correct,
+                step=step,
+                context=context,
+                model=rec.get("model") if isinstance(rec.get("model"), str) else None,
+                source=rec.get("source") if isinstance(rec.get("source"), str) else None,
+                meta=meta,
+            )
+
+
+_READERS: dict[str, Callable[[Path, KeyMap, BadLines], Iterator[Sample]]] = {
+    "sdlens": read_sdlens,
+    "paper-eval": read_paper_eval,
+    "paper-hint": read_paper_hint,
+    "verl-dump": read_verl_dump,
+    "verl-generation": read_verl_generation,
+    "trl-completions": read_trl,
+    "generic": read_generic,
+}
+
+
+def iter_samples(
+    path: str | Path, fmt: str | None = None, *, keys: KeyMap | None = None, bad: BadLines | None = None
+) -> Iterator[Sample]:
+    """Samples from any supported trace file (see the module docstring); ``fmt`` overrides auto-detection."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise InputError(path, f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
+    if fmt == "verl-dataset":
+        raise InputError(
+            path,
+            "a verl dataset holds problems, not responses: nothing to analyse "
+            "(generate responses first, or pass --format to read it differently)",
+        )
+    yield from _READERS[fmt](path, keys or KeyMap(), bad or BadLines())

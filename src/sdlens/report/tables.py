@@ -1,0 +1,131 @@
+"""Rich tables for `sdlens analyze` and `sdlens compare`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}"
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    vals = [v or 0.0 for v in values]
+    top = max(vals) if vals else 0
+    if top <= 0:
+        return "-"
+    return "".join(_BARS[min(8, round(8 * v / top))] for v in vals)
+
+
+def analysis_tables(res: dict[str, Any]) -> Group:
+    unit = res["length_unit"]
+    head = Table(
+        title=f"Epistemic verbalization — lexicon '{res['lexicon']}' ({res['lexicon_mode']}), scope {res['scope']}"
+    )
+    head.add_column("measure")
+    head.add_column("value", justify="right")
+    rows = [
+        ("problems", _f(res["n_problems"])),
+        ("responses", _f(res["n_responses"])),
+        ("hedges, total", _f(res["total"])),
+        ("E = hedges per response (paper)", _f(res["mean_per_response"])),
+        ("E, mean of per-problem means", _f(res["mean_per_response_macro"])),
+        (f"hedges per 1k {unit}", _f(res["per_1k_tokens"])),
+        ("share of responses with any hedge", _f(res["share_with_any"], 3)),
+        ("median / p90 hedges per response", f"{_f(res['median_per_response'], 1)} / {_f(res['p90_per_response'], 1)}"),
+        (f"mean length ({unit})", _f(res["mean_length"], 1)),
+        ("where hedges fall (tenths of response)", sparkline(res["position_profile"])),
+    ]
+    if res.get("skipped_records"):
+        rows.append(("skipped bad records", _f(res["skipped_records"])))
+    for r in rows:
+        head.add_row(*r)
+    words = Table(title="Per word")
+    words.add_column("word")
+    words.add_column("total", justify="right")
+    words.add_column("per response", justify="right")
+    for w, d in res["per_word"].items():
+        words.add_row(w, _f(d["total"]), _f(d["mean_per_response"], 3))
+    parts: list[Any] = [head, words]
+    if res.get("groups"):
+        g = Table(title=f"By {res['by']}")
+        for col in (
+            "group",
+            "problems",
+            "responses",
+            "E / response",
+            f"per 1k {unit}",
+            "share any",
+            "median",
+            f"length ({unit})",
+        ):
+            g.add_column(col, justify="left" if col == "group" else "right")
+        for name, d in res["groups"].items():
+            g.add_row(
+                name,
+                _f(d["n_problems"]),
+                _f(d["n_responses"]),
+                _f(d["mean_per_response"]),
+                _f(d["per_1k_tokens"]),
+                _f(d["share_with_any"], 3),
+                _f(d["median_per_response"], 1),
+                _f(d["mean_length"], 1),
+            )
+        parts.append(g)
+    return Group(*parts)
+
+
+def _ci(ci: list[float | None], digits: int = 2) -> str:
+    return f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]"
+
+
+def comparison_table(res: dict[str, Any]) -> Group:
+    unit = res["length_unit"]
+    t = Table(
+        title=f"A vs B — lexicon '{res['lexicon']}', scope {res['scope']}, "
+        f"{'paired' if res['paired'] else 'unpaired'} bootstrap ({res['n_boot']} resamples), 95% CIs"
+    )
+    for col in ("measure", "A", "A 95% CI", "B", "B 95% CI", "B/A", "B/A 95% CI"):
+        t.add_column(col, justify="left" if col == "measure" else "right")
+    names = {
+        "mean_per_response": "E (hedges / response)",
+        "per_1k": f"hedges per 1k {unit}",
+        "share_with_any": "share with any hedge",
+        "mean_length": f"length ({unit})",
+    }
+    for key, label in names.items():
+        m = res["metrics"][key]
+        digits = 3 if key == "share_with_any" else 2
+        t.add_row(
+            label,
+            _f(m["a"], digits),
+            _ci(m["a_ci"], digits),
+            _f(m["b"], digits),
+            _ci(m["b_ci"], digits),
+            _f(m["ratio"]),
+            _ci(m["ratio_ci"]),
+        )
+    w = Table(title="Per word (per response)")
+    for col in ("word", "A", "B", "B/A", "B/A 95% CI"):
+        w.add_column(col, justify="left" if col == "word" else "right")
+    for word, m in res["per_word"].items():
+        w.add_row(word, _f(m["a"], 3), _f(m["b"], 3), _f(m["ratio"]), _ci(m["ratio_ci"]))
+    sizes = (
+        f"A: {res['a']['n_problems']:,} problems, {res['a']['n_responses']:,} responses   "
+        f"B: {res['b']['n_problems']:,} problems, {res['b']['n_responses']:,} responses"
+    )
+    return Group(sizes, t, w, f"[bold]{res['verdict']}[/bold]")
+
+
+def print_renderable(obj: Any) -> None:
+    Console().print(obj)
