@@ -122,9 +122,7 @@ def _check_types(cls: type, known: dict[str, Any], path: str | Path | None, line
             continue
         ok = isinstance(value, want) and not (want == (int,) and isinstance(value, bool))
         if not ok:
-            raise InputError(
-                path, f"expected {want[0].__name__}, got {type(value).__name__}", line=line, field=key
-            )
+            raise InputError(path, f"expected {want[0].__name__}, got {type(value).__name__}", line=line, field=key)
 
 
 # ---------------------------------------------------------------- JSONL
@@ -188,11 +186,10 @@ def write_jsonl(path: str | Path, records: Iterable[Problem | Sample | dict[str,
                 w.write(r)
                 n += 1
         return n
-    with atomic_path(path) as tmp:
-        with JsonlWriter(tmp, append=False) as w:
-            for r in records:
-                w.write(r)
-                n += 1
+    with atomic_path(path) as tmp, JsonlWriter(tmp, append=False) as w:
+        for r in records:
+            w.write(r)
+            n += 1
     return n
 
 
