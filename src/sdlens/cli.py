@@ -108,7 +108,7 @@ def analyze(
     config = _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad)
     columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=True) as bar:
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("count", total=None)
             run = run_analysis(files, config, progress=lambda n: bar.advance(task, n))
         res = run.result()

@@ -17,7 +17,7 @@ from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
 from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
-from sdlens.io.jsonl import _json_reason
+from sdlens.io.jsonl import _json_reason, iter_json_lines
 from sdlens.io.readers import paper_eval_samples
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
@@ -152,15 +152,28 @@ def run_analysis(
         if _can_scan(path, fmt, config, units):
             _scan_paper_file(path, prefix, label, config, lexicon, scope, run, progress)
             continue
-        samples = iter_samples(path, fmt, keys=config.keys, bad=bad)
         # one problem per line in the paper's format, whatever its ids say, as its own script counts them
         by_line = fmt == "paper-eval"
+        samples = (
+            _paper_samples(path, config, run, prefix) if by_line else iter_samples(path, fmt, keys=config.keys, bad=bad)
+        )
         for batch in _batches(samples, config.batch_size):
             keys = [prefix + (str(s.meta["line"]) if by_line else s.problem_id) for s in batch]
             _add_samples(batch, keys, label, config, lexicon, scope, units, run)
             if progress:
                 progress(len(batch))
     return run
+
+
+def _paper_samples(path: Path, config: AnalyzeConfig, run: AnalysisRun, prefix: str) -> Iterator[Sample]:
+    for line, obj in iter_json_lines(path, run.skipped):
+        try:
+            samples = paper_eval_samples(obj, path, line, config.keys)
+        except InputError as e:
+            run.skipped.handle(e)
+            continue
+        run.overall.touch([f"{prefix}{line}"])
+        yield from samples
 
 
 def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
@@ -237,6 +250,7 @@ def _scan_paper_file(path, prefix, label, config, lexicon, scope, run: AnalysisR
                 n_words=stats[:, len(lexicon.words) + 1],
                 bins=stats[:, len(lexicon.words) + 2 :],
             )
+            run.overall.touch(f"{prefix}{n}" for n in line_no[ok].tolist())
             keys = [f"{prefix}{n}" for n in owners.tolist()]
             _add_arrays(run, keys, arrays, arrays.n_words, label, config)
             if progress:
@@ -266,6 +280,7 @@ def _slow_line(raw: bytes, path, line, prefix, label, config, lexicon, scope, ru
     except InputError as e:
         run.skipped.handle(e)
         return
+    run.overall.touch([f"{prefix}{line}"])
     texts = [s.response for s in samples]
     arrays = count_texts(texts, lexicon, scope)
     _add_arrays(run, [f"{prefix}{line}"] * len(texts), arrays, arrays.n_words, label, config)

@@ -7,6 +7,7 @@ median and p90. Memory grows with the number of responses (a few integers each),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,13 @@ class Accumulator:
     def __post_init__(self) -> None:
         self._per_problem = _Growable(P_WORDS + len(self.words))
         self.bins = np.zeros(N_BINS, dtype=np.int64)
+
+    def touch(self, problem_keys: Iterable[str]) -> None:
+        """Register problems that may have no responses (the paper's script counts them as problems)."""
+        for key in problem_keys:
+            if key not in self.problems:
+                self.problems[key] = len(self.problems)
+        self._per_problem.ensure(len(self.problems))
 
     def add(self, problem_keys: list[str] | np.ndarray, arrays: CountArrays, units: np.ndarray) -> None:
         """Add a batch: ``problem_keys[i]`` owns response i; ``units`` are its tokens or words."""

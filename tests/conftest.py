@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
+if not SHARED.exists():  # a clone elsewhere: ../shared relative to the project root
+    SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math"
+
+EPISTEMIC_WORDS = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might", "likely", "check"]
+
+
+def paper_script_numbers(path: Path, key: str = "generated_responses") -> dict:
+    """The paper's check_epistemic_tokens.py algorithm, restated from its spec (PAPER.md section 9.1)."""
+    data = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                data.append(json.loads(line))
+    totals = dict.fromkeys(EPISTEMIC_WORDS, 0)
+    n_resp = 0
+    for record in data:
+        for resp in record.get(key, []):
+            low = resp.lower()
+            for w in EPISTEMIC_WORDS:
+                totals[w] += low.count(w)
+            n_resp += 1
+    total = sum(totals.values())
+    return {"problems": len(data), "responses": n_resp, "totals": totals, "total": total,
+            "avg_per_resp": total / n_resp if n_resp else 0}
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED.exists():
+        pytest.skip("../shared/data/math is not present")
+    return SHARED
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> Path:
+    with open(path, "wb") as f:
+        for line in lines:
+            f.write(line if isinstance(line, bytes) else line.encode("utf-8"))
+            f.write(b"\n")
+    return path

@@ -1,0 +1,143 @@
+"""`sdlens analyze` / `sdlens compare` end to end through the CLI, against the paper's script."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import EPISTEMIC_WORDS, paper_script_numbers, write_lines
+from sdlens.cli import app
+from sdlens.epistemic.analyze import AnalyzeConfig, analyze
+from sdlens.epistemic.compare import compare
+from sdlens.examples import write_example_run, write_example_runs
+
+runner = CliRunner()
+
+PIECES = ["wait", "Wait,", "hmm", "HMMM", "unlikely", "checking", "await", "mighty", "perhaps", "the", "x = 2", "\n",
+          "\\check{x}", "<think>", "</think>", "é", "中文", "\u212a", "\u0130", "CHEC\u212a", "ſeems", " ", "🙂",
+          "Alternatively", "\\boxed{4}", "\"quoted\"", "\\\\", "\t"]
+
+
+def random_paper_file(path, seed: int, n: int = 25, ensure_ascii: bool = True):
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        responses = ["".join(rng.choice(PIECES) + rng.choice(["", " "]) for _ in range(rng.randint(0, 80)))
+                     for _ in range(rng.randint(0, 6))]
+        rec = {"idx": i, "gold_answer": "4", "generated_responses": responses,
+               "answers_correctness": [rng.random() < 0.5 for _ in responses], "nested": {"generated_responses": 1}}
+        lines.append(json.dumps(rec, ensure_ascii=ensure_ascii))
+        if rng.random() < 0.1:
+            lines.append("   ")
+    return write_lines(path, lines)
+
+
+def cli_json(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_analyze_paper_lexicon_reproduces_the_paper_script(tmp_path, seed: int) -> None:
+    path = random_paper_file(tmp_path / "run.jsonl", seed, ensure_ascii=seed % 2 == 0)
+    ref = paper_script_numbers(path)
+    got = cli_json("analyze", str(path))
+    assert got["n_problems"] == ref["problems"]
+    assert got["n_responses"] == ref["responses"]
+    assert got["total"] == ref["total"]
+    assert {w: d["total"] for w, d in got["per_word"].items()} == ref["totals"]
+    assert got["mean_per_response"] == pytest.approx(ref["avg_per_resp"], rel=1e-12)
+    for w in EPISTEMIC_WORDS:
+        assert got["per_word"][w]["mean_per_response"] == pytest.approx(ref["totals"][w] / ref["responses"])
+    # the slow (record-by-record) path gives the same numbers as the compiled scanner
+    slow = analyze([path], AnalyzeConfig(fast=False))
+    assert {k: slow[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")} == {
+        k: got[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")}
+
+
+def test_analyze_statistics_by_correct(tmp_path) -> None:
+    lines = [json.dumps({"idx": 0, "generated_responses": ["wait wait", "x", "hmm y"],
+                         "answers_correctness": [True, False, False]}),
+             json.dumps({"idx": 1, "generated_responses": ["maybe", "z z z z"], "answers_correctness": [True, True]})]
+    path = write_lines(tmp_path / "r.jsonl", lines)
+    got = cli_json("analyze", str(path), "--by", "correct")
+    assert got["n_responses"] == 5 and got["total"] == 4
+    assert got["share_with_any"] == pytest.approx(3 / 5)
+    assert got["median_per_response"] == 1.0
+    assert got["per_1k_tokens"] == pytest.approx(1000 * 4 / 10)  # 10 whitespace words in all
+    assert got["length_unit"] == "whitespace words"
+    assert got["mean_per_response_macro"] == pytest.approx((3 / 3 + 1 / 2) / 2)
+    g = got["groups"]
+    assert set(g) == {"true", "false"}
+    assert g["true"]["n_responses"] == 3 and g["true"]["total"] == 3 and g["true"]["n_problems"] == 2
+    assert g["false"]["n_responses"] == 2 and g["false"]["total"] == 1 and g["false"]["n_problems"] == 1
+
+
+def test_scope_thinking_and_answer_partition_the_counts(tmp_path) -> None:
+    path = write_example_run(tmp_path / "ex.jsonl", hedging=0.8, accuracy=0.7, n_problems=10)
+    full, think, ans = (cli_json("analyze", str(path), "--scope", s)["total"] for s in ("full", "thinking", "answer"))
+    assert think > 0 and think + ans == full
+
+
+def test_tokenizer_units(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "wait": 1, "x": 2}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    path = write_lines(tmp_path / "r.jsonl", [json.dumps({"idx": 0, "generated_responses": ["wait, x x", "x"]})])
+    got = cli_json("analyze", str(path), "--tokenizer", str(tmp_path / "tok"))
+    assert got["length_unit"] == f"tokens ({tmp_path / 'tok'})"
+    # "wait , x x" -> 4 tokens (the comma is its own token), "x" -> 1
+    assert got["mean_length"] == pytest.approx(2.5) and got["per_1k_tokens"] == pytest.approx(1000 * 1 / 5)
+
+
+def test_analyze_table_and_errors(tmp_path) -> None:
+    base, _ = write_example_runs(tmp_path)
+    result = runner.invoke(app, ["analyze", str(base), "--by", "correct"])
+    assert result.exit_code == 0 and "E = hedges per response (paper)" in result.stdout and "By correct" in result.stdout
+    bad = write_lines(tmp_path / "bad.jsonl", ['{"idx": 0, "generated_responses": ["a"]}', '{"idx": 1,'])
+    result = runner.invoke(app, ["analyze", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {bad}:2: malformed JSON") and result.stderr.count("\n") == 1
+    ok = cli_json("analyze", str(bad), "--skip-bad")
+    assert ok["skipped_records"] == 1 and ok["n_responses"] == 1
+    result = runner.invoke(app, ["analyze", str(base), "--lexicon", str(tmp_path / "none.toml")])
+    assert result.exit_code == 2 and "no such lexicon file" in result.stderr
+
+
+def test_compare_reports_cis_and_verdict(tmp_path) -> None:
+    base, confident = write_example_runs(tmp_path)
+    res = cli_json("compare", str(base), str(confident))
+    e = res["metrics"]["mean_per_response"]
+    assert res["paired"] is True
+    assert e["a_ci"][0] <= e["a"] <= e["a_ci"][1] and e["b_ci"][0] <= e["b"] <= e["b_ci"][1]
+    assert e["ratio"] == pytest.approx(e["b"] / e["a"])
+    assert res["hedging_fell"] is True and res["verdict"].startswith("Hedging fell significantly")
+    same = cli_json("compare", str(base), str(base))
+    assert same["hedging_fell"] is False and same["verdict"].startswith("No significant change")
+    assert same["metrics"]["mean_per_response"]["ratio_ci"] == [1.0, 1.0]  # paired resampling of identical runs
+
+
+def test_compare_ci_matches_a_direct_bootstrap(tmp_path) -> None:
+    base, confident = write_example_runs(tmp_path)
+    res = compare([base], [confident], n_boot=500, seed=3)
+    # restate the paired bootstrap of E over problems directly from the files
+    def per_problem(path):
+        rows = [json.loads(x) for x in open(path)]
+        return np.array([[sum(r.lower().count(w) for w in EPISTEMIC_WORDS for r in [resp])
+                          for resp in row["generated_responses"]] for row in rows])
+
+    a, b = per_problem(base), per_problem(confident)
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, len(a), size=(500, len(a)))
+    ratios = b[idx].sum(axis=(1, 2)) / a[idx].sum(axis=(1, 2))
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    assert res["metrics"]["mean_per_response"]["ratio_ci"] == pytest.approx([lo, hi])
