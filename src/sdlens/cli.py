@@ -162,3 +162,7 @@ _register_grading(app)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
