@@ -238,6 +238,7 @@ def read_verl_dump(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
                     step=step,
                     correct=correct,
                     answer=None if gts is None else str(gts),
+                    source=obj["data_source"] if isinstance(obj.get("data_source"), str) else None,
                     context=_group(obj, keys, file, line),
                     meta={k: v for k, v in obj.items() if k not in ("input", "output", "gts", "step")}
                     | {"prompt": prompt, "file": file.name, "line": line},

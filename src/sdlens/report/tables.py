@@ -85,44 +85,41 @@ def analysis_tables(res: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def _ci(ci: list[float | None], digits: int = 2) -> str:
-    return f"[{_f(ci[0], digits)}, {_f(ci[1], digits)}]"
+def _with_ci(x: float | None, ci: list[float | None], digits: int = 2) -> str:
+    return f"{_f(x, digits)} ({_f(ci[0], digits)}–{_f(ci[1], digits)})"
 
 
 def comparison_table(res: dict[str, Any]) -> Group:
     unit = res["length_unit"]
-    t = Table(
-        title=f"A vs B — lexicon '{res['lexicon']}', scope {res['scope']}, "
-        f"{'paired' if res['paired'] else 'unpaired'} bootstrap ({res['n_boot']} resamples), 95% CIs"
-    )
-    for col in ("measure", "A", "A 95% CI", "B", "B 95% CI", "B/A", "B/A 95% CI"):
-        t.add_column(col, justify="left" if col == "measure" else "right")
+    kind = "paired" if res["paired"] else "unpaired"
+    t = Table(title=f"A vs B — lexicon '{res['lexicon']}', scope {res['scope']}; value (95% CI)")
+    for col in ("measure", "A", "B", "B/A"):
+        t.add_column(col, justify="left" if col == "measure" else "right", no_wrap=col != "measure")
+    short = "tokens" if unit.startswith("tokens") else "words"
     names = {
-        "mean_per_response": "E (hedges / response)",
-        "per_1k": f"hedges per 1k {unit}",
-        "share_with_any": "share with any hedge",
-        "mean_length": f"length ({unit})",
+        "mean_per_response": "E / response",
+        "per_1k": f"per 1k {short}",
+        "share_with_any": "share with any",
+        "mean_length": f"length ({short})",
     }
     for key, label in names.items():
         m = res["metrics"][key]
         digits = 3 if key == "share_with_any" else 2
         t.add_row(
             label,
-            _f(m["a"], digits),
-            _ci(m["a_ci"], digits),
-            _f(m["b"], digits),
-            _ci(m["b_ci"], digits),
-            _f(m["ratio"]),
-            _ci(m["ratio_ci"]),
+            _with_ci(m["a"], m["a_ci"], digits),
+            _with_ci(m["b"], m["b_ci"], digits),
+            _with_ci(m["ratio"], m["ratio_ci"], 2),
         )
-    w = Table(title="Per word (per response)")
-    for col in ("word", "A", "B", "B/A", "B/A 95% CI"):
-        w.add_column(col, justify="left" if col == "word" else "right")
+    w = Table(title="Per word, per response")
+    for col in ("word", "A", "B", "B/A (95% CI)"):
+        w.add_column(col, justify="left" if col == "word" else "right", no_wrap=True)
     for word, m in res["per_word"].items():
-        w.add_row(word, _f(m["a"], 3), _f(m["b"], 3), _f(m["ratio"]), _ci(m["ratio_ci"]))
+        w.add_row(word, _f(m["a"], 3), _f(m["b"], 3), _with_ci(m["ratio"], m["ratio_ci"], 2))
     sizes = (
         f"A: {res['a']['n_problems']:,} problems, {res['a']['n_responses']:,} responses   "
-        f"B: {res['b']['n_problems']:,} problems, {res['b']['n_responses']:,} responses"
+        f"B: {res['b']['n_problems']:,} problems, {res['b']['n_responses']:,} responses\n"
+        f"{kind} bootstrap over problems, {res['n_boot']} resamples; length unit: {unit}"
     )
     return Group(sizes, t, w, f"[bold]{res['verdict']}[/bold]")
 
