@@ -141,3 +141,18 @@ def test_compare_ci_matches_a_direct_bootstrap(tmp_path) -> None:
     ratios = b[idx].sum(axis=(1, 2)) / a[idx].sum(axis=(1, 2))
     lo, hi = np.percentile(ratios, [2.5, 97.5])
     assert res["metrics"]["mean_per_response"]["ratio_ci"] == pytest.approx([lo, hi])
+
+
+@pytest.mark.parametrize("chunk", [64, 1000, 1 << 20])
+def test_scanner_windows_keep_line_numbers_and_results(tmp_path, chunk: int) -> None:
+    path = random_paper_file(tmp_path / "run.jsonl", 11, n=30)
+    with open(path, "ab") as f:
+        f.write(b"\n{broken\n\n")
+        f.write(json.dumps({"idx": 99, "generated_responses": ["wait"]}).encode())  # no final newline
+    n_lines = path.read_bytes().count(b"\n") + 1
+    fast = analyze([path], AnalyzeConfig(skip_bad=True, chunk_bytes=chunk))
+    slow = analyze([path], AnalyzeConfig(skip_bad=True, fast=False))
+    keys = ("n_problems", "n_responses", "total", "per_word", "position_profile", "mean_length", "skipped_records",
+            "skipped_examples", "median_per_response")
+    assert {k: fast[k] for k in keys} == {k: slow[k] for k in keys}
+    assert fast["skipped_examples"][0].startswith(f"{path}:{n_lines - 2}: malformed JSON")

@@ -47,6 +47,8 @@ class AnalyzeConfig:
     """Use the compiled raw-JSONL scanner for the paper's eval format when nothing needs full records."""
     threads: int = 2
     """Threads for the compiled scanner."""
+    chunk_bytes: int = 256 << 20
+    """Bytes of a paper-format file the compiled scanner takes at once (whole lines; bounds memory)."""
 
 
 def group_value(sample: Sample, key: str, file_label: str) -> str:
@@ -223,42 +225,70 @@ def _can_scan(path: Path, fmt: str, config: AnalyzeConfig, units: _Units) -> boo
 
 
 def _scan_paper_file(path, prefix, label, config, lexicon, scope, run: AnalysisRun, progress) -> None:
-    """Count a paper-format JSONL straight from its bytes; lines the scanner cannot vouch for go the slow way."""
-    kernel = _kernel()
-    text_key = config.keys.text_key or "generated_responses"
-    width = len(lexicon.words) + 2 + N_BINS
+    """Count a paper-format JSONL straight from its bytes, a window of whole lines at a time (bounded memory);
+    lines the scanner cannot vouch for go the exact record-by-record way."""
     try:
         fh = open(path, "rb")  # noqa: SIM115
     except OSError as e:
         raise InputError(path, f"cannot open: {e.strerror}") from None
     with fh:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise InputError(path, "file is empty (no records)")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            out = kernel.scan_jsonl(buf, text_key, lexicon.words, lexicon.mode, scope.value, config.threads)
-            line_no = np.frombuffer(out["line_no"], dtype=np.int64)
-            if len(line_no) == 0:
-                raise InputError(path, "file is empty (no records)")
-            status = np.frombuffer(out["status"], dtype=np.int64)
-            n_strings = np.frombuffer(out["n_strings"], dtype=np.int64)
-            stats = np.frombuffer(out["stats"], dtype=np.int64).reshape(-1, width)
-            ok = status == 0
-            owners = np.repeat(line_no[ok], n_strings[ok])
-            arrays = CountArrays(
-                counts=stats[:, : len(lexicon.words)],
-                n_chars=stats[:, len(lexicon.words)],
-                n_words=stats[:, len(lexicon.words) + 1],
-                bins=stats[:, len(lexicon.words) + 2 :],
-            )
-            run.overall.touch(f"{prefix}{n}" for n in line_no[ok].tolist())
-            keys = [f"{prefix}{n}" for n in owners.tolist()]
-            _add_arrays(run, keys, arrays, arrays.n_words, label, config)
-            if progress:
-                progress(len(keys))
-            starts = np.frombuffer(out["line_start"], dtype=np.int64)
-            ends = np.frombuffer(out["line_end"], dtype=np.int64)
-            for i in np.flatnonzero(~ok):
-                _slow_line(buf[starts[i] : ends[i]], path, int(line_no[i]), prefix, label, config, lexicon, scope, run)
+        seen_lines = 0
+        non_blank = 0
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            start = 0
+            while start < size:
+                stop = min(size, start + config.chunk_bytes)
+                if stop < size:
+                    nl = mm.rfind(b"\n", start, stop)
+                    stop = nl + 1 if nl >= 0 else (mm.find(b"\n", stop) + 1 or size)
+                window = memoryview(mm)[start:stop]
+                try:
+                    lines, counted = _scan_window(window, path, seen_lines, prefix, label, config, lexicon, scope, run)
+                finally:
+                    window.release()
+                seen_lines += lines
+                non_blank += counted
+                if progress:
+                    progress(counted)
+                start = stop
+        if non_blank == 0:
+            raise InputError(path, "file is empty (no records)")
+
+
+def _scan_window(window, path, first_line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> tuple[int, int]:
+    """Scan one window of whole lines; returns (lines in the window, non-blank lines)."""
+    kernel = _kernel()
+    width = len(lexicon.words) + 2 + N_BINS
+    out = kernel.scan_jsonl(
+        window, config.keys.text_key or "generated_responses", lexicon.words, lexicon.mode, scope.value, config.threads
+    )
+    line_no = np.frombuffer(out["line_no"], dtype=np.int64) + first_line
+    starts = np.frombuffer(out["line_start"], dtype=np.int64)
+    ends = np.frombuffer(out["line_end"], dtype=np.int64)
+    status = np.frombuffer(out["status"], dtype=np.int64)
+    n_strings = np.frombuffer(out["n_strings"], dtype=np.int64)
+    stats = np.frombuffer(out["stats"], dtype=np.int64).reshape(-1, width)
+    if len(line_no):
+        lines = int(line_no[-1]) - first_line - 1 + bytes(window[int(ends[-1]) :]).count(b"\n")
+        if not bytes(window[int(ends[-1]) :]).endswith(b"\n"):
+            lines += 1  # the file's last line has no newline
+    else:
+        lines = bytes(window).count(b"\n")
+    ok = status == 0
+    w = len(lexicon.words)
+    arrays = CountArrays(counts=stats[:, :w], n_chars=stats[:, w], n_words=stats[:, w + 1], bins=stats[:, w + 2 :])
+    # problems are registered in file order so the slow and fast paths list them identically
+    run.overall.touch(f"{prefix}{n}" for n in line_no[ok].tolist())
+    owners = np.repeat(line_no[ok], n_strings[ok])
+    _add_arrays(run, [f"{prefix}{n}" for n in owners.tolist()], arrays, arrays.n_words, label, config)
+    for i in np.flatnonzero(~ok):
+        _slow_line(
+            bytes(window[starts[i] : ends[i]]), path, int(line_no[i]), prefix, label, config, lexicon, scope, run
+        )
+    return lines, len(line_no)
 
 
 def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, config) -> None:
