@@ -156,3 +156,17 @@ def test_scanner_windows_keep_line_numbers_and_results(tmp_path, chunk: int) -> 
             "skipped_examples", "median_per_response")
     assert {k: fast[k] for k in keys} == {k: slow[k] for k in keys}
     assert fast["skipped_examples"][0].startswith(f"{path}:{n_lines - 2}: malformed JSON")
+
+
+def test_several_files_by_file_and_verl_steps(tmp_path) -> None:
+    base, confident = write_example_runs(tmp_path)
+    got = cli_json("analyze", str(base), str(confident), "--by", "file")
+    assert set(got["groups"]) == {"base.jsonl", "confident.jsonl"}
+    assert got["n_problems"] == 80  # the same 40 problems in two files stay two sets of problems
+    assert got["groups"]["base.jsonl"]["total"] == paper_script_numbers(base)["total"]
+    dump = tmp_path / "rollouts"
+    dump.mkdir()
+    for step, text in ((1, "Wait, hmm. maybe"), (2, "so 4")):
+        write_lines(dump / f"{step}.jsonl", [json.dumps({"input": "p", "output": text, "score": 1.0, "step": step})])
+    got = cli_json("analyze", str(dump), "--by", "step")
+    assert {k: v["total"] for k, v in got["groups"].items()} == {"1": 3, "2": 0}
