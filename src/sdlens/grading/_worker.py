@@ -1,6 +1,7 @@
 """Code that runs inside a grading worker process (its own main thread, so math-verify's signal timeouts work).
 
-Protocol over a duplex ``multiprocessing`` connection:
+Started by :mod:`sdlens.grading.pool` as ``python _worker.py FD MEMORY_LIMIT_MB``: a plain script that imports
+nothing from sdlens, only math-verify. Protocol over a ``multiprocessing.connection.Connection`` on socket FD:
 
 - worker -> parent ``("ready", pid)`` once math-verify is imported, or ``("fatal", message)`` and exit;
 - parent -> worker a list of tasks ``(task_id, kind, args)``; ``None`` asks the worker to exit;
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -175,19 +177,29 @@ def run_task(kind: str, args: tuple) -> tuple[bool, str | None]:
         return False, f"grader error ({_why(e)})"
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the parent dies, even while stuck in C code."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the worker still exits on EOF of its connection
+        pass
+
+
 def main(conn: Any, memory_limit_mb: int | None) -> None:
     """Worker entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which shuts the pool down
+    _die_with_parent()
     _limit_memory(memory_limit_mb)
     try:
         import math_verify  # noqa: F401
 
         _setup_logging()
     except BaseException as e:
-        try:
-            conn.send(("fatal", f"cannot import math-verify in the grading worker: {_why(e)}"))
-        finally:
-            return
+        conn.send(("fatal", f"cannot import math-verify in the grading worker: {_why(e)}"))
+        return
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -202,3 +214,9 @@ def main(conn: Any, memory_limit_mb: int | None) -> None:
                 conn.send(("result", task_id, correct, error))
             except (BrokenPipeError, OSError):
                 return
+
+
+if __name__ == "__main__":
+    from multiprocessing.connection import Connection
+
+    main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None)

@@ -19,7 +19,7 @@ Rules (documented in docs/grading.md):
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 
 from sdlens.epistemic.segment import split_thinking
 
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class ExtractMode(str, Enum):
+class ExtractMode(StrEnum):
     boxed = "boxed"
     answer_line = "answer-line"
     boxed_or_answer_line = "boxed-or-answer-line"
@@ -107,10 +107,8 @@ def extract_answer_line(text: str) -> str | None:
         boxed = last_boxed(value)
         if boxed is not None:
             value = boxed
-    value = normalize_answer_text(value)
-    if value.endswith("."):
-        value = value[:-1].rstrip()
-    return value
+    value = normalize_answer_text(value.rstrip(".").rstrip())
+    return value.rstrip(".").rstrip()
 
 
 def extract_answer(

@@ -57,7 +57,7 @@ def _classify(keys: set[str]) -> str:
         return "verl-dump"
     if {"completion", "prompt", "step"} <= keys:
         return "trl-completions"
-    if {"problem_id", "response"} <= keys:
+    if "problem_id" in keys and keys & {"response", "correct", "index"}:
         return "sdlens"
     if "responses" in keys and "prompt" in keys:
         return "verl-generation"
