@@ -29,8 +29,13 @@ def paper_script_numbers(path: Path, key: str = "generated_responses") -> dict:
                 totals[w] += low.count(w)
             n_resp += 1
     total = sum(totals.values())
-    return {"problems": len(data), "responses": n_resp, "totals": totals, "total": total,
-            "avg_per_resp": total / n_resp if n_resp else 0}
+    return {
+        "problems": len(data),
+        "responses": n_resp,
+        "totals": totals,
+        "total": total,
+        "avg_per_resp": total / n_resp if n_resp else 0,
+    }
 
 
 @pytest.fixture

@@ -17,19 +17,53 @@ from sdlens.examples import write_example_run, write_example_runs
 
 runner = CliRunner()
 
-PIECES = ["wait", "Wait,", "hmm", "HMMM", "unlikely", "checking", "await", "mighty", "perhaps", "the", "x = 2", "\n",
-          "\\check{x}", "<think>", "</think>", "é", "中文", "\u212a", "\u0130", "CHEC\u212a", "ſeems", " ", "🙂",
-          "Alternatively", "\\boxed{4}", "\"quoted\"", "\\\\", "\t"]
+PIECES = [
+    "wait",
+    "Wait,",
+    "hmm",
+    "HMMM",
+    "unlikely",
+    "checking",
+    "await",
+    "mighty",
+    "perhaps",
+    "the",
+    "x = 2",
+    "\n",
+    "\\check{x}",
+    "<think>",
+    "</think>",
+    "é",
+    "中文",
+    "\u212a",
+    "\u0130",
+    "CHEC\u212a",
+    "ſeems",
+    " ",
+    "🙂",
+    "Alternatively",
+    "\\boxed{4}",
+    '"quoted"',
+    "\\\\",
+    "\t",
+]
 
 
 def random_paper_file(path, seed: int, n: int = 25, ensure_ascii: bool = True):
     rng = random.Random(seed)
     lines = []
     for i in range(n):
-        responses = ["".join(rng.choice(PIECES) + rng.choice(["", " "]) for _ in range(rng.randint(0, 80)))
-                     for _ in range(rng.randint(0, 6))]
-        rec = {"idx": i, "gold_answer": "4", "generated_responses": responses,
-               "answers_correctness": [rng.random() < 0.5 for _ in responses], "nested": {"generated_responses": 1}}
+        responses = [
+            "".join(rng.choice(PIECES) + rng.choice(["", " "]) for _ in range(rng.randint(0, 80)))
+            for _ in range(rng.randint(0, 6))
+        ]
+        rec = {
+            "idx": i,
+            "gold_answer": "4",
+            "generated_responses": responses,
+            "answers_correctness": [rng.random() < 0.5 for _ in responses],
+            "nested": {"generated_responses": 1},
+        }
         lines.append(json.dumps(rec, ensure_ascii=ensure_ascii))
         if rng.random() < 0.1:
             lines.append("   ")
@@ -57,13 +91,17 @@ def test_analyze_paper_lexicon_reproduces_the_paper_script(tmp_path, seed: int) 
     # the slow (record-by-record) path gives the same numbers as the compiled scanner
     slow = analyze([path], AnalyzeConfig(fast=False))
     assert {k: slow[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")} == {
-        k: got[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")}
+        k: got[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")
+    }
 
 
 def test_analyze_statistics_by_correct(tmp_path) -> None:
-    lines = [json.dumps({"idx": 0, "generated_responses": ["wait wait", "x", "hmm y"],
-                         "answers_correctness": [True, False, False]}),
-             json.dumps({"idx": 1, "generated_responses": ["maybe", "z z z z"], "answers_correctness": [True, True]})]
+    lines = [
+        json.dumps(
+            {"idx": 0, "generated_responses": ["wait wait", "x", "hmm y"], "answers_correctness": [True, False, False]}
+        ),
+        json.dumps({"idx": 1, "generated_responses": ["maybe", "z z z z"], "answers_correctness": [True, True]}),
+    ]
     path = write_lines(tmp_path / "r.jsonl", lines)
     got = cli_json("analyze", str(path), "--by", "correct")
     assert got["n_responses"] == 5 and got["total"] == 4
@@ -102,7 +140,9 @@ def test_tokenizer_units(tmp_path) -> None:
 def test_analyze_table_and_errors(tmp_path) -> None:
     base, _ = write_example_runs(tmp_path)
     result = runner.invoke(app, ["analyze", str(base), "--by", "correct"])
-    assert result.exit_code == 0 and "E = hedges per response (paper)" in result.stdout and "By correct" in result.stdout
+    assert (
+        result.exit_code == 0 and "E = hedges per response (paper)" in result.stdout and "By correct" in result.stdout
+    )
     bad = write_lines(tmp_path / "bad.jsonl", ['{"idx": 0, "generated_responses": ["a"]}', '{"idx": 1,'])
     result = runner.invoke(app, ["analyze", str(bad)])
     assert result.exit_code == 2
@@ -129,11 +169,19 @@ def test_compare_reports_cis_and_verdict(tmp_path) -> None:
 def test_compare_ci_matches_a_direct_bootstrap(tmp_path) -> None:
     base, confident = write_example_runs(tmp_path)
     res = compare([base], [confident], n_boot=500, seed=3)
+
     # restate the paired bootstrap of E over problems directly from the files
     def per_problem(path):
-        rows = [json.loads(x) for x in open(path)]
-        return np.array([[sum(r.lower().count(w) for w in EPISTEMIC_WORDS for r in [resp])
-                          for resp in row["generated_responses"]] for row in rows])
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        return np.array(
+            [
+                [
+                    sum(r.lower().count(w) for w in EPISTEMIC_WORDS for r in [resp])
+                    for resp in row["generated_responses"]
+                ]
+                for row in rows
+            ]
+        )
 
     a, b = per_problem(base), per_problem(confident)
     rng = np.random.default_rng(3)
@@ -152,8 +200,17 @@ def test_scanner_windows_keep_line_numbers_and_results(tmp_path, chunk: int) -> 
     n_lines = path.read_bytes().count(b"\n") + 1
     fast = analyze([path], AnalyzeConfig(skip_bad=True, chunk_bytes=chunk))
     slow = analyze([path], AnalyzeConfig(skip_bad=True, fast=False))
-    keys = ("n_problems", "n_responses", "total", "per_word", "position_profile", "mean_length", "skipped_records",
-            "skipped_examples", "median_per_response")
+    keys = (
+        "n_problems",
+        "n_responses",
+        "total",
+        "per_word",
+        "position_profile",
+        "mean_length",
+        "skipped_records",
+        "skipped_examples",
+        "median_per_response",
+    )
     assert {k: fast[k] for k in keys} == {k: slow[k] for k in keys}
     assert fast["skipped_examples"][0].startswith(f"{path}:{n_lines - 2}: malformed JSON")
 

@@ -14,37 +14,67 @@ from sdlens.io import BadLines, KeyMap, detect_format, iter_problems, iter_sampl
 
 
 def paper_line(idx: int, responses: list[str], correct: list[bool]) -> str:
-    return json.dumps({
-        "idx": idx, "question": "q", "gold_answer": "5", "generated_responses": responses,
-        "answer_responses": [r.split("</think>")[-1] for r in responses],
-        "thinking_contents": [r.split("</think>")[0] for r in responses],
-        "answers_correctness": correct, "response_token_lengths": [len(r) for r in responses],
-    })
+    return json.dumps(
+        {
+            "idx": idx,
+            "question": "q",
+            "gold_answer": "5",
+            "generated_responses": responses,
+            "answer_responses": [r.split("</think>")[-1] for r in responses],
+            "thinking_contents": [r.split("</think>")[0] for r in responses],
+            "answers_correctness": correct,
+            "response_token_lengths": [len(r) for r in responses],
+        }
+    )
 
 
 def test_paper_eval(tmp_path) -> None:
-    path = write_lines(tmp_path / "e.jsonl", [paper_line(7, ["wait</think>\\boxed{5}", "x</think>4"], [True, False]),
-                                              "", paper_line(8, ["hmm"], [False])])
+    path = write_lines(
+        tmp_path / "e.jsonl",
+        [paper_line(7, ["wait</think>\\boxed{5}", "x</think>4"], [True, False]), "", paper_line(8, ["hmm"], [False])],
+    )
     assert detect_format(path) == "paper-eval"
     s = list(iter_samples(path))
     assert [(x.problem_id, x.index, x.correct, x.answer) for x in s] == [
-        ("7", 0, True, "5"), ("7", 1, False, "5"), ("8", 0, False, "5")]
+        ("7", 0, True, "5"),
+        ("7", 1, False, "5"),
+        ("8", 0, False, "5"),
+    ]
     assert s[0].thinking == "wait" and s[0].answer_text == "\\boxed{5}" and s[0].n_tokens == len(s[0].response)
     alt = list(iter_samples(path, keys=KeyMap(text_key="answer_responses")))
     assert alt[0].response == "\\boxed{5}"
 
 
 def test_paper_hint_combined_per_round_and_collected(tmp_path) -> None:
-    combined = {"question": "q", "gold_answer": "3", "original_correct_count": 2, "data_source": "dapo",
-                "original_index": 11, "round1_conditioning_solution": "s", "round1_responses": ["a", "b"],
-                "round1_is_correct": [True, False], "round2_responses": ["c"], "round2_is_correct": [True]}
+    combined = {
+        "question": "q",
+        "gold_answer": "3",
+        "original_correct_count": 2,
+        "data_source": "dapo",
+        "original_index": 11,
+        "round1_conditioning_solution": "s",
+        "round1_responses": ["a", "b"],
+        "round1_is_correct": [True, False],
+        "round2_responses": ["c"],
+        "round2_is_correct": [True],
+    }
     path = write_lines(tmp_path / "chained_results_all.jsonl", [json.dumps(combined)])
     assert detect_format(path) == "paper-hint"
     s = list(iter_samples(path))
     assert [(x.context, x.response, x.correct, x.problem_id) for x in s] == [
-        ("round1", "a", True, "11"), ("round1", "b", False, "11"), ("round2", "c", True, "11")]
-    per_round = {"question": "q", "gold_answer": "3", "original_index": 4, "conditioning_solution": "s",
-                 "responses": ["x"], "is_correct": [False], "correct_count": 0}
+        ("round1", "a", True, "11"),
+        ("round1", "b", False, "11"),
+        ("round2", "c", True, "11"),
+    ]
+    per_round = {
+        "question": "q",
+        "gold_answer": "3",
+        "original_index": 4,
+        "conditioning_solution": "s",
+        "responses": ["x"],
+        "is_correct": [False],
+        "correct_count": 0,
+    }
     path = write_lines(tmp_path / "round1_results.jsonl", [json.dumps(per_round)])
     assert [(x.context, x.correct) for x in iter_samples(path)] == [("round", False)]
     collected = {"question": "q", "gold_answer": "3", "correct_solutions": ["s1", "s2"], "original_index": 0}
@@ -56,9 +86,11 @@ def test_verl_dump_folder(tmp_path) -> None:
     d = tmp_path / "rollouts"
     d.mkdir()
     for step in (10, 2):
-        rows = [{"input": "prompt A", "output": f"wait {step}", "gts": "1", "score": 1.0, "step": step},
-                {"input": "prompt A", "output": "no", "gts": "1", "score": 0.0, "step": step},
-                {"input": "prompt B", "output": "hmm", "gts": "2", "score": -1.0, "step": step, "acc": False}]
+        rows = [
+            {"input": "prompt A", "output": f"wait {step}", "gts": "1", "score": 1.0, "step": step},
+            {"input": "prompt A", "output": "no", "gts": "1", "score": 0.0, "step": step},
+            {"input": "prompt B", "output": "hmm", "gts": "2", "score": -1.0, "step": step, "acc": False},
+        ]
         write_lines(d / f"{step}.jsonl", [json.dumps(r) for r in rows])
     assert detect_format(d) == "verl-dump"
     s = list(iter_samples(d))
@@ -71,13 +103,15 @@ def test_verl_dump_folder(tmp_path) -> None:
 def test_trl_completions_parquet(tmp_path) -> None:
     d = tmp_path / "out" / "completions"
     d.mkdir(parents=True)
-    table = pa.table({
-        "step": [5, 5],
-        "prompt": [[{"role": "user", "content": "1+1?"}], [{"role": "user", "content": "1+1?"}]],
-        "completion": [[{"role": "assistant", "content": "Wait, 2"}], [{"role": "assistant", "content": "3"}]],
-        "accuracy_reward": [1.0, 0.0],
-        "advantage": [0.5, -0.5],
-    })
+    table = pa.table(
+        {
+            "step": [5, 5],
+            "prompt": [[{"role": "user", "content": "1+1?"}], [{"role": "user", "content": "1+1?"}]],
+            "completion": [[{"role": "assistant", "content": "Wait, 2"}], [{"role": "assistant", "content": "3"}]],
+            "accuracy_reward": [1.0, 0.0],
+            "advantage": [0.5, -0.5],
+        }
+    )
     pq.write_table(table, d / "completions_00005.parquet")
     assert detect_format(tmp_path / "out") == "trl-completions"
     s = list(iter_samples(tmp_path / "out", keys=KeyMap(correct_key="accuracy_reward")))
@@ -86,11 +120,19 @@ def test_trl_completions_parquet(tmp_path) -> None:
 
 
 def test_generic_jsonl_and_parquet(tmp_path) -> None:
-    path = write_lines(tmp_path / "g.jsonl", [json.dumps({"qid": "a", "text": "wait", "run": "base"}),
-                                              json.dumps({"qid": "a", "text": ["x", "y"], "run": "sd"})])
+    path = write_lines(
+        tmp_path / "g.jsonl",
+        [
+            json.dumps({"qid": "a", "text": "wait", "run": "base"}),
+            json.dumps({"qid": "a", "text": ["x", "y"], "run": "sd"}),
+        ],
+    )
     s = list(iter_samples(path, keys=KeyMap(text_key="text", id_key="qid", group_key="run")))
-    assert [(x.problem_id, x.response, x.context) for x in s] == [("a", "wait", "base"), ("a", "x", "sd"),
-                                                                   ("a", "y", "sd")]
+    assert [(x.problem_id, x.response, x.context) for x in s] == [
+        ("a", "wait", "base"),
+        ("a", "x", "sd"),
+        ("a", "y", "sd"),
+    ]
     pq.write_table(pa.table({"response": ["a", "b"], "problem_id": ["1", "2"]}), tmp_path / "g.parquet")
     assert detect_format(tmp_path / "g.parquet") == "sdlens"
     assert [x.problem_id for x in iter_samples(tmp_path / "g.parquet")] == ["1", "2"]
@@ -106,10 +148,17 @@ def test_shipped_verl_parquets(shared_data) -> None:
         assert all(p.messages[-1]["content"].endswith("within \\boxed{}.") for p in problems)
         assert all(p.answer for p in problems)
         assert len({p.id for p in problems}) == n
-    seen = {f: list(iter_problems(shared_data / "section_6_2" / f"seen_{f}.parquet"))
-            for f in ("1x64", "8x8", "64", "128", "512")}
+    seen = {
+        f: list(iter_problems(shared_data / "section_6_2" / f"seen_{f}.parquet"))
+        for f in ("1x64", "8x8", "64", "128", "512")
+    }
     assert {k: len({p.meta["problem_id"] for p in v}) for k, v in seen.items()} == {
-        "1x64": 1, "8x8": 8, "64": 64, "128": 128, "512": 512}
+        "1x64": 1,
+        "8x8": 8,
+        "64": 64,
+        "128": 128,
+        "512": 512,
+    }
     ids = {k: {p.meta["problem_id"] for p in v} for k, v in seen.items()}
     assert ids["1x64"] <= ids["8x8"] <= ids["64"] <= ids["128"] <= ids["512"]
     with pytest.raises(InputError, match="holds problems, not responses"):
@@ -123,8 +172,11 @@ BAD = [
     (b'{"idx": 1, "generated_responses": "a"}', "expected list, got a string", "generated_responses"),
     (b'{"idx": 1, "generated_responses": ["a", 3]}', "item 1 is a number", "generated_responses"),
     (b'{"idx": 1, "generated_responses": ["\xff\xfe"]}', "not valid UTF-8", None),
-    (b'{"idx": 1, "generated_responses": ["a"], "answers_correctness": [true, false]}', "has 2 items",
-     "answers_correctness"),
+    (
+        b'{"idx": 1, "generated_responses": ["a"], "answers_correctness": [true, false]}',
+        "has 2 items",
+        "answers_correctness",
+    ),
 ]
 
 

@@ -8,8 +8,15 @@ from sdlens.schema import JsonlWriter, Problem, Sample, read_records, write_json
 
 def _samples() -> list[Sample]:
     return [
-        Sample(problem_id="p1", index=0, response="wait, 2", correct=True, step=3, meta={"x": [1, 2]},
-               sampling={"temperature": 0.6}),
+        Sample(
+            problem_id="p1",
+            index=0,
+            response="wait, 2",
+            correct=True,
+            step=3,
+            meta={"x": [1, 2]},
+            sampling={"temperature": 0.6},
+        ),
         Sample(problem_id="p1", index=1, response="é \\boxed{3}", correct=False, answer="2"),
     ]
 

@@ -1,0 +1,155 @@
+"""Micro benchmark of the compiled counter (``sdlens.epistemic._fastcount``) against pure Python.
+
+- ``scan_jsonl`` on a paper-style eval JSONL (16 responses per problem, thinking and answer copies, numbers,
+  bools, LaTeX, ``\\n`` escapes, every other line ``ensure_ascii=False``) against the paper's algorithm:
+  ``json.loads`` per line, then ``response.lower().count(word)`` for the 10 words over ``generated_responses``.
+- ``count_strings`` against ``count_texts_reference`` on the decoded responses (substring, word, letter).
+
+Totals must be identical. Timings are best-of-N in this process (warm page cache).
+
+    python bench/kernel_micro.py --mb 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORDS = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might", "likely", "check"]
+FILLER = (  # noqa: SIM905 - a sentence is easier to read than a list
+    "so we have the equation x^2 + 3x - 4 = 0 and then we factor it into (x + 4)(x - 1) = 0 which gives "
+    "two roots let us compute \\frac{a}{b} + \\sqrt{2} the area is 12 square units therefore the sum is "
+    "\\boxed{17} since 3 + 14 = 17 note that n \\geq 2 implies the product is even über café 数学"
+).split(" ")
+HEDGES = ["Wait,", "wait", "Hmm,", "hmm", "perhaps", "Maybe", "actually", "Alternatively,", "seems", "might"]
+HEDGES += ["likely", "unlikely", "check", "checking", "double-check"]
+
+
+def make_file(path: Path, mb: float, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    target, size, idx = int(mb * 1e6), 0, 0
+    with open(path, "w", encoding="utf-8") as f:
+        while size < target:
+            responses = []
+            for _ in range(16):
+                n = rng.randint(300, 2500)
+                words = [rng.choice(HEDGES) if rng.random() < 0.02 else rng.choice(FILLER) for _ in range(n)]
+                for k in range(0, n, rng.randint(15, 40)):
+                    words[k] += "\n"
+                thinking = " ".join(words)
+                responses.append(f"<think>{thinking}\n</think>\n\nThe answer is \\boxed{{{rng.randint(0, 999)}}}.")
+            rec = {
+                "idx": idx,
+                "question": "Find the sum. Please reason step by step, and put your final answer within \\boxed{}.",
+                "gold_answer": "17",
+                "generated_responses": responses,
+                "answer_responses": [r.split("</think>")[-1] for r in responses],
+                "thinking_contents": [r.split("</think>")[0] for r in responses],
+                "answers_correctness": [rng.random() < 0.4 for _ in responses],
+                "response_token_lengths": [len(r) // 4 for r in responses],
+                "score": rng.random(),
+            }
+            line = json.dumps(rec, ensure_ascii=idx % 2 == 0) + "\n"
+            f.write(line)
+            size += len(line.encode())
+            idx += 1
+
+
+def reference(path: Path) -> dict[str, int]:
+    totals = dict.fromkeys(WORDS, 0)
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            for resp in json.loads(line).get("generated_responses", []):
+                low = resp.lower()
+                for w in WORDS:
+                    totals[w] += low.count(w)
+    return totals
+
+
+def kernel_totals(fc, path: Path, threads: int, scope: str = "full") -> tuple[dict[str, int], int]:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        res = fc.scan_jsonl(mm, "generated_responses", tuple(WORDS), "substring", scope, threads)
+    stats = np.frombuffer(res["stats"], dtype=np.int64).reshape(-1, len(WORDS) + 12)
+    n_python = int(np.frombuffer(res["status"], dtype=np.int64).sum())
+    return dict(zip(WORDS, stats[:, : len(WORDS)].sum(axis=0).tolist(), strict=True)), n_python
+
+
+def best_of(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=150, help="size of the generated JSONL in MB")
+    ap.add_argument("--file", type=Path, help="use this paper-format file instead of generating one")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--strings", type=int, default=2000, help="responses for the count_strings comparison")
+    args = ap.parse_args()
+
+    from sdlens.epistemic import _fastcount as fc
+    from sdlens.epistemic.count import count_texts_reference, kernel_count_texts
+    from sdlens.epistemic.lexicon import load_lexicon
+    from sdlens.epistemic.segment import Scope
+
+    tmp = None
+    path = args.file
+    if path is None:
+        tmp = tempfile.TemporaryDirectory()
+        path = Path(tmp.name) / "paper_eval.jsonl"
+        make_file(path, args.mb)
+    size_mb = path.stat().st_size / 1e6
+    reference(path)  # warm the page cache
+    t_ref, ref = best_of(lambda: reference(path), args.repeats)
+    print(f"file: {size_mb:.1f} MB; cores: {os.cpu_count()}")
+    print(f"reference (json.loads + lower().count): {t_ref:.3f} s  ({size_mb / t_ref:.0f} MB/s)")
+    ok = True
+    for threads in (1, 2):
+        t, (got, n_python) = best_of(lambda th=threads: kernel_totals(fc, path, th), args.repeats)
+        same = got == ref and n_python == 0
+        ok &= same
+        print(f"scan_jsonl threads={threads}: {t:.3f} s  ({size_mb / t:.0f} MB/s)  x{t_ref / t:.1f}  identical={same}")
+    t, _ = best_of(lambda: kernel_totals(fc, path, 1, "answer"), args.repeats)
+    print(f"scan_jsonl threads=1 scope=answer: {t:.3f} s  ({size_mb / t:.0f} MB/s)")
+
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            texts.extend(json.loads(line)["generated_responses"])
+            if len(texts) >= args.strings:
+                break
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    for name in ("paper", "words", "companion"):
+        lex = load_lexicon(name)
+        t_r, want = best_of(lambda lx=lex: count_texts_reference(texts, lx, "full"), 1)
+        t_k, have = best_of(lambda lx=lex: kernel_count_texts(fc, texts, lx, Scope.full), args.repeats)
+        same = all(np.array_equal(getattr(want, k), getattr(have, k)) for k in ("counts", "n_chars", "n_words", "bins"))
+        ok &= same
+        print(
+            f"count_strings {name:9s} ({len(texts)} responses, {mb:.0f} MB): reference {t_r:.3f} s, kernel "
+            f"{t_k:.4f} s ({mb / t_k:.0f} MB/s)  x{t_r / t_k:.0f}  identical={same}"
+        )
+    if tmp:
+        tmp.cleanup()
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

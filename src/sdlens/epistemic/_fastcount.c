@@ -1,0 +1,1538 @@
+/*
+ * sdlens.epistemic._fastcount -- compiled counter of lexicon hits.
+ *
+ * The results equal sdlens.epistemic.count.count_text exactly; that Python function is the specification.
+ * All matching happens on UTF-8 bytes with ASCII case folding: lexicon words are printable ASCII, and every
+ * non-ASCII code point is one code point that is never a letter, never lower-cases to ASCII and never changes
+ * length when lower-cased -- except U+0130 and U+212A (substring mode: lower() gives ASCII) and U+0130,
+ * U+0131, U+017F, U+212A (letter mode: re.IGNORECASE matches them to ASCII letters). A response whose scoped
+ * text holds one of those falls back to Python; word mode (re.ASCII) needs no fallback. A lexicon with a
+ * word outside printable ASCII falls back entirely. Positions are code points (UTF-8 non-continuation bytes).
+ *
+ *   count_strings(texts, words, mode, scope, threads=1) -> {"stats": bytes, "fallback": [int, ...]}
+ *   scan_jsonl(data, key, words, mode, scope, threads=2) -> {"line_no", "line_start", "line_end", "status",
+ *                                                            "n_strings", "stats"}: bytes of int64
+ *   _simd(level=None): the SIMD code path in use ("scalar", "sse2", "avx2"; AVX2 is picked at run time)
+ *
+ * stats rows (int64): counts per word, n_chars, n_words, N_BINS position bins.
+ *
+ * scan_jsonl: lines end at '\n'; blank lines (JSON whitespace only) get no entry. A line has status 0 when it
+ * is one valid RFC 8259 JSON object (strict UTF-8, no raw control characters, trailing whitespace allowed)
+ * whose top-level `key` occurs once, holding a string or an array of strings, none with a lone surrogate
+ * escape and none needing the fallback above; its strings (escapes decoded) are counted as count_text would.
+ * Anything else is status 1 (Python decides), including nesting deeper than MAX_DEPTH and NaN/Infinity.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define FC_SSE2 1
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define FC_AVX2 1
+#endif
+#endif
+
+#define N_BINS 10
+#define EXTRA_COLS (2 + N_BINS)
+#define MAX_DEPTH 512
+#define MAX_THREADS 64
+#define NPOS ((size_t)-1)
+#define MAX_BIG 24
+
+enum { M_SUBSTRING = 0, M_WORD = 1, M_LETTER = 2 };
+enum { S_FULL = 0, S_THINKING = 1, S_ANSWER = 2 };
+
+/* the four code points that case-fold to or match ASCII letters */
+#define SP_0130 1u
+#define SP_0131 2u
+#define SP_017F 4u
+#define SP_212A 8u
+
+static uint8_t FOLD[256], ALPHA[256], ALNUM[256], ASCII_WS[256], ESC[256], HEX[256];
+
+static void init_tables(void) {
+    for (int c = 0; c < 256; c++) {
+        FOLD[c] = (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        ALPHA[c] = (uint8_t)((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'));
+        ALNUM[c] = (uint8_t)(ALPHA[c] || (c >= '0' && c <= '9'));
+        ASCII_WS[c] = (uint8_t)((c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20));
+        HEX[c] = 0xFF;
+    }
+    for (int c = '0'; c <= '9'; c++) HEX[c] = (uint8_t)(c - '0');
+    for (int c = 'a'; c <= 'f'; c++) HEX[c] = (uint8_t)(c - 'a' + 10);
+    for (int c = 'A'; c <= 'F'; c++) HEX[c] = (uint8_t)(c - 'A' + 10);
+    ESC['"'] = '"';
+    ESC['\\'] = '\\';
+    ESC['/'] = '/';
+    ESC['b'] = 0x08;
+    ESC['f'] = 0x0C;
+    ESC['n'] = 0x0A;
+    ESC['r'] = 0x0D;
+    ESC['t'] = 0x09;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* growable buffers                                                                                         */
+
+typedef struct {
+    uint8_t *p;
+    size_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, size_t need) {
+    if (need <= b->cap) return 0;
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < need) nc *= 2;
+    uint8_t *q = (uint8_t *)realloc(b->p, nc);
+    if (!q) return -1;
+    b->p = q;
+    b->cap = nc;
+    return 0;
+}
+
+typedef struct {
+    int64_t *p;
+    size_t len, cap;
+} Vec;
+
+static int vec_reserve(Vec *v, size_t extra) {
+    if (v->len + extra <= v->cap) return 0;
+    size_t nc = v->cap ? v->cap : 256;
+    while (nc < v->len + extra) nc *= 2;
+    int64_t *q = (int64_t *)realloc(v->p, nc * sizeof(int64_t));
+    if (!q) return -1;
+    v->p = q;
+    v->cap = nc;
+    return 0;
+}
+
+static int vec_push(Vec *v, int64_t x) {
+    if (vec_reserve(v, 1)) return -1;
+    v->p[v->len++] = x;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* the compiled lexicon                                                                                     */
+
+typedef struct {
+    uint8_t ch;     /* folded letter or literal byte */
+    uint8_t letter; /* 1: ch repeated at least `min` times (elongation), 0: exactly one ch */
+    uint32_t min;
+} Unit;
+
+typedef struct {
+    int mode, scope, unsupported;
+    unsigned special_mask;
+    size_t nw;
+    uint8_t *wbytes; /* all words, concatenated (letter mode: folded) */
+    size_t *woff, *wlen;
+    Unit *units; /* word mode */
+    size_t *uoff, *ulen;
+    uint16_t *pair;      /* 65536 entries: candidate list index (0: none) for the first two bytes */
+    uint32_t *loff;      /* list i holds lids[loff[i] .. loff[i + 1]) */
+    uint32_t *lids;
+    /* SIMD prefilter on case-folded (| 0x20) bytes: a candidate starts with pair0[k] pair1[k] or first0[k] */
+    int prefilter, npair, nfirst;
+    uint8_t pair0[MAX_BIG], pair1[MAX_BIG], first0[MAX_BIG];
+} Lex;
+
+static void lex_free(Lex *lx) {
+    free(lx->wbytes);
+    free(lx->woff);
+    free(lx->wlen);
+    free(lx->units);
+    free(lx->uoff);
+    free(lx->ulen);
+    free(lx->pair);
+    free(lx->loff);
+    free(lx->lids);
+    memset(lx, 0, sizeof(*lx));
+}
+
+typedef struct {
+    uint32_t key, wid;
+} KeyWord;
+
+static int kw_cmp(const void *a, const void *b) {
+    const KeyWord *x = (const KeyWord *)a, *y = (const KeyWord *)b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    if (x->wid != y->wid) return x->wid < y->wid ? -1 : 1;
+    return 0;
+}
+
+/* bytes that can match word character c: substring mode compares the ASCII-lower-cased text to the word as
+   given, the other modes compare case-insensitively */
+static int variants(int mode, uint8_t c, uint8_t *out) {
+    uint8_t target = mode == M_SUBSTRING ? c : FOLD[c];
+    int n = 0;
+    for (int b = 0; b < 128; b++)
+        if (FOLD[b] == target) out[n++] = (uint8_t)b;
+    return n;
+}
+
+static int parse_mode(const char *s) {
+    if (!strcmp(s, "substring")) return M_SUBSTRING;
+    if (!strcmp(s, "word")) return M_WORD;
+    if (!strcmp(s, "letter")) return M_LETTER;
+    return -1;
+}
+
+static int parse_scope(const char *s) {
+    if (!strcmp(s, "full")) return S_FULL;
+    if (!strcmp(s, "thinking")) return S_THINKING;
+    if (!strcmp(s, "answer")) return S_ANSWER;
+    return -1;
+}
+
+/* the prefilter is a superset of the candidate table: | 0x20 folds letters exactly and maps any other byte to
+   one that it then also accepts */
+static void prefilter_add(Lex *lx, int a, int b, int any) {
+    if (any) {
+        for (int k = 0; k < lx->nfirst; k++)
+            if (lx->first0[k] == a) return;
+        if (lx->nfirst == MAX_BIG || lx->npair + lx->nfirst >= MAX_BIG) {
+            lx->prefilter = 0;
+            return;
+        }
+        lx->first0[lx->nfirst++] = (uint8_t)a;
+        return;
+    }
+    for (int k = 0; k < lx->npair; k++)
+        if (lx->pair0[k] == a && lx->pair1[k] == b) return;
+    if (lx->npair + lx->nfirst >= MAX_BIG) {
+        lx->prefilter = 0;
+        return;
+    }
+    lx->pair0[lx->npair] = (uint8_t)a;
+    lx->pair1[lx->npair++] = (uint8_t)b;
+}
+
+/* Build with the GIL held; returns -1 with a Python exception set. */
+static int lex_build(Lex *lx, PyObject *words, const char *mode, const char *scope) {
+    memset(lx, 0, sizeof(*lx));
+    lx->mode = parse_mode(mode);
+    if (lx->mode < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown mode %s", mode);
+        return -1;
+    }
+    lx->scope = parse_scope(scope);
+    if (lx->scope < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown scope %s", scope);
+        return -1;
+    }
+    lx->special_mask = lx->mode == M_SUBSTRING ? (SP_0130 | SP_212A)
+                       : lx->mode == M_LETTER  ? (SP_0130 | SP_0131 | SP_017F | SP_212A)
+                                               : 0u;
+    PyObject *seq = PySequence_Fast(words, "words must be a sequence of str");
+    if (!seq) return -1;
+    Py_ssize_t nw = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (!PyUnicode_Check(items[i])) {
+            PyErr_SetString(PyExc_TypeError, "words must be str");
+            goto fail;
+        }
+        Py_ssize_t L = PyUnicode_GET_LENGTH(items[i]);
+        if (L == 0) {
+            PyErr_SetString(PyExc_ValueError, "empty word");
+            goto fail;
+        }
+        total += (size_t)L;
+    }
+    lx->nw = (size_t)nw;
+    lx->wbytes = (uint8_t *)malloc(total + 1);
+    lx->woff = (size_t *)calloc((size_t)nw + 1, sizeof(size_t));
+    lx->wlen = (size_t *)calloc((size_t)nw + 1, sizeof(size_t));
+    lx->units = (Unit *)calloc(total + 1, sizeof(Unit));
+    lx->uoff = (size_t *)calloc((size_t)nw + 1, sizeof(size_t));
+    lx->ulen = (size_t *)calloc((size_t)nw + 1, sizeof(size_t));
+    if (!lx->wbytes || !lx->woff || !lx->wlen || !lx->units || !lx->uoff || !lx->ulen) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    size_t off = 0, uoff = 0;
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        PyObject *w = items[i];
+        Py_ssize_t L = PyUnicode_GET_LENGTH(w);
+        int kind = PyUnicode_KIND(w);
+        const void *data = PyUnicode_DATA(w);
+        lx->woff[i] = off;
+        lx->wlen[i] = (size_t)L;
+        for (Py_ssize_t j = 0; j < L; j++) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, j);
+            /* printable ASCII only: anything else (incl. newline, which the word-mode run regex skips) is
+               left to Python */
+            if (c < 0x20 || c > 0x7E) lx->unsupported = 1;
+            lx->wbytes[off + (size_t)j] = (uint8_t)(c & 0x7F);
+        }
+        if (lx->mode == M_LETTER)
+            for (Py_ssize_t j = 0; j < L; j++) lx->wbytes[off + (size_t)j] = FOLD[lx->wbytes[off + (size_t)j]];
+        /* word mode: runs of one character (case-sensitive, as re's (.)\1*); a letter run becomes c{n,}
+           under ASCII IGNORECASE, adjacent letter runs equal after folding merge (greedy, no backtracking
+           can help since the next unit needs a different character) */
+        lx->uoff[i] = uoff;
+        size_t nu = 0;
+        const uint8_t *wb = lx->wbytes + off;
+        for (size_t j = 0; j < (size_t)L;) {
+            size_t k = j;
+            while (k < (size_t)L && wb[k] == wb[j]) k++;
+            if (ALPHA[wb[j]]) {
+                uint8_t f = FOLD[wb[j]];
+                Unit *prev = nu ? &lx->units[uoff + nu - 1] : NULL;
+                if (prev && prev->letter && prev->ch == f) {
+                    prev->min += (uint32_t)(k - j);
+                } else {
+                    lx->units[uoff + nu].ch = f;
+                    lx->units[uoff + nu].letter = 1;
+                    lx->units[uoff + nu].min = (uint32_t)(k - j);
+                    nu++;
+                }
+            } else {
+                for (size_t t = j; t < k; t++) {
+                    lx->units[uoff + nu].ch = wb[j];
+                    lx->units[uoff + nu].letter = 0;
+                    lx->units[uoff + nu].min = 1;
+                    nu++;
+                }
+            }
+            j = k;
+        }
+        lx->ulen[i] = nu;
+        uoff += nu;
+        off += (size_t)L;
+    }
+    Py_DECREF(seq);
+    seq = NULL;
+    if (lx->unsupported) return 0;
+
+    /* candidate table on the first two bytes */
+    lx->prefilter = 1;
+    size_t kcap = 1024, kn = 0;
+    KeyWord *kw = (KeyWord *)malloc(kcap * sizeof(KeyWord));
+    if (!kw) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (size_t w = 0; w < lx->nw; w++) {
+        uint8_t first[128], second[256];
+        int nf, ns = 0, all = 0;
+        const uint8_t *wb = lx->wbytes + lx->woff[w];
+        if (lx->mode == M_WORD) {
+            const Unit *u = lx->units + lx->uoff[w];
+            size_t nu = lx->ulen[w];
+            nf = variants(lx->mode, u[0].ch, first);
+            if (u[0].letter) {
+                ns = variants(lx->mode, u[0].ch, second);
+                if (u[0].min < 2) {
+                    if (nu > 1)
+                        ns += variants(lx->mode, u[1].ch, second + ns);
+                    else
+                        all = 1;
+                }
+            } else if (nu > 1) {
+                ns = variants(lx->mode, u[1].ch, second);
+            } else {
+                all = 1;
+            }
+        } else {
+            nf = variants(lx->mode, wb[0], first);
+            if (lx->wlen[w] > 1)
+                ns = variants(lx->mode, wb[1], second);
+            else
+                all = 1;
+        }
+        for (int a = 0; a < nf; a++) {
+            if (all)
+                prefilter_add(lx, first[a] | 0x20, 0, 1);
+            else
+                for (int b = 0; b < ns; b++) prefilter_add(lx, first[a] | 0x20, second[b] | 0x20, 0);
+        }
+        if (all) {
+            for (int b = 0; b < 256; b++) second[b] = (uint8_t)b;
+            ns = 256;
+        }
+        for (int a = 0; a < nf; a++)
+            for (int b = 0; b < ns; b++) {
+                if (kn == kcap) {
+                    KeyWord *q = (KeyWord *)realloc(kw, 2 * kcap * sizeof(KeyWord));
+                    if (!q) {
+                        free(kw);
+                        PyErr_NoMemory();
+                        goto fail;
+                    }
+                    kw = q;
+                    kcap *= 2;
+                }
+                /* the key is p[i] | p[i + 1] << 8, the same on every platform */
+                kw[kn].key = (uint32_t)first[a] | ((uint32_t)second[b] << 8);
+                kw[kn].wid = (uint32_t)w;
+                kn++;
+            }
+    }
+    qsort(kw, kn, sizeof(KeyWord), kw_cmp);
+    lx->pair = (uint16_t *)calloc(65536, sizeof(uint16_t));
+    lx->loff = (uint32_t *)calloc(kn + 2, sizeof(uint32_t));
+    lx->lids = (uint32_t *)calloc(kn + 1, sizeof(uint32_t));
+    if (!lx->pair || !lx->loff || !lx->lids) {
+        free(kw);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    uint32_t nl = 0, ni = 0;
+    for (size_t i = 0; i < kn; i++) {
+        if (i > 0 && kw[i].key == kw[i - 1].key && kw[i].wid == kw[i - 1].wid) continue;
+        if (i == 0 || kw[i].key != kw[i - 1].key) {
+            nl++;
+            if (nl >= 65535) {
+                lx->unsupported = 1;
+                break;
+            }
+            lx->pair[kw[i].key] = (uint16_t)nl;
+            lx->loff[nl] = ni;
+        }
+        lx->lids[ni++] = kw[i].wid;
+    }
+    lx->loff[nl + 1] = ni;
+    free(kw);
+    return 0;
+fail:
+    Py_XDECREF(seq);
+    lex_free(lx);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* counting one response (UTF-8 bytes, p[n] readable)                                                      */
+
+typedef struct {
+    size_t *mpos;
+    size_t mcap;
+    size_t *next_ok;
+} Scratch;
+
+static void scratch_free(Scratch *sc) {
+    free(sc->mpos);
+    free(sc->next_ok);
+    memset(sc, 0, sizeof(*sc));
+}
+
+static int scratch_init(Scratch *sc, size_t nw) {
+    memset(sc, 0, sizeof(*sc));
+    sc->mcap = 256;
+    sc->mpos = (size_t *)malloc(sc->mcap * sizeof(size_t));
+    sc->next_ok = (size_t *)calloc(nw + 1, sizeof(size_t));
+    if (!sc->mpos || !sc->next_ok) {
+        scratch_free(sc);
+        return -1;
+    }
+    return 0;
+}
+
+/* first occurrence of tag lying entirely inside [from, to) */
+static size_t find_tag(const uint8_t *p, size_t from, size_t to, const char *tag, size_t tl) {
+    size_t i = from;
+    while (i + tl <= to) {
+        const uint8_t *q = (const uint8_t *)memchr(p + i, '<', to - tl + 1 - i);
+        if (!q) return NPOS;
+        size_t k = (size_t)(q - p);
+        if (memcmp(q, tag, tl) == 0) return k;
+        i = k + 1;
+    }
+    return NPOS;
+}
+
+/* state of one pass over the scoped text [s, e) */
+typedef struct {
+    const Lex *lx;
+    const uint8_t *p;
+    size_t s, e;
+    int64_t cp, words; /* code points so far (= index of the current one), word starts so far */
+    unsigned prev_ws, special;
+    int64_t *row;
+    Scratch *sc;
+    size_t nm; /* matches recorded (their code point positions, in sc->mpos) */
+    int oom;
+} Scan;
+
+/* end of the match of word w at i inside [s, e), or 0 */
+static inline size_t match_at(const Lex *lx, size_t w, const uint8_t *p, size_t i, size_t s, size_t e) {
+    if (lx->mode == M_WORD) {
+        if (i > s && ALNUM[p[i - 1]]) return 0;
+        const Unit *u = lx->units + lx->uoff[w];
+        size_t nu = lx->ulen[w], pos = i;
+        for (size_t k = 0; k < nu; k++) {
+            if (u[k].letter) {
+                size_t st = pos;
+                while (pos < e && FOLD[p[pos]] == u[k].ch) pos++;
+                if (pos - st < u[k].min) return 0;
+            } else {
+                if (pos >= e || p[pos] != u[k].ch) return 0;
+                pos++;
+            }
+        }
+        if (pos < e && ALNUM[p[pos]]) return 0;
+        return pos;
+    }
+    size_t L = lx->wlen[w];
+    if (L > e - i) return 0;
+    if (lx->mode == M_LETTER && i > s && ALPHA[p[i - 1]]) return 0;
+    const uint8_t *wb = lx->wbytes + lx->woff[w];
+    for (size_t j = 0; j < L; j++)
+        if (FOLD[p[i + j]] != wb[j]) return 0;
+    if (lx->mode == M_LETTER && i + L < e && ALPHA[p[i + L]]) return 0;
+    return i + L;
+}
+
+/* the words of candidate list li at byte i (code point cp); each word's matches do not overlap */
+static void try_words(Scan *S, size_t i, int64_t cp, unsigned li) {
+    const Lex *lx = S->lx;
+    size_t *next_ok = S->sc->next_ok;
+    for (uint32_t k = lx->loff[li]; k < lx->loff[li + 1]; k++) {
+        uint32_t w = lx->lids[k];
+        if (i < next_ok[w]) continue;
+        size_t end = match_at(lx, w, S->p, i, S->s, S->e);
+        if (!end) continue;
+        S->row[w]++;
+        next_ok[w] = end;
+        if (S->nm == S->sc->mcap) {
+            size_t *q = (size_t *)realloc(S->sc->mpos, 2 * S->sc->mcap * sizeof(size_t));
+            if (!q) {
+                S->oom = 1;
+                return;
+            }
+            S->sc->mpos = q;
+            S->sc->mcap *= 2;
+        }
+        S->sc->mpos[S->nm++] = (size_t)cp;
+    }
+}
+
+/* p[i + 1] is always readable: it is inside the text or its terminating byte */
+static inline void try_pos(Scan *S, size_t i, int64_t cp) {
+    unsigned li = S->lx->pair[(unsigned)S->p[i] | ((unsigned)S->p[i + 1] << 8)];
+    if (li) try_words(S, i, cp, li);
+}
+
+/* one code point at i (valid UTF-8); returns the index after it */
+static inline size_t scan_char(Scan *S, size_t i) {
+    const uint8_t *p = S->p;
+    uint8_t c = p[i];
+    unsigned ws = 0;
+    size_t len;
+    if (c < 0x80) {
+        ws = ASCII_WS[c];
+        if (!ws && S->prev_ws) S->words++;
+        S->prev_ws = ws;
+        try_pos(S, i, S->cp);
+        S->cp++;
+        return i + 1;
+    }
+    if (c < 0xC0) {
+        len = 1; /* not reached on valid UTF-8 */
+    } else if (c < 0xE0) {
+        uint8_t d = p[i + 1];
+        len = 2;
+        if (c == 0xC2)
+            ws = d == 0x85 || d == 0xA0;
+        else if (c == 0xC4)
+            S->special |= d == 0xB0 ? SP_0130 : d == 0xB1 ? SP_0131 : 0u;
+        else if (c == 0xC5 && d == 0xBF)
+            S->special |= SP_017F;
+    } else if (c < 0xF0) {
+        uint8_t d = p[i + 1], f = p[i + 2];
+        len = 3;
+        if (c == 0xE1)
+            ws = d == 0x9A && f == 0x80;
+        else if (c == 0xE2) {
+            if (d == 0x80)
+                ws = f <= 0x8A || f == 0xA8 || f == 0xA9 || f == 0xAF;
+            else if (d == 0x81)
+                ws = f == 0x9F;
+            else if (d == 0x84 && f == 0xAA)
+                S->special |= SP_212A;
+        } else if (c == 0xE3)
+            ws = d == 0x80 && f == 0x80;
+    } else {
+        len = 4;
+    }
+    if (!ws && S->prev_ws) S->words++;
+    S->prev_ws = ws;
+    S->cp++;
+    return i + len;
+}
+
+/* Block runs: from i, whole blocks (whitespace starts and code points counted with SIMD, candidate positions
+   from the bigram prefilter); stops at a block holding a lead byte that may start non-ASCII whitespace or a
+   special character, or near e. Returns the new i. */
+typedef size_t (*run_fn)(Scan *, size_t);
+static run_fn RUN = NULL;
+
+#ifdef FC_SSE2
+static uint8_t POP8[256];
+
+static size_t run_sse2(Scan *S, size_t i) {
+    const uint8_t *p = S->p;
+    const size_t e = S->e;
+    const Lex *lx = S->lx;
+    __m128i P0[MAX_BIG], P1[MAX_BIG], F0[MAX_BIG];
+    for (int k = 0; k < lx->npair; k++) {
+        P0[k] = _mm_set1_epi8((char)lx->pair0[k]);
+        P1[k] = _mm_set1_epi8((char)lx->pair1[k]);
+    }
+    for (int k = 0; k < lx->nfirst; k++) F0[k] = _mm_set1_epi8((char)lx->first0[k]);
+    const __m128i x20 = _mm_set1_epi8(0x20), c08 = _mm_set1_epi8(0x08), c0e = _mm_set1_epi8(0x0E);
+    const __m128i c1b = _mm_set1_epi8(0x1B), c21 = _mm_set1_epi8(0x21);
+    const __m128i cfc = _mm_set1_epi8((char)0xFC), cc2 = _mm_set1_epi8((char)0xC2);
+    const __m128i cc4 = _mm_set1_epi8((char)0xC4), ce0 = _mm_set1_epi8((char)0xE0), cm64 = _mm_set1_epi8(-64);
+    while (e - i >= 16 && !S->oom) { /* p[i + 16] is readable */
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        unsigned cont = 0;
+        if (_mm_movemask_epi8(v)) {
+            /* non-ASCII: only lead bytes that may start whitespace or a special character need the scalar
+               path (C2, C4-C7, E0-E3); other code points are counted by their non-continuation bytes */
+            __m128i vfc = _mm_and_si128(v, cfc);
+            __m128i lead = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cc2), _mm_cmpeq_epi8(vfc, cc4)),
+                                        _mm_cmpeq_epi8(vfc, ce0));
+            if (_mm_movemask_epi8(lead)) break;
+            cont = (unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(cm64, v)); /* 0x80..0xBF */
+        }
+        __m128i w1 = _mm_and_si128(_mm_cmpgt_epi8(v, c08), _mm_cmplt_epi8(v, c0e));
+        __m128i w2 = _mm_and_si128(_mm_cmpgt_epi8(v, c1b), _mm_cmplt_epi8(v, c21));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_or_si128(w1, w2));
+        unsigned starts = ~m & ((m << 1) | S->prev_ws) & 0xFFFFu;
+        S->words += POP8[starts & 0xFF] + POP8[starts >> 8];
+        S->prev_ws = (m >> 15) & 1u;
+        unsigned cand = 0xFFFFu;
+        if (lx->prefilter) {
+            __m128i vf = _mm_or_si128(v, x20);
+            __m128i v1 = _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i + 1)), x20);
+            __m128i acc = _mm_setzero_si128();
+            for (int k = 0; k < lx->npair; k++)
+                acc = _mm_or_si128(acc, _mm_and_si128(_mm_cmpeq_epi8(vf, P0[k]), _mm_cmpeq_epi8(v1, P1[k])));
+            for (int k = 0; k < lx->nfirst; k++) acc = _mm_or_si128(acc, _mm_cmpeq_epi8(vf, F0[k]));
+            cand = (unsigned)_mm_movemask_epi8(acc);
+        }
+        while (cand) {
+            unsigned j = (unsigned)__builtin_ctz(cand);
+            cand &= cand - 1;
+            unsigned before = cont & ((1u << j) - 1u);
+            try_pos(S, i + j, S->cp + j - (POP8[before & 0xFF] + POP8[before >> 8]));
+        }
+        S->cp += 16 - (POP8[cont & 0xFF] + POP8[cont >> 8]);
+        i += 16;
+    }
+    return i;
+}
+#endif
+
+#ifdef FC_AVX2
+__attribute__((target("avx2,popcnt"))) static size_t run_avx2(Scan *S, size_t i) {
+    const uint8_t *p = S->p;
+    const size_t e = S->e;
+    const Lex *lx = S->lx;
+    __m256i P0[MAX_BIG], P1[MAX_BIG], F0[MAX_BIG];
+    for (int k = 0; k < lx->npair; k++) {
+        P0[k] = _mm256_set1_epi8((char)lx->pair0[k]);
+        P1[k] = _mm256_set1_epi8((char)lx->pair1[k]);
+    }
+    for (int k = 0; k < lx->nfirst; k++) F0[k] = _mm256_set1_epi8((char)lx->first0[k]);
+    const __m256i x20 = _mm256_set1_epi8(0x20), c08 = _mm256_set1_epi8(0x08), c0e = _mm256_set1_epi8(0x0E);
+    const __m256i c1b = _mm256_set1_epi8(0x1B), c21 = _mm256_set1_epi8(0x21);
+    const __m256i cfc = _mm256_set1_epi8((char)0xFC), cc2 = _mm256_set1_epi8((char)0xC2);
+    const __m256i cc4 = _mm256_set1_epi8((char)0xC4), ce0 = _mm256_set1_epi8((char)0xE0);
+    const __m256i cm64 = _mm256_set1_epi8(-64);
+    while (e - i >= 32 && !S->oom) { /* p[i + 32] is readable */
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
+        uint32_t cont = 0;
+        if (_mm256_movemask_epi8(v)) {
+            __m256i vfc = _mm256_and_si256(v, cfc);
+            __m256i lead = _mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, cc2), _mm256_cmpeq_epi8(vfc, cc4)), _mm256_cmpeq_epi8(vfc, ce0));
+            if (_mm256_movemask_epi8(lead)) break;
+            cont = (uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(cm64, v));
+        }
+        __m256i w1 = _mm256_and_si256(_mm256_cmpgt_epi8(v, c08), _mm256_cmpgt_epi8(c0e, v));
+        __m256i w2 = _mm256_and_si256(_mm256_cmpgt_epi8(v, c1b), _mm256_cmpgt_epi8(c21, v));
+        uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(w1, w2));
+        uint32_t starts = ~m & ((m << 1) | S->prev_ws);
+        S->words += __builtin_popcount(starts);
+        S->prev_ws = m >> 31;
+        uint32_t cand = 0xFFFFFFFFu;
+        if (lx->prefilter) {
+            __m256i vf = _mm256_or_si256(v, x20);
+            __m256i v1 = _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(p + i + 1)), x20);
+            __m256i acc = _mm256_setzero_si256();
+            for (int k = 0; k < lx->npair; k++)
+                acc = _mm256_or_si256(
+                    acc, _mm256_and_si256(_mm256_cmpeq_epi8(vf, P0[k]), _mm256_cmpeq_epi8(v1, P1[k])));
+            for (int k = 0; k < lx->nfirst; k++) acc = _mm256_or_si256(acc, _mm256_cmpeq_epi8(vf, F0[k]));
+            cand = (uint32_t)_mm256_movemask_epi8(acc);
+        }
+        while (cand) {
+            unsigned j = (unsigned)__builtin_ctz(cand);
+            cand &= cand - 1;
+            try_pos(S, i + j, S->cp + j - __builtin_popcount(cont & ((1u << j) - 1u)));
+        }
+        S->cp += 32 - __builtin_popcount(cont);
+        i += 32;
+    }
+    return i;
+}
+#endif
+
+static void scan_range(Scan *S) {
+    size_t i = S->s;
+    const size_t e = S->e;
+    while (i < e && !S->oom) {
+        if (RUN) {
+            i = RUN(S, i);
+            if (i >= e) break;
+        }
+        /* a block run may stop inside a code point it has already counted */
+        while (i < e && (S->p[i] & 0xC0) == 0x80) i++;
+        size_t stop = e - i > 16 ? i + 16 : e;
+        while (i < stop) i = scan_char(S, i);
+    }
+}
+
+/* Count one response into row (nw + EXTRA_COLS int64). Returns 0, 1 (fallback) or -1 (out of memory). */
+static int count_one(const Lex *lx, const uint8_t *p, size_t n, int64_t *row, Scratch *sc) {
+    size_t nw = lx->nw, s = 0, e = n;
+    if (lx->scope != S_FULL) {
+        size_t ts, te, as, ae;
+        size_t close = find_tag(p, 0, n, "</think>", 8);
+        if (close != NPOS) {
+            size_t op = find_tag(p, 0, close, "<think>", 7);
+            ts = op != NPOS ? op + 7 : 0;
+            te = close;
+            as = close + 8;
+            ae = n;
+        } else {
+            size_t op = find_tag(p, 0, n, "<think>", 7);
+            if (op != NPOS) {
+                ts = op + 7;
+                te = n;
+                as = ae = n;
+            } else {
+                ts = te = 0;
+                as = 0;
+                ae = n;
+            }
+        }
+        if (lx->scope == S_THINKING) {
+            s = ts;
+            e = te;
+        } else {
+            s = as;
+            e = ae;
+        }
+    }
+    memset(row, 0, (nw + EXTRA_COLS) * sizeof(int64_t));
+    memset(sc->next_ok, 0, nw * sizeof(size_t));
+    Scan S;
+    memset(&S, 0, sizeof(S));
+    S.lx = lx;
+    S.p = p;
+    S.s = s;
+    S.e = e;
+    S.prev_ws = 1u;
+    S.row = row;
+    S.sc = sc;
+    scan_range(&S);
+    if (S.oom) return -1;
+    if (S.special & lx->special_mask) return 1;
+    row[nw] = S.cp;
+    row[nw + 1] = S.words;
+    for (size_t k = 0; k < S.nm; k++) row[nw + 2 + (size_t)((int64_t)sc->mpos[k] * N_BINS / S.cp)]++;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* count_strings                                                                                            */
+
+typedef struct {
+    const Lex *lx;
+    const uint8_t **ptrs;
+    const size_t *lens;
+    char *fb;
+    int64_t *stats;
+    size_t r0, r1;
+    int oom;
+} CTask;
+
+static void *count_worker(void *arg) {
+    CTask *t = (CTask *)arg;
+    size_t cols = t->lx->nw + EXTRA_COLS;
+    Scratch sc;
+    if (scratch_init(&sc, t->lx->nw)) {
+        t->oom = 1;
+        return NULL;
+    }
+    for (size_t r = t->r0; r < t->r1; r++) {
+        int64_t *row = t->stats + r * cols;
+        if (t->fb[r]) continue;
+        int rc = count_one(t->lx, t->ptrs[r], t->lens[r], row, &sc);
+        if (rc < 0) {
+            t->oom = 1;
+            break;
+        }
+        if (rc) t->fb[r] = 1;
+    }
+    scratch_free(&sc);
+    return NULL;
+}
+
+static int clamp_threads(Py_ssize_t threads) {
+    if (threads < 1) return 1;
+    if (threads > MAX_THREADS) return MAX_THREADS;
+    return (int)threads;
+}
+
+static PyObject *count_strings(PyObject *self, PyObject *args, PyObject *kwargs) {
+    (void)self;
+    static char *kwlist[] = {"texts", "words", "mode", "scope", "threads", NULL};
+    PyObject *texts, *words;
+    const char *mode, *scope;
+    Py_ssize_t threads = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOss|n", kwlist, &texts, &words, &mode, &scope, &threads))
+        return NULL;
+    Lex lx;
+    if (lex_build(&lx, words, mode, scope)) return NULL;
+    PyObject *result = NULL, *stats = NULL, *fblist = NULL;
+    PyObject **refs = NULL;
+    const uint8_t **ptrs = NULL;
+    size_t *lens = NULL;
+    char *fb = NULL;
+    Py_ssize_t n = 0;
+    PyObject *seq = PySequence_Fast(texts, "texts must be a sequence of str");
+    if (!seq) goto done;
+    n = PySequence_Fast_GET_SIZE(seq);
+    size_t cols = lx.nw + EXTRA_COLS;
+    refs = (PyObject **)calloc((size_t)n + 1, sizeof(PyObject *));
+    ptrs = (const uint8_t **)calloc((size_t)n + 1, sizeof(uint8_t *));
+    lens = (size_t *)calloc((size_t)n + 1, sizeof(size_t));
+    fb = (char *)calloc((size_t)n + 1, 1);
+    if (!refs || !ptrs || !lens || !fb) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] is not a str", i);
+            goto done;
+        }
+        Py_INCREF(o);
+        refs[i] = o;
+        Py_ssize_t len;
+        const char *u = PyUnicode_AsUTF8AndSize(o, &len);
+        if (!u) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) goto done;
+            PyErr_Clear(); /* lone surrogates: Python counts it */
+            fb[i] = 1;
+            continue;
+        }
+        ptrs[i] = (const uint8_t *)u;
+        lens[i] = (size_t)len;
+        total += (size_t)len;
+        if (lx.unsupported) fb[i] = 1;
+    }
+    stats = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((size_t)n * cols * sizeof(int64_t)));
+    if (!stats) goto done;
+    int64_t *st = (int64_t *)PyBytes_AS_STRING(stats);
+    memset(st, 0, (size_t)n * cols * sizeof(int64_t));
+    int nt = clamp_threads(threads);
+    if ((size_t)nt > (size_t)n) nt = n > 0 ? (int)n : 1;
+    if (total < ((size_t)1 << 16)) nt = 1;
+    CTask tasks[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS];
+    /* contiguous row ranges of about equal bytes */
+    size_t r = 0, acc = 0;
+    for (int k = 0; k < nt; k++) {
+        tasks[k].lx = &lx;
+        tasks[k].ptrs = ptrs;
+        tasks[k].lens = lens;
+        tasks[k].fb = fb;
+        tasks[k].stats = st;
+        tasks[k].oom = 0;
+        tasks[k].r0 = r;
+        size_t goal = (size_t)(((double)total * (k + 1)) / nt);
+        if (k == nt - 1) {
+            r = (size_t)n;
+        } else {
+            while (r < (size_t)n && acc + lens[r] / 2 < goal) acc += lens[r++];
+        }
+        tasks[k].r1 = r;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int k = 1; k < nt; k++) started[k] = pthread_create(&tids[k], NULL, count_worker, &tasks[k]) == 0;
+    count_worker(&tasks[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k])
+            pthread_join(tids[k], NULL);
+        else
+            count_worker(&tasks[k]);
+    }
+    Py_END_ALLOW_THREADS
+    for (int k = 0; k < nt; k++)
+        if (tasks[k].oom) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    fblist = PyList_New(0);
+    if (!fblist) goto done;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (fb[i]) {
+            PyObject *x = PyLong_FromSsize_t(i);
+            if (!x || PyList_Append(fblist, x)) {
+                Py_XDECREF(x);
+                goto done;
+            }
+            Py_DECREF(x);
+        }
+    result = PyDict_New();
+    if (!result) goto done;
+    if (PyDict_SetItemString(result, "stats", stats) || PyDict_SetItemString(result, "fallback", fblist)) {
+        Py_CLEAR(result);
+        goto done;
+    }
+done:
+    if (refs)
+        for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(refs[i]);
+    free(refs);
+    free(ptrs);
+    free(lens);
+    free(fb);
+    Py_XDECREF(seq);
+    Py_XDECREF(stats);
+    Py_XDECREF(fblist);
+    lex_free(&lx);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* JSON validation and string decoding                                                                      */
+
+/* length of the valid UTF-8 sequence at q (q[0] >= 0x80), 0 if invalid */
+static inline size_t utf8_valid(const uint8_t *q, const uint8_t *end) {
+    uint8_t c = q[0];
+    size_t avail = (size_t)(end - q);
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) return (avail >= 2 && (q[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c < 0xF0) {
+        if (avail < 3) return 0;
+        uint8_t d = q[1];
+        if (c == 0xE0 ? (d < 0xA0 || d > 0xBF) : c == 0xED ? (d < 0x80 || d > 0x9F) : (d & 0xC0) != 0x80)
+            return 0;
+        return (q[2] & 0xC0) == 0x80 ? 3 : 0;
+    }
+    if (c < 0xF5) {
+        if (avail < 4) return 0;
+        uint8_t d = q[1];
+        if (c == 0xF0 ? (d < 0x90 || d > 0xBF) : c == 0xF4 ? (d < 0x80 || d > 0x8F) : (d & 0xC0) != 0x80)
+            return 0;
+        return ((q[2] & 0xC0) == 0x80 && (q[3] & 0xC0) == 0x80) ? 4 : 0;
+    }
+    return 0;
+}
+
+static inline int hex4(const uint8_t *q, const uint8_t *end, unsigned *out) {
+    if (end - q < 4) return -1;
+    unsigned a = HEX[q[0]], b = HEX[q[1]], c = HEX[q[2]], d = HEX[q[3]];
+    if ((a | b | c | d) & 0xF0) return -1;
+    *out = (a << 12) | (b << 8) | (c << 4) | d;
+    return 0;
+}
+
+#ifdef FC_SSE2
+/* mask of bytes that end a plain run inside a JSON string: '"', '\\', control bytes and non-ASCII bytes */
+static inline unsigned special_mask16(__m128i v) {
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)); /* signed: also 0x80..0xFF */
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+#endif
+
+/* q after the opening quote; returns the position after the closing quote, NULL if invalid */
+static const uint8_t *skip_string(const uint8_t *q, const uint8_t *end) {
+    for (;;) {
+#ifdef FC_SSE2
+        while (end - q >= 16) {
+            unsigned m = special_mask16(_mm_loadu_si128((const __m128i *)q));
+            if (m) {
+                q += __builtin_ctz(m);
+                break;
+            }
+            q += 16;
+        }
+#endif
+        if (q >= end) return NULL;
+        uint8_t c = *q;
+        if (c == '"') return q + 1;
+        if (c == '\\') {
+            if (end - q < 2) return NULL;
+            uint8_t d = q[1];
+            if (d == 'u') {
+                unsigned cp;
+                if (hex4(q + 2, end, &cp)) return NULL;
+                q += 6;
+            } else if (ESC[d]) {
+                q += 2;
+            } else {
+                return NULL;
+            }
+        } else if (c < 0x20) {
+            return NULL;
+        } else if (c >= 0x80) {
+            size_t k = utf8_valid(q, end);
+            if (!k) return NULL;
+            q += k;
+        } else {
+            q++;
+        }
+    }
+}
+
+static inline size_t put_utf8(uint8_t *o, unsigned cp) {
+    if (cp < 0x80) {
+        o[0] = (uint8_t)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (uint8_t)(0xC0 | (cp >> 6));
+        o[1] = (uint8_t)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (uint8_t)(0xE0 | (cp >> 12));
+        o[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (uint8_t)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (uint8_t)(0xF0 | (cp >> 18));
+    o[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+#define DEC_OK 0
+#define DEC_INVALID 1 /* not valid JSON */
+#define DEC_PYTHON 2  /* valid, but left to Python (lone surrogate) */
+#define DEC_NOMEM 3
+
+/* decode the string body at q (after the opening quote) into out (NUL-terminated, out->len = length);
+   *qend = position after the closing quote */
+static int decode_string(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
+    int rc = DEC_OK;
+    out->len = 0;
+    for (;;) {
+        if (out->cap - out->len < 32 && buf_reserve(out, out->len + 64)) return DEC_NOMEM;
+#ifdef FC_SSE2
+        while (end - q >= 16) {
+            if (out->cap - out->len < 32 && buf_reserve(out, out->len + 64)) return DEC_NOMEM;
+            __m128i v = _mm_loadu_si128((const __m128i *)q);
+            _mm_storeu_si128((__m128i *)(out->p + out->len), v);
+            unsigned m = special_mask16(v);
+            if (m) {
+                unsigned k = (unsigned)__builtin_ctz(m);
+                q += k;
+                out->len += k;
+                break;
+            }
+            q += 16;
+            out->len += 16;
+        }
+#endif
+        if (q >= end) return DEC_INVALID;
+        uint8_t c = *q;
+        uint8_t *o = out->p + out->len;
+        if (c == '"') {
+            *o = 0;
+            *qend = q + 1;
+            return rc;
+        }
+        if (c == '\\') {
+            if (end - q < 2) return DEC_INVALID;
+            uint8_t d = q[1];
+            if (d == 'u') {
+                unsigned cp;
+                if (hex4(q + 2, end, &cp)) return DEC_INVALID;
+                q += 6;
+                if (cp >= 0xD800 && cp < 0xDC00) {
+                    unsigned lo;
+                    if (end - q >= 6 && q[0] == '\\' && q[1] == 'u' && !hex4(q + 2, end, &lo) && lo >= 0xDC00 &&
+                        lo < 0xE000) {
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        q += 6;
+                    } else {
+                        rc = DEC_PYTHON; /* lone high surrogate */
+                    }
+                } else if (cp >= 0xDC00 && cp < 0xE000) {
+                    rc = DEC_PYTHON; /* lone low surrogate */
+                }
+                out->len += put_utf8(o, cp);
+            } else if (ESC[d]) {
+                *o = ESC[d];
+                out->len++;
+                q += 2;
+            } else {
+                return DEC_INVALID;
+            }
+        } else if (c < 0x20) {
+            return DEC_INVALID;
+        } else if (c >= 0x80) {
+            size_t k = utf8_valid(q, end);
+            if (!k) return DEC_INVALID;
+            memcpy(o, q, k);
+            out->len += k;
+            q += k;
+        } else {
+            *o = c;
+            out->len++;
+            q++;
+        }
+    }
+}
+
+static inline const uint8_t *skip_ws(const uint8_t *q, const uint8_t *end) {
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) q++;
+    return q;
+}
+
+static const uint8_t *skip_number(const uint8_t *q, const uint8_t *end) {
+    if (q < end && *q == '-') q++;
+    if (q >= end) return NULL;
+    if (*q == '0') {
+        q++;
+    } else if (*q >= '1' && *q <= '9') {
+        while (q < end && *q >= '0' && *q <= '9') q++;
+    } else {
+        return NULL;
+    }
+    if (q < end && *q == '.') {
+        q++;
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        while (q < end && *q >= '0' && *q <= '9') q++;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < end && (*q == '+' || *q == '-')) q++;
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        while (q < end && *q >= '0' && *q <= '9') q++;
+    }
+    return q;
+}
+
+static inline const uint8_t *skip_lit(const uint8_t *q, const uint8_t *end, const char *lit, size_t n) {
+    if ((size_t)(end - q) < n || memcmp(q, lit, n) != 0) return NULL;
+    return q + n;
+}
+
+static const uint8_t *skip_value(const uint8_t *q, const uint8_t *end, int depth) {
+    if (q >= end) return NULL;
+    switch (*q) {
+    case '"':
+        return skip_string(q + 1, end);
+    case '{':
+        if (depth >= MAX_DEPTH) return NULL;
+        q = skip_ws(q + 1, end);
+        if (q < end && *q == '}') return q + 1;
+        for (;;) {
+            if (q >= end || *q != '"') return NULL;
+            q = skip_string(q + 1, end);
+            if (!q) return NULL;
+            q = skip_ws(q, end);
+            if (q >= end || *q != ':') return NULL;
+            q = skip_value(skip_ws(q + 1, end), end, depth + 1);
+            if (!q) return NULL;
+            q = skip_ws(q, end);
+            if (q >= end) return NULL;
+            if (*q == '}') return q + 1;
+            if (*q != ',') return NULL;
+            q = skip_ws(q + 1, end);
+        }
+    case '[':
+        if (depth >= MAX_DEPTH) return NULL;
+        q = skip_ws(q + 1, end);
+        if (q < end && *q == ']') return q + 1;
+        for (;;) {
+            q = skip_value(q, end, depth + 1);
+            if (!q) return NULL;
+            q = skip_ws(q, end);
+            if (q >= end) return NULL;
+            if (*q == ']') return q + 1;
+            if (*q != ',') return NULL;
+            q = skip_ws(q + 1, end);
+        }
+    case 't':
+        return skip_lit(q, end, "true", 4);
+    case 'f':
+        return skip_lit(q, end, "false", 5);
+    case 'n':
+        return skip_lit(q, end, "null", 4);
+    default:
+        if (*q == '-' || (*q >= '0' && *q <= '9')) return skip_number(q, end);
+        return NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+/* scan_jsonl                                                                                               */
+
+typedef struct {
+    const Lex *lx;
+    const uint8_t *base;
+    size_t cs, ce;
+    const uint8_t *key;
+    size_t keylen;
+    Buf dbuf, kbuf;
+    Scratch sc;
+    Vec line_no, line_start, line_end, status, n_strings, stats;
+    int64_t newlines;
+    int oom;
+} JTask;
+
+/* one target string at q (on the opening quote): decode and count it. Returns the position after it, or
+   NULL (status 1; oom flagged separately) */
+static const uint8_t *count_json_string(JTask *t, const uint8_t *q, const uint8_t *end) {
+    const uint8_t *after;
+    int rc = decode_string(q + 1, end, &t->dbuf, &after);
+    if (rc == DEC_NOMEM) t->oom = 1;
+    if (rc != DEC_OK) return NULL;
+    size_t cols = t->lx->nw + EXTRA_COLS;
+    if (vec_reserve(&t->stats, cols)) {
+        t->oom = 1;
+        return NULL;
+    }
+    int64_t *row = t->stats.p + t->stats.len;
+    int c = count_one(t->lx, t->dbuf.p, t->dbuf.len, row, &t->sc);
+    if (c < 0) t->oom = 1;
+    if (c != 0) return NULL;
+    t->stats.len += cols;
+    return after;
+}
+
+/* status of one line [q, end) (not blank); appends its rows; *nstr = number of rows */
+static int parse_line(JTask *t, const uint8_t *q, const uint8_t *end, int64_t *nstr) {
+    size_t rows0 = t->stats.len;
+    int found = 0;
+    int64_t ns = 0;
+    q = skip_ws(q, end);
+    if (q >= end || *q != '{') goto fail;
+    q = skip_ws(q + 1, end);
+    if (q < end && *q == '}') {
+        q++;
+    } else {
+        for (;;) {
+            if (q >= end || *q != '"') goto fail;
+            const uint8_t *k0 = q + 1;
+            q = skip_string(k0, end);
+            if (!q) goto fail;
+            const uint8_t *k1 = q - 1;
+            int is_key;
+            if (memchr(k0, '\\', (size_t)(k1 - k0))) {
+                const uint8_t *after;
+                int rc = decode_string(k0, end, &t->kbuf, &after);
+                if (rc == DEC_NOMEM) t->oom = 1;
+                if (rc != DEC_OK) goto fail;
+                is_key = t->kbuf.len == t->keylen && memcmp(t->kbuf.p, t->key, t->keylen) == 0;
+            } else {
+                is_key = (size_t)(k1 - k0) == t->keylen && memcmp(k0, t->key, t->keylen) == 0;
+            }
+            q = skip_ws(q, end);
+            if (q >= end || *q != ':') goto fail;
+            q = skip_ws(q + 1, end);
+            if (q >= end) goto fail;
+            if (is_key) {
+                if (found) goto fail; /* duplicate key: json.loads keeps the last one; let Python decide */
+                found = 1;
+                if (*q == '"') {
+                    q = count_json_string(t, q, end);
+                    if (!q) goto fail;
+                    ns = 1;
+                } else if (*q == '[') {
+                    q = skip_ws(q + 1, end);
+                    if (q < end && *q == ']') {
+                        q++;
+                    } else {
+                        for (;;) {
+                            if (q >= end || *q != '"') goto fail;
+                            q = count_json_string(t, q, end);
+                            if (!q) goto fail;
+                            ns++;
+                            q = skip_ws(q, end);
+                            if (q >= end) goto fail;
+                            if (*q == ']') {
+                                q++;
+                                break;
+                            }
+                            if (*q != ',') goto fail;
+                            q = skip_ws(q + 1, end);
+                        }
+                    }
+                } else {
+                    goto fail;
+                }
+            } else {
+                q = skip_value(q, end, 1);
+                if (!q) goto fail;
+            }
+            q = skip_ws(q, end);
+            if (q >= end) goto fail;
+            if (*q == '}') {
+                q++;
+                break;
+            }
+            if (*q != ',') goto fail;
+            q = skip_ws(q + 1, end);
+        }
+    }
+    q = skip_ws(q, end);
+    if (q != end || !found) goto fail;
+    *nstr = ns;
+    return 0;
+fail:
+    t->stats.len = rows0;
+    *nstr = 0;
+    return 1;
+}
+
+static void *jsonl_worker(void *arg) {
+    JTask *t = (JTask *)arg;
+    if (scratch_init(&t->sc, t->lx->nw)) {
+        t->oom = 1;
+        return NULL;
+    }
+    const uint8_t *base = t->base;
+    size_t pos = t->cs, ce = t->ce;
+    int64_t line = 0;
+    while (pos < ce && !t->oom) {
+        const uint8_t *nl = (const uint8_t *)memchr(base + pos, '\n', ce - pos);
+        size_t le = nl ? (size_t)(nl - base) : ce;
+        const uint8_t *q = skip_ws(base + pos, base + le);
+        if (q < base + le) {
+            int64_t ns = 0;
+            int st = t->lx->unsupported ? 1 : parse_line(t, base + pos, base + le, &ns);
+            if (vec_push(&t->line_no, line + 1) || vec_push(&t->line_start, (int64_t)pos) ||
+                vec_push(&t->line_end, (int64_t)le) || vec_push(&t->status, st) || vec_push(&t->n_strings, ns)) {
+                t->oom = 1;
+                break;
+            }
+        }
+        line++;
+        if (!nl) break;
+        t->newlines++;
+        pos = le + 1;
+    }
+    scratch_free(&t->sc);
+    return NULL;
+}
+
+static PyObject *vec_bytes(const Vec *v) {
+    return PyBytes_FromStringAndSize((const char *)v->p, (Py_ssize_t)(v->len * sizeof(int64_t)));
+}
+
+static PyObject *scan_jsonl(PyObject *self, PyObject *args, PyObject *kwargs) {
+    (void)self;
+    static char *kwlist[] = {"data", "key", "words", "mode", "scope", "threads", NULL};
+    PyObject *data, *keyobj, *words;
+    const char *mode, *scope;
+    Py_ssize_t threads = 2;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUOss|n", kwlist, &data, &keyobj, &words, &mode, &scope,
+                                     &threads))
+        return NULL;
+    Py_ssize_t keylen;
+    const char *key = PyUnicode_AsUTF8AndSize(keyobj, &keylen);
+    if (!key) return NULL;
+    Lex lx;
+    if (lex_build(&lx, words, mode, scope)) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)) {
+        lex_free(&lx);
+        return NULL;
+    }
+    const uint8_t *base = (const uint8_t *)view.buf;
+    size_t n = (size_t)view.len;
+    int nt = clamp_threads(threads);
+    if (n < ((size_t)1 << 20)) nt = 1;
+    JTask tasks[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS];
+    memset(tasks, 0, sizeof(tasks));
+    size_t start = 0;
+    for (int k = 0; k < nt; k++) {
+        size_t stop = n;
+        if (k < nt - 1) {
+            stop = (size_t)(((double)n * (k + 1)) / nt);
+            if (stop < start) stop = start;
+            const uint8_t *nl = stop < n ? (const uint8_t *)memchr(base + stop, '\n', n - stop) : NULL;
+            stop = nl ? (size_t)(nl - base) + 1 : n;
+        }
+        tasks[k].lx = &lx;
+        tasks[k].base = base;
+        tasks[k].cs = start;
+        tasks[k].ce = stop;
+        tasks[k].key = (const uint8_t *)key;
+        tasks[k].keylen = (size_t)keylen;
+        start = stop;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int k = 1; k < nt; k++) started[k] = pthread_create(&tids[k], NULL, jsonl_worker, &tasks[k]) == 0;
+    jsonl_worker(&tasks[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k])
+            pthread_join(tids[k], NULL);
+        else
+            jsonl_worker(&tasks[k]);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+
+    PyObject *result = NULL;
+    int oom = 0;
+    for (int k = 0; k < nt; k++) oom |= tasks[k].oom;
+    if (oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* concatenate in order (into task 0), shifting line numbers */
+    int64_t offset = tasks[0].newlines;
+    JTask *t0 = &tasks[0];
+    for (int k = 1; k < nt; k++) {
+        JTask *t = &tasks[k];
+        Vec *dst[6] = {&t0->line_no, &t0->line_start, &t0->line_end, &t0->status, &t0->n_strings, &t0->stats};
+        Vec *src[6] = {&t->line_no, &t->line_start, &t->line_end, &t->status, &t->n_strings, &t->stats};
+        for (size_t i = 0; i < t->line_no.len; i++) t->line_no.p[i] += offset;
+        offset += t->newlines;
+        for (int j = 0; j < 6; j++) {
+            if (vec_reserve(dst[j], src[j]->len)) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            if (src[j]->len) memcpy(dst[j]->p + dst[j]->len, src[j]->p, src[j]->len * sizeof(int64_t));
+            dst[j]->len += src[j]->len;
+        }
+    }
+    result = PyDict_New();
+    if (!result) goto done;
+    const char *names[6] = {"line_no", "line_start", "line_end", "status", "n_strings", "stats"};
+    Vec *vecs[6] = {&t0->line_no, &t0->line_start, &t0->line_end, &t0->status, &t0->n_strings, &t0->stats};
+    for (int j = 0; j < 6; j++) {
+        PyObject *b = vec_bytes(vecs[j]);
+        if (!b || PyDict_SetItemString(result, names[j], b)) {
+            Py_XDECREF(b);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(b);
+    }
+done:
+    for (int k = 0; k < nt; k++) {
+        JTask *t = &tasks[k];
+        free(t->dbuf.p);
+        free(t->kbuf.p);
+        free(t->line_no.p);
+        free(t->line_start.p);
+        free(t->line_end.p);
+        free(t->status.p);
+        free(t->n_strings.p);
+        free(t->stats.p);
+    }
+    lex_free(&lx);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------------------ */
+
+#ifdef FC_AVX2
+static int have_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+}
+#endif
+
+static const char *simd_name(void) {
+#ifdef FC_AVX2
+    if (RUN == run_avx2) return "avx2";
+#endif
+#ifdef FC_SSE2
+    if (RUN == run_sse2) return "sse2";
+#endif
+    return "scalar";
+}
+
+/* for tests and benchmarks: _simd() -> current level; _simd("scalar" | "sse2" | "avx2") selects one if this
+   machine and build have it (ValueError otherwise) and returns the previous one. Not thread-safe. */
+static PyObject *simd(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *level = NULL;
+    if (!PyArg_ParseTuple(args, "|s", &level)) return NULL;
+    PyObject *prev = PyUnicode_FromString(simd_name());
+    if (!prev || !level) return prev;
+    if (!strcmp(level, "scalar")) {
+        RUN = NULL;
+#ifdef FC_SSE2
+    } else if (!strcmp(level, "sse2")) {
+        RUN = run_sse2;
+#endif
+#ifdef FC_AVX2
+    } else if (!strcmp(level, "avx2") && have_avx2()) {
+        RUN = run_avx2;
+#endif
+    } else {
+        Py_DECREF(prev);
+        PyErr_Format(PyExc_ValueError, "SIMD level %s is not available here", level);
+        return NULL;
+    }
+    return prev;
+}
+
+static PyMethodDef methods[] = {
+    {"count_strings", (PyCFunction)(void (*)(void))count_strings, METH_VARARGS | METH_KEYWORDS,
+     "count_strings(texts, words, mode, scope, threads=1) -> {'stats': bytes, 'fallback': [int]}\n\n"
+     "stats: int64 [len(texts), len(words) + 2 + 10]: counts per word, n_chars, n_words, position bins.\n"
+     "Rows listed in fallback must be recomputed in Python."},
+    {"scan_jsonl", (PyCFunction)(void (*)(void))scan_jsonl, METH_VARARGS | METH_KEYWORDS,
+     "scan_jsonl(data, key, words, mode, scope, threads=2) -> dict of int64 bytes\n\n"
+     "line_no, line_start, line_end, status (0 counted, 1 left to Python) and n_strings per non-blank line;\n"
+     "stats rows (count_strings layout) for every string of every status-0 line, in order."},
+    {"_simd", simd, METH_VARARGS, "_simd(level=None) -> previous level ('scalar', 'sse2' or 'avx2')"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_fastcount", "Compiled lexicon counter (see sdlens.epistemic.count).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastcount(void) {
+    init_tables();
+#ifdef FC_SSE2
+    for (int x = 0; x < 256; x++) POP8[x] = (uint8_t)((x & 1) + ((x >> 1) & 1) + ((x >> 2) & 1) + ((x >> 3) & 1) +
+                                                     ((x >> 4) & 1) + ((x >> 5) & 1) + ((x >> 6) & 1) + (x >> 7));
+    RUN = run_sse2;
+#endif
+#ifdef FC_AVX2
+    if (have_avx2()) RUN = run_avx2;
+#endif
+    PyObject *m = PyModule_Create(&moduledef);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "N_BINS", N_BINS)) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
