@@ -1,0 +1,322 @@
+"""TRL's SDPO trainer with the memory-lean distillation loss (issue 6, docs/distill_loss.md).
+
+``ChunkedSDPOTrainer`` subclasses ``trl.experimental.sdpo.SDPOTrainer`` (TRL 1.16) and overrides three methods, the
+narrowest points where TRL materialises full ``[B, T, V]`` logits:
+
+- ``_compute_teacher_student_logits``: forwards student and teacher with the LM head temporarily replaced by the
+  identity, so the models return their final hidden states ``[B, T, H]`` (sliced exactly like TRL's
+  ``_forward_logits``) and the LM head weights; it returns a :class:`DistillationHiddenStates` instead of TRL's
+  ``DistillationLogits``.
+- ``_compute_self_distillation_loss``: given hidden states, computes the loss with
+  :func:`sdlens.losses.self_distillation_per_token` (chunked, recomputation in backward), with TRL's IS clip
+  (``distillation_is_clip`` against ``old_per_token_logps``), loss mask, per-sequence token mean and metrics.
+- ``_compute_rollout_logps``: the rollout-time log-probs (only computed when TRL would) from hidden states in chunks.
+
+Everything else (generation, rewards, teacher prompts, teacher EMA, ``compute_loss``) is TRL's. The chunked path is
+used when ``chunked_distillation`` is on (default), ``distillation_weight == 1.0`` (the paper; a blend with the policy
+loss needs the student's full logits), no teacher server, ``distillation_mode`` in {``topk_logits``, ``full_logits``},
+the model is not FSDP / ZeRO-3 sharded, its output layer is a plain bias-free ``nn.Linear``, and a one-time check on
+16 tokens confirms ``hidden @ W^T`` reproduces the model's logits (catches logit soft-capping or scaling). Otherwise
+it falls back to TRL's path and says why once.
+
+Turn it off with ``ChunkedSDPOConfig(chunked_distillation=False)`` or ``ChunkedSDPOTrainer(..., chunked=False)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+
+from sdlens.losses.distill import reduce_per_token, self_distillation_per_token, token_logprobs
+
+__all__ = [
+    "PAPER_SDPO_LOSS",
+    "ChunkedSDPOConfig",
+    "ChunkedSDPOTrainer",
+    "DistillationHiddenStates",
+    "lm_head_returns_hidden",
+]
+
+logger = logging.getLogger(__name__)
+
+# The paper's distillation loss (PAPER.md 6.3 / 13.5) as ChunkedSDPOConfig keyword arguments, chunked path on.
+PAPER_SDPO_LOSS: dict[str, Any] = {
+    "distillation_mode": "topk_logits",
+    "distillation_topk": 100,
+    "distillation_add_tail": True,
+    "distillation_alpha": 0.5,
+    "distillation_is_clip": 2.0,
+    "distillation_weight": 1.0,
+    "chunked_distillation": True,
+}
+
+# Config attributes of models whose logits are not just `lm_head(hidden)`.
+_LOGIT_POSTPROCESSING_ATTRS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+@dataclass
+class ChunkedSDPOConfig(SDPOConfig):
+    """``SDPOConfig`` plus the switches of the chunked distillation loss."""
+
+    chunked_distillation: bool = field(
+        default=True,
+        metadata={"help": "Compute the distillation loss from hidden states in chunks (no full [B, T, V] logits)."},
+    )
+    distillation_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per chunk for the chunked loss; default ~2**26 logits per chunk."},
+    )
+    chunked_rollout_logps: bool = field(
+        default=True,
+        metadata={"help": "Also compute rollout-time log-probs (IS clip) from hidden states in chunks."},
+    )
+
+
+@dataclass
+class DistillationHiddenStates:
+    """Hidden-state counterpart of TRL's ``DistillationLogits`` (aligned to the completion tokens)."""
+
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    student_hidden: torch.Tensor
+    teacher_hidden: torch.Tensor
+    student_weight: torch.Tensor
+    teacher_weight: torch.Tensor
+
+
+def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return x
+
+
+@contextlib.contextmanager
+def lm_head_returns_hidden(head: nn.Module):
+    """Within the block, ``head(x)`` returns ``x``: a causal LM's ``.logits`` are then its final hidden states."""
+    previous = head.__dict__.get("forward")
+    head.forward = _identity
+    try:
+        yield head
+    finally:
+        if previous is None:
+            del head.forward
+        else:
+            head.forward = previous
+
+
+class ChunkedSDPOTrainer(SDPOTrainer):
+    """``SDPOTrainer`` whose distillation loss never materialises full logits (see the module docstring).
+
+    Args (beyond ``SDPOTrainer``'s):
+        chunked: overrides ``args.chunked_distillation`` (default on).
+        distillation_chunk_size: overrides ``args.distillation_chunk_size``.
+    """
+
+    def __init__(self, *args: Any, chunked: bool | None = None, distillation_chunk_size: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.args
+        self.chunked_distillation = bool(getattr(cfg, "chunked_distillation", True) if chunked is None else chunked)
+        self.distillation_chunk_size = distillation_chunk_size or getattr(cfg, "distillation_chunk_size", None)
+        self.chunked_rollout_logps = bool(getattr(cfg, "chunked_rollout_logps", True))
+        self._head_ok: dict[int, bool] = {}
+        self._fallback_reported: set[str] = set()
+        self.chunked_calls = 0  # how many losses went through the chunked path (tests, diagnostics)
+
+    # ---- eligibility ------------------------------------------------------------------------------------------------
+
+    def _output_head(self, model) -> nn.Module | None:
+        unwrapped = self.accelerator.unwrap_model(model)
+        getter = getattr(unwrapped, "get_output_embeddings", None)
+        return getter() if callable(getter) else None
+
+    def _model_blocker(self, model, inputs: dict[str, torch.Tensor] | None) -> str | None:
+        """Why hidden states + LM head cannot replace this model's logits (``None``: they can)."""
+        if self.is_fsdp_enabled:
+            return "FSDP shards the LM head weight"
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
+            return "DeepSpeed ZeRO-3 shards the LM head weight"
+        head = self._output_head(model)
+        if type(head) is not nn.Linear or head.bias is not None or not head.weight.is_floating_point():
+            return f"the output layer is {type(head).__name__}, not a bias-free nn.Linear"
+        config = getattr(self.accelerator.unwrap_model(model), "config", None)
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for attr in _LOGIT_POSTPROCESSING_ATTRS:
+            value = getattr(text_config, attr, None)
+            if value not in (None, 0, 0.0, 1, 1.0):
+                return f"the model post-processes its logits ({attr}={value})"
+        key = id(self.accelerator.unwrap_model(model))
+        if key not in self._head_ok and inputs is not None:
+            self._head_ok[key] = self._check_head(model, inputs)
+        if not self._head_ok.get(key, True):
+            return "hidden_states @ lm_head.weight.T does not reproduce the model's logits"
+        return None
+
+    def _loss_blocker(self, model, inputs) -> str | None:
+        if not self.chunked_distillation:
+            return "chunked_distillation is off"
+        if self.use_teacher_server:
+            return "the teacher server path has no local teacher logits"
+        if self.args.distillation_weight != 1.0:
+            return "distillation_weight != 1.0 needs the student's full logits for the policy loss"
+        if self.args.distillation_mode not in ("topk_logits", "full_logits"):
+            return f"distillation_mode={self.args.distillation_mode!r} is not chunked"
+        return self._model_blocker(model, inputs)
+
+    def _report_fallback(self, reason: str) -> None:
+        if reason not in self._fallback_reported and reason != "chunked_distillation is off":
+            self._fallback_reported.add(reason)
+            logger.warning("ChunkedSDPOTrainer: using TRL's full-logit path because %s.", reason)
+
+    def _matmul_dtype(self) -> torch.dtype | None:
+        """The LM head matmul dtype TRL's path gets from accelerate's autocast (bf16 / fp16 mixed precision)."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.accelerator.mixed_precision))
+
+    @torch.no_grad()
+    def _check_head(self, model, inputs: dict[str, torch.Tensor]) -> bool:
+        """Compare ``hidden @ W^T`` with the model's own logits on 16 tokens of the batch (once per model)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        head = self._output_head(model)
+        ids = torch.cat([inputs["prompt_ids"][:1], inputs["completion_ids"][:1]], dim=1)[:, -16:]
+        kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+        was_training = unwrapped.training
+        unwrapped.eval()
+        try:
+            logits = unwrapped(**kwargs).logits.float()
+            with lm_head_returns_hidden(head):
+                hidden = unwrapped(**kwargs).logits
+        finally:
+            unwrapped.train(was_training)
+        if hidden.shape[-1] != head.weight.shape[1]:
+            return False
+        mm = self._matmul_dtype() or head.weight.dtype
+        rebuilt = (hidden.to(mm) @ head.weight.to(mm).T).float()
+        scale = max(1.0, float(logits.abs().max()))
+        tol = 1e-4 if mm == torch.float32 else 2e-2
+        return rebuilt.shape == logits.shape and bool(((rebuilt - logits).abs().max() <= tol * scale).item())
+
+    # ---- forward to hidden states -----------------------------------------------------------------------------------
+
+    def _forward_hidden(self, model, input_ids, attention_mask, logits_to_keep: int):
+        """TRL's ``_forward_logits`` with the LM head as identity: ``([B, logits_to_keep, H], lm_head.weight)``."""
+        head = self._output_head(model)
+        model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        if "logits_to_keep" in self.model_kwarg_keys:
+            model_inputs["logits_to_keep"] = logits_to_keep + 1
+        with lm_head_returns_hidden(head):
+            hidden = model(**model_inputs).logits
+        hidden = hidden[:, :-1, :][:, -logits_to_keep:, :]
+        return hidden, head.weight
+
+    # ---- TRL overrides ----------------------------------------------------------------------------------------------
+
+    def _compute_teacher_student_logits(self, model, teacher_model, inputs):
+        reason = self._loss_blocker(model, inputs)
+        if reason is not None:
+            self._report_fallback(reason)
+            return super()._compute_teacher_student_logits(model, teacher_model, inputs)
+
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        logits_to_keep = completion_ids.size(1)
+        self_distillation_mask = inputs.get("self_distillation_mask")
+        if self_distillation_mask is None:
+            loss_mask = completion_mask
+        else:
+            loss_mask = completion_mask * self_distillation_mask.unsqueeze(1)
+
+        student_hidden, student_weight = self._forward_hidden(
+            model,
+            torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([prompt_mask, completion_mask], dim=1),
+            logits_to_keep,
+        )
+        with torch.no_grad(), self._get_teacher_context_for_self_distillation():
+            teacher_hidden, teacher_weight = self._forward_hidden(
+                teacher_model, inputs["teacher_input_ids"], inputs["teacher_attention_mask"], logits_to_keep
+            )
+        return DistillationHiddenStates(
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            loss_mask=loss_mask,
+            student_hidden=student_hidden,
+            teacher_hidden=teacher_hidden.detach(),
+            student_weight=student_weight,
+            teacher_weight=teacher_weight.detach(),
+        )
+
+    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+        if not isinstance(distillation_logits, DistillationHiddenStates):
+            return super()._compute_self_distillation_loss(model, inputs, distillation_logits)
+        d = distillation_logits
+        mode = "train" if model.training else "eval"
+        if d.loss_mask.sum() == 0:
+            self._log_self_distillation_metric(mode, 0.0)
+            # Zero loss attached to the student graph: zero gradients instead of a stopped backward.
+            return (d.student_hidden.sum() + d.student_weight.sum()) * 0.0
+
+        topk = None
+        if self.args.distillation_mode == "topk_logits":
+            if self.args.distillation_topk is None:
+                raise ValueError("`distillation_mode='topk_logits'` requires `distillation_topk` to be set.")
+            topk = self.args.distillation_topk
+        old_logps = inputs.get("old_per_token_logps")
+        use_is = self.args.distillation_is_clip is not None and old_logps is not None
+        out = self_distillation_per_token(
+            d.student_hidden,
+            d.student_weight,
+            d.teacher_hidden,
+            d.teacher_weight,
+            mask=d.loss_mask,
+            topk=topk,
+            add_tail=self.args.distillation_add_tail,
+            alpha=self.args.distillation_alpha,
+            temperature=self.temperature,
+            target_ids=d.completion_ids if use_is else None,
+            old_logps=old_logps if use_is else None,
+            is_clip=self.args.distillation_is_clip if use_is else None,
+            chunk_size=self.distillation_chunk_size,
+            matmul_dtype=self._matmul_dtype(),
+        )
+        self.chunked_calls += 1
+        per_token_loss = out.per_token_loss  # weighted by the IS clip and masked
+        loss = reduce_per_token(per_token_loss, d.loss_mask, "sequence_mean")
+        mean_distill_loss = per_token_loss.detach().sum() / d.loss_mask.sum().clamp(min=1.0)
+        self._log_self_distillation_metric(mode, self.accelerator.gather(mean_distill_loss).mean().item())
+        return loss
+
+    def _compute_rollout_logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        if not (self.chunked_distillation and self.chunked_rollout_logps):
+            return super()._compute_rollout_logps(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        reason = self._model_blocker(self.model, {"prompt_ids": prompt_ids, "completion_ids": completion_ids})
+        if reason is not None:
+            self._report_fallback(reason)
+            return super()._compute_rollout_logps(prompt_ids, prompt_mask, completion_ids, completion_mask)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self.args.gradient_accumulation_steps % generate_every == 0:
+            return None
+        logits_to_keep = completion_ids.size(1)
+        with torch.no_grad():
+            hidden, weight = self._forward_hidden(
+                self.model,
+                torch.cat([prompt_ids, completion_ids], dim=1),
+                torch.cat([prompt_mask, completion_mask], dim=1),
+                logits_to_keep,
+            )
+            return token_logprobs(
+                hidden,
+                weight,
+                completion_ids,
+                temperature=self.temperature,
+                chunk_size=self.distillation_chunk_size,
+                matmul_dtype=self._matmul_dtype(),
+            )
