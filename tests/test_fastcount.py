@@ -451,3 +451,195 @@ def test_scan_jsonl_random(responses: list[list[str]], ensure_ascii: bool, lex_i
     lines = [json.dumps(paper_record(r), ensure_ascii=ensure_ascii).encode() for r in responses]
     status = {i + 1: 1 if expected_fallback(r, lexicon, scope) else 0 for i, r in enumerate(responses)}
     check_scan(lines, lexicon, scope, status)
+
+
+# --- scan_jsonl: the vectorized JSON passes at every alignment against json.loads ---
+
+
+def python_status(line: bytes, lexicon: Lexicon, scope: str) -> int:
+    """0 when the kernel must count the line itself (strict JSON object, key holding str or list of str, no lone
+    surrogate or special character in a response), 1 when it must leave it to Python."""
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return 1
+    if not isinstance(obj, dict) or KEY not in obj:
+        return 1
+    value = obj[KEY]
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        return 1
+    if any(0xD800 <= ord(c) < 0xE000 for t in texts for c in t):
+        return 1
+    return 1 if expected_fallback(texts, lexicon, scope) else 0
+
+
+def check_lines(lines: list[bytes], lexicon: Lexicon | None = None, scope: str = "full") -> None:
+    lexicon = lexicon or LEXICONS["paper"]
+    status = {i + 1: python_status(line, lexicon, scope) for i, line in enumerate(lines)}
+    assert set(status.values()) == {0, 1} or len(lines) < 8  # the fixtures exercise both outcomes
+    check_scan(lines, lexicon, scope, status)
+
+
+def in_target(body: bytes, pad: int) -> bytes:
+    """`body` inside a response, starting `pad` bytes into the string, with enough text after it that the
+    vector loops go on past the block where it ends."""
+    return b'{"generated_responses": ["' + b"w" * pad + body + b" wait hmm" + b"x" * 150 + b'"]}'
+
+
+def in_skipped(body: bytes, pad: int) -> bytes:
+    tail = b'"], "generated_responses": ["hmm"]}'
+    return b'{"thinking_contents": ["' + b"w" * pad + body + b" wait" + b"x" * 150 + tail
+
+
+PADS = [*range(0, 8), *range(24, 40), *range(56, 72), 120, 127, 128]  # around 16/32/64-byte block boundaries
+
+
+def test_scan_jsonl_every_escape_at_block_boundaries() -> None:
+    for wrap in (in_target, in_skipped):
+        escaped = [c for c in range(256) if c != 0x0A]  # a newline would end the line
+        lines = [wrap(b"a\\" + bytes([c]) + b"b", pad) for c in escaped for pad in (0, 29, 30, 31, 62, 63, 64)]
+        check_lines(lines)
+
+
+def test_scan_jsonl_unicode_escape_digits() -> None:
+    digits = sorted(set(range(0x20, 0x80)) | {0x00, 0x1F, 0x80, 0xC3})
+    for wrap in (in_target, in_skipped):
+        lines = []
+        for k in range(4):
+            for c in digits:
+                hexpart = bytearray(b"00e9")
+                hexpart[k] = c
+                for pad in (0, 58, 59, 60, 61, 62, 63):
+                    lines.append(wrap(b"\\u" + bytes(hexpart), pad))
+        lines += [wrap(b"\\u00", pad) for pad in PADS]  # cut short by the closing quote
+        lines += [wrap(b"\\ud83d\\ude00\\u00E9\\uD800x", pad) for pad in PADS]
+        check_lines(lines)
+
+
+def test_scan_jsonl_backslash_runs() -> None:
+    for wrap in (in_target, in_skipped):
+        lines = []
+        for n in range(1, 7):
+            for tail in (b'"', b"n", b'"x', b"u0041", b"\\u0041"):
+                for pad in PADS:
+                    lines.append(wrap(b"\\" * n + tail, pad))
+        check_lines(lines)
+    # whole lines that end inside a string, an escape or a \u at every length around a block boundary
+    for n in range(40, 140):
+        for cut in (b"\\", b"\\u", b"\\u00", b'\\"', b"\\\\"):
+            line = b'{"x": ["' + b"a" * n + cut
+            check_lines([line, in_target(b"ok", 0)])
+
+
+UTF8_CASES = [
+    "é".encode(),
+    "中".encode(),
+    "😀".encode(),
+    "\u0085\u00a0\u2028\u3000".encode(),
+    b"\xc2",  # truncated sequences
+    b"\xe4\xb8",
+    b"\xf0\x9f\x98",
+    b"\x80",  # stray continuation
+    b"\xbf\xbf",
+    b"\xc0\xaf",  # overlong
+    b"\xc1\xbf",
+    b"\xe0\x80\xaf",
+    b"\xe0\x9f\xbf",
+    b"\xf0\x8f\xbf\xbf",
+    b"\xed\xa0\x80",  # surrogates
+    b"\xed\xbf\xbf",
+    b"\xed\x9f\xbf",  # U+D7FF, valid
+    b"\xf4\x8f\xbf\xbf",  # U+10FFFF, valid
+    b"\xf4\x90\x80\x80",  # too large
+    b"\xf5\x80\x80\x80",
+    b"\xff",
+    b"\xfe",
+    b"\xe4\xb8\xad\xad",  # an extra continuation
+    b"\xc3\xa9\xa9",
+    b"\xf0\x9f\x98\x80\x80",
+]
+
+
+def test_scan_jsonl_utf8_at_block_boundaries() -> None:
+    for wrap in (in_target, in_skipped):
+        lines = [wrap(case, pad) for case in UTF8_CASES for pad in PADS]
+        check_lines(lines)
+    # a sequence cut by the line end (invalid), at every line length around a block boundary
+    lines = []
+    for n in range(100, 200):
+        line = in_target(b"x", 0) + b" " * n
+        lines += [line, line + b"\xc3", line + b"\xe4\xb8", line + "中".encode()]
+    check_lines(lines)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.sampled_from([b"\\", b'"', b"\\u", b"\\\\", b'\\"', b"\\n", b"\t", b"wait", b"hmm", b" ", b"\xc3\xa9"]),
+            st.sampled_from(UTF8_CASES),
+            st.binary(max_size=3),
+            st.integers(1, 70).map(lambda n: b"a" * n),
+        ),
+        max_size=40,
+    ),
+    skipped=st.booleans(),
+)
+def test_scan_jsonl_random_bytes(chunks: list[bytes], skipped: bool) -> None:
+    body = b"".join(chunks).replace(b"\n", b" ")
+    line = (in_skipped if skipped else in_target)(body, 0)
+    lexicon = LEXICONS["paper"]
+    check_scan([line, in_target(b"wait", 3)], lexicon, "full", {1: python_status(line, lexicon, "full"), 2: 0})
+
+
+@contextmanager
+def guarded(data: bytes):
+    """`data` in memory that ends right before a PROT_NONE page, as a writable ctypes array: reading past it
+    faults."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = mmap.PAGESIZE
+    n = -(-len(data) // page) * page
+    base = libc.mmap(None, n + page, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert base not in (None, ctypes.c_void_p(-1).value)
+    try:
+        assert libc.mprotect(base + n, page, 0) == 0
+        start = base + n - len(data)
+        ctypes.memmove(start, data, len(data))
+        yield (ctypes.c_char * len(data)).from_address(start)
+    finally:
+        libc.munmap(base, n + page)
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MAP_ANONYMOUS"), reason="needs POSIX mmap")
+def test_scan_jsonl_reads_nothing_past_the_buffer() -> None:
+    """A last line without newline that ends right before an unreadable page: the vector loops must not read
+    past it (that would crash the test process). One escape at every offset of a block and every distance from
+    the end of the line, in a decoded and in a skipped string."""
+    lexicon = LEXICONS["paper"]
+    for field in (KEY, "thinking_contents"):
+        tail = '"]' + (', "generated_responses": ["hmm"]}' if field != KEY else "}")
+        lines = [
+            (f'{{"{field}": ["' + "w" * shift + esc + "w" * after + " wait" + tail).encode()
+            for shift in range(64)
+            for after in range(0, 72)
+            for esc in ("\\n", "\\u00e9")
+        ]
+        with guarded(b"\n".join(lines)) as buf:  # only the last line touches the guard page
+            for level in SIMD_LEVELS:
+                with simd(level):
+                    res = scan(buf, lexicon, "full", threads=1)
+                assert res["status"].tolist() == [0] * len(lines), level
+        for line in lines[-300:]:  # each of the last few as the buffer's only line
+            with guarded(line) as buf:
+                for level in SIMD_LEVELS:
+                    with simd(level):
+                        res = scan(buf, lexicon, "full", threads=1)
+                    assert res["status"].tolist() == [0], level

@@ -57,6 +57,14 @@ enum { S_FULL = 0, S_THINKING = 1, S_ANSWER = 2 };
 
 static uint8_t FOLD[256], ALPHA[256], ALNUM[256], ASCII_WS[256], ESC[256], HEX[256];
 
+/* Escape classes for the AVX2 string skipper, a "shufti": class bits of byte c = ESC_LO[c & 15] & ESC_HI[c >> 4].
+   Each class is a product of a high-nibble set and a low-nibble set, so the lookup is exact. */
+#define EC_ESC 0x0F /* a one-character escape: " / \ b f n r t */
+#define EC_U 0x10
+#define EC_HEX 0x60
+static const char *const ESC_CLASSES[7] = {"\"/", "\\", "bfn", "rt", "u", "0123456789", "ABCDEFabcdef"};
+static uint8_t ESC_LO[16], ESC_HI[16];
+
 static void init_tables(void) {
     for (int c = 0; c < 256; c++) {
         FOLD[c] = (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
@@ -76,6 +84,11 @@ static void init_tables(void) {
     ESC['n'] = 0x0A;
     ESC['r'] = 0x0D;
     ESC['t'] = 0x09;
+    for (int k = 0; k < 7; k++)
+        for (const char *c = ESC_CLASSES[k]; *c; c++) {
+            ESC_LO[(uint8_t)*c & 15] |= (uint8_t)(1u << k);
+            ESC_HI[(uint8_t)*c >> 4] |= (uint8_t)(1u << k);
+        }
 }
 
 /* ------------------------------------------------------------------------------------------------------ */
@@ -139,9 +152,29 @@ typedef struct {
     uint16_t *pair;      /* 65536 entries: candidate list index (0: none) for the first two bytes */
     uint32_t *loff;      /* list i holds lids[loff[i] .. loff[i + 1]) */
     uint32_t *lids;
-    /* SIMD prefilter on case-folded (| 0x20) bytes: a candidate starts with pair0[k] pair1[k] or first0[k] */
+    /* SSE2 prefilter on case-folded (| 0x20) bytes: a candidate starts with pair0[k] pair1[k] or first0[k] */
     int prefilter, npair, nfirst;
     uint8_t pair0[MAX_BIG], pair1[MAX_BIG], first0[MAX_BIG];
+    /* AVX2 prefilter ("shufti"): words are put in buckets by their first byte | 0x20, up to 16 buckets (8 per
+       table); bit b of lo1[c & 15] & hi1[c >> 4] says that byte c may start a word of bucket b, and lo2/hi2 do
+       the same for the second byte. A position is a candidate when its two bytes share a bucket. The tables hold
+       the raw variant bytes (both cases of a letter share the low nibble), so with one first letter per bucket
+       (<= 16 distinct ones) the filter is as exact as the pair list above, and it costs a fixed handful of
+       instructions per block whatever the lexicon. Tables: [0, 16) buckets 0-7, [16, 32) buckets 8-15.
+       lo3/hi3 add the third byte in substring and letter modes (any byte in word mode, where a letter may
+       repeat, and for words of 2 bytes): it drops most false candidates ("fact" for "actually", "which" for
+       "check"), which cost far more to verify than the two lookups. */
+    int nbucket;
+    uint8_t sh_lo1[32], sh_hi1[32], sh_lo2[32], sh_hi2[32], sh_lo3[32], sh_hi3[32];
+    /* substring and letter modes, per candidate list entry (parallel to lids): for a word w of <= 16 bytes
+       (len, 0 for longer ones), the 16 text bytes t0 t1 (two memcpy loads, so the byte order is that of the
+       arrays built here) match when ((t | fold) ^ want) & mask is 0; fold = 0x20 on letters, and ASCII case
+       folding of a letter is exactly that */
+    struct WordCmp {
+        uint64_t fold[2], want[2], mask[2];
+        uint32_t len, w;
+    } *lcmp;
+    int32_t *lone; /* per candidate list: its entry when it holds just one word of <= 16 bytes, else -1 */
 } Lex;
 
 static void lex_free(Lex *lx) {
@@ -154,6 +187,8 @@ static void lex_free(Lex *lx) {
     free(lx->pair);
     free(lx->loff);
     free(lx->lids);
+    free(lx->lcmp);
+    free(lx->lone);
     memset(lx, 0, sizeof(*lx));
 }
 
@@ -316,6 +351,9 @@ static int lex_build(Lex *lx, PyObject *words, const char *mode, const char *sco
 
     /* candidate table on the first two bytes */
     lx->prefilter = 1;
+    int16_t bucket_of[256]; /* first byte | 0x20 -> bucket */
+    for (int c = 0; c < 256; c++) bucket_of[c] = -1;
+    int ngroup = 0;
     size_t kcap = 1024, kn = 0;
     KeyWord *kw = (KeyWord *)malloc(kcap * sizeof(KeyWord));
     if (!kw) {
@@ -355,6 +393,23 @@ static int lex_build(Lex *lx, PyObject *words, const char *mode, const char *sco
                 prefilter_add(lx, first[a] | 0x20, 0, 1);
             else
                 for (int b = 0; b < ns; b++) prefilter_add(lx, first[a] | 0x20, second[b] | 0x20, 0);
+            int f = first[a], g = f | 0x20;
+            if (bucket_of[g] < 0) bucket_of[g] = (int16_t)(ngroup++ % 16); /* past 16: shared, a superset */
+            int bk = bucket_of[g], half = (bk / 8) * 16;
+            uint8_t bit = (uint8_t)(1u << (bk % 8));
+            lx->sh_lo1[half + (f & 15)] |= bit;
+            lx->sh_hi1[half + (f >> 4)] |= bit;
+            for (int b = 0; b < (all ? 16 : ns); b++) {
+                int sb = all ? b : second[b]; /* all: every nibble, so every byte */
+                lx->sh_lo2[half + (sb & 15)] |= bit;
+                lx->sh_hi2[half + (all ? b : sb >> 4)] |= bit;
+            }
+            uint8_t third[128];
+            int nt = lx->mode != M_WORD && lx->wlen[w] > 2 ? variants(lx->mode, wb[2], third) : 0;
+            for (int b = 0; b < (nt ? nt : 16); b++) { /* none: every nibble, so every byte */
+                lx->sh_lo3[half + (nt ? third[b] & 15 : b)] |= bit;
+                lx->sh_hi3[half + (nt ? third[b] >> 4 : b)] |= bit;
+            }
         }
         if (all) {
             for (int b = 0; b < 256; b++) second[b] = (uint8_t)b;
@@ -378,6 +433,7 @@ static int lex_build(Lex *lx, PyObject *words, const char *mode, const char *sco
                 kn++;
             }
     }
+    lx->nbucket = ngroup < 16 ? ngroup : 16;
     qsort(kw, kn, sizeof(KeyWord), kw_cmp);
     lx->pair = (uint16_t *)calloc(65536, sizeof(uint16_t));
     lx->loff = (uint32_t *)calloc(kn + 2, sizeof(uint32_t));
@@ -403,6 +459,35 @@ static int lex_build(Lex *lx, PyObject *words, const char *mode, const char *sco
     }
     lx->loff[nl + 1] = ni;
     free(kw);
+    lx->lcmp = (struct WordCmp *)calloc(ni + 1, sizeof(struct WordCmp));
+    lx->lone = (int32_t *)calloc(nl + 2, sizeof(int32_t));
+    if (!lx->lcmp || !lx->lone) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (uint32_t x = 0; x < ni; x++) {
+        size_t w = lx->lids[x], L = lx->wlen[w];
+        const uint8_t *wb = lx->wbytes + lx->woff[w];
+        uint8_t fold[16] = {0}, want[16] = {0}, mask[16] = {0};
+        struct WordCmp *c = &lx->lcmp[x];
+        c->w = (uint32_t)w;
+        if (L > 16) continue;
+        for (size_t j = 0; j < L; j++) {
+            /* the text is compared folded: a lower-case letter matches both cases; an upper-case one (possible
+               in substring mode) never matches, as the fold bit then stays in the difference */
+            fold[j] = ALPHA[wb[j]] ? 0x20 : 0;
+            want[j] = wb[j];
+            mask[j] = 0xFF;
+        }
+        memcpy(c->fold, fold, 16);
+        memcpy(c->want, want, 16);
+        memcpy(c->mask, mask, 16);
+        c->len = (uint32_t)L;
+    }
+    for (uint32_t l = 0; l <= nl; l++) {
+        uint32_t x0 = lx->loff[l], x1 = lx->loff[l + 1];
+        lx->lone[l] = x1 == x0 + 1 && lx->lcmp[x0].len ? (int32_t)x0 : -1;
+    }
     return 0;
 fail:
     Py_XDECREF(seq);
@@ -492,8 +577,23 @@ static inline size_t match_at(const Lex *lx, size_t w, const uint8_t *p, size_t 
     return i + L;
 }
 
+/* room for `more` match positions; 0 or -1 (out of memory) */
+static inline int reserve_matches(Scan *S, size_t more) {
+    if (S->nm + more <= S->sc->mcap) return 0;
+    size_t cap = S->sc->mcap;
+    while (cap < S->nm + more) cap *= 2;
+    size_t *q = (size_t *)realloc(S->sc->mpos, cap * sizeof(size_t));
+    if (!q) {
+        S->oom = 1;
+        return -1;
+    }
+    S->sc->mpos = q;
+    S->sc->mcap = cap;
+    return 0;
+}
+
 /* the words of candidate list li at byte i (code point cp); each word's matches do not overlap */
-static void try_words(Scan *S, size_t i, int64_t cp, unsigned li) {
+static inline void try_words(Scan *S, size_t i, int64_t cp, unsigned li) {
     const Lex *lx = S->lx;
     size_t *next_ok = S->sc->next_ok;
     for (uint32_t k = lx->loff[li]; k < lx->loff[li + 1]; k++) {
@@ -501,20 +601,82 @@ static void try_words(Scan *S, size_t i, int64_t cp, unsigned li) {
         if (i < next_ok[w]) continue;
         size_t end = match_at(lx, w, S->p, i, S->s, S->e);
         if (!end) continue;
+        if (reserve_matches(S, 1)) return;
         S->row[w]++;
         next_ok[w] = end;
-        if (S->nm == S->sc->mcap) {
-            size_t *q = (size_t *)realloc(S->sc->mpos, 2 * S->sc->mcap * sizeof(size_t));
-            if (!q) {
-                S->oom = 1;
-                return;
-            }
-            S->sc->mpos = q;
-            S->sc->mcap *= 2;
-        }
         S->sc->mpos[S->nm++] = (size_t)cp;
     }
 }
+
+/* candidate positions found by a block run: the block at i (code point cp), its candidate bits and the bits of
+   its continuation bytes (a candidate's code point index is cp + its offset - the continuations before it) */
+typedef struct {
+    size_t i;
+    int64_t cp;
+    uint32_t cand, cont;
+} Pend;
+
+/* Try the candidates of np blocks (used by the AVX2 run, hence popcnt). The common case, substring or letter
+   mode and a candidate list of one word of <= 16 bytes, is straight-line code: one masked 16-byte compare, the
+   outcome recorded without branches (a candidate is about as often a match as not, so a branch on it would
+   mispredict a lot). Everything else goes through try_words, out of line. try_pending is not inlined into the
+   block run either: there it would have to share the registers holding the vector constants. */
+#ifdef FC_AVX2
+__attribute__((noinline)) static void try_words_slow(Scan *S, size_t i, int64_t cp, unsigned li) {
+    try_words(S, i, cp, li);
+}
+
+__attribute__((noinline, target("popcnt"))) static void try_pending(Scan *S, const Pend *pend, int np) {
+    const Lex *lx = S->lx;
+    const uint8_t *p = S->p;
+    const size_t s = S->s, e = S->e;
+    const int slow = lx->mode == M_WORD, letter = lx->mode == M_LETTER;
+    /* the outputs in restrict locals: the compiler must not fear that the stores change S */
+    int64_t *restrict row = S->row;
+    size_t *restrict next_ok = S->sc->next_ok;
+    size_t *restrict mpos = S->sc->mpos;
+    size_t nm = S->nm, mcap = S->sc->mcap;
+    for (int k = 0; k < np; k++) {
+        uint32_t cand = pend[k].cand;
+        while (cand) {
+            unsigned j = (unsigned)__builtin_ctz(cand);
+            cand &= cand - 1;
+            size_t i = pend[k].i + j;
+            unsigned li = lx->pair[(unsigned)p[i] | ((unsigned)p[i + 1] << 8)];
+            if (!li) continue;
+            int64_t cp = pend[k].cp + j - __builtin_popcount(pend[k].cont & ((1u << j) - 1u));
+            int32_t x = lx->lone[li];
+            if (slow || x < 0 || e - i < 16 || nm == mcap) {
+                S->nm = nm;
+                try_words_slow(S, i, cp, li);
+                if (S->oom) return;
+                nm = S->nm;
+                mpos = S->sc->mpos;
+                mcap = S->sc->mcap;
+                continue;
+            }
+            const struct WordCmp *c = &lx->lcmp[x];
+            uint64_t t0, t1;
+            memcpy(&t0, p + i, 8);
+            memcpy(&t1, p + i + 8, 8);
+            size_t w = c->w, end = i + c->len;
+            size_t ok = ((((t0 | c->fold[0]) ^ c->want[0]) & c->mask[0]) |
+                         (((t1 | c->fold[1]) ^ c->want[1]) & c->mask[1])) == 0;
+            ok &= i >= next_ok[w];
+            if (letter) { /* no letter right before or after (p[i - (i > s)], p[end] <= p[e]: readable) */
+                ok &= !((i > s) & ALPHA[p[i - (i > s)]]);
+                ok &= !((end < e) & ALPHA[p[end]]);
+            }
+            size_t keep = ok - 1; /* all ones when it does not match */
+            row[w] += (int64_t)ok;
+            next_ok[w] = (next_ok[w] & keep) | (end & ~keep);
+            mpos[nm] = (size_t)cp; /* kept only if it matched */
+            nm += ok;
+        }
+    }
+    S->nm = nm;
+}
+#endif
 
 /* p[i + 1] is always readable: it is inside the text or its terminating byte */
 static inline void try_pos(Scan *S, size_t i, int64_t cp) {
@@ -635,56 +797,96 @@ static size_t run_sse2(Scan *S, size_t i) {
 #endif
 
 #ifdef FC_AVX2
-__attribute__((target("avx2,popcnt"))) static size_t run_avx2(Scan *S, size_t i) {
+#define AVX2_FN __attribute__((target("avx2,popcnt")))
+
+/* the same 16 bytes in both lanes (vpshufb looks up within each 128-bit lane) */
+AVX2_FN static inline __m256i bcast16(const uint8_t *t) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
+}
+
+/* per byte: bucket bits lo[c & 15] & hi[c >> 4], given the nibbles */
+AVX2_FN static inline __m256i shufti(__m256i lo, __m256i hi, __m256i nlo, __m256i nhi) {
+    return _mm256_and_si256(_mm256_shuffle_epi8(lo, nlo), _mm256_shuffle_epi8(hi, nhi));
+}
+
+/* ASCII whitespace (0x09-0x0D, 0x1C-0x20) as a shufti: bit 0 = 0x09-0x0D, bit 1 = 0x1C-0x1F, bit 2 = 0x20 */
+static const uint8_t WS_LO[16] = {4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 3, 3, 2, 2};
+static const uint8_t WS_HI[16] = {1, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* Candidates are collected for up to RUN_BATCH blocks and tried after the vector loop: a call inside the loop
+   would make the compiler rematerialize every vector constant per block (the call clobbers them). */
+#define RUN_BATCH 64
+
+AVX2_FN static size_t run_avx2(Scan *S, size_t i) {
     const uint8_t *p = S->p;
     const size_t e = S->e;
     const Lex *lx = S->lx;
-    __m256i P0[MAX_BIG], P1[MAX_BIG], F0[MAX_BIG];
-    for (int k = 0; k < lx->npair; k++) {
-        P0[k] = _mm256_set1_epi8((char)lx->pair0[k]);
-        P1[k] = _mm256_set1_epi8((char)lx->pair1[k]);
-    }
-    for (int k = 0; k < lx->nfirst; k++) F0[k] = _mm256_set1_epi8((char)lx->first0[k]);
-    const __m256i x20 = _mm256_set1_epi8(0x20), c08 = _mm256_set1_epi8(0x08), c0e = _mm256_set1_epi8(0x0E);
-    const __m256i c1b = _mm256_set1_epi8(0x1B), c21 = _mm256_set1_epi8(0x21);
+    const __m256i lo1a = bcast16(lx->sh_lo1), hi1a = bcast16(lx->sh_hi1);
+    const __m256i lo2a = bcast16(lx->sh_lo2), hi2a = bcast16(lx->sh_hi2);
+    const __m256i lo3a = bcast16(lx->sh_lo3), hi3a = bcast16(lx->sh_hi3);
+    const __m256i lo3b = bcast16(lx->sh_lo3 + 16), hi3b = bcast16(lx->sh_hi3 + 16);
+    const __m256i lo1b = bcast16(lx->sh_lo1 + 16), hi1b = bcast16(lx->sh_hi1 + 16);
+    const __m256i lo2b = bcast16(lx->sh_lo2 + 16), hi2b = bcast16(lx->sh_hi2 + 16);
+    const __m256i wslo = bcast16(WS_LO), wshi = bcast16(WS_HI);
+    const int two_tables = lx->nbucket > 8;
+    const __m256i x0f = _mm256_set1_epi8(0x0F);
     const __m256i cfc = _mm256_set1_epi8((char)0xFC), cc2 = _mm256_set1_epi8((char)0xC2);
     const __m256i cc4 = _mm256_set1_epi8((char)0xC4), ce0 = _mm256_set1_epi8((char)0xE0);
-    const __m256i cm64 = _mm256_set1_epi8(-64);
-    while (e - i >= 32 && !S->oom) { /* p[i + 32] is readable */
-        __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
-        uint32_t cont = 0;
-        if (_mm256_movemask_epi8(v)) {
-            __m256i vfc = _mm256_and_si256(v, cfc);
-            __m256i lead = _mm256_or_si256(
-                _mm256_or_si256(_mm256_cmpeq_epi8(v, cc2), _mm256_cmpeq_epi8(vfc, cc4)), _mm256_cmpeq_epi8(vfc, ce0));
-            if (_mm256_movemask_epi8(lead)) break;
-            cont = (uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(cm64, v));
+    const __m256i cm64 = _mm256_set1_epi8(-64), zero = _mm256_setzero_si256();
+    Pend pend[RUN_BATCH];
+    int64_t cp = S->cp, words = S->words;
+    uint32_t prev_ws = S->prev_ws;
+    int stopped = 0;
+    while (!stopped && e - i >= 33 && !S->oom) {
+        int np = 0;
+        /* p[i + 33] is readable (inside the text or its terminating byte). A candidate whose third byte would be
+           that terminator is dropped by the third-byte filter, correctly: a word of 3+ bytes cannot fit. */
+        for (int blk = 0; blk < RUN_BATCH && e - i >= 33; blk++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
+            uint32_t cont = 0;
+            if (_mm256_movemask_epi8(v)) {
+                /* non-ASCII: only lead bytes that may start whitespace or a special character need the scalar
+                   path (C2, C4-C7, E0-E3); other code points are counted by their non-continuation bytes */
+                __m256i vfc = _mm256_and_si256(v, cfc);
+                __m256i lead = _mm256_or_si256(_mm256_cmpeq_epi8(v, cc2), _mm256_cmpeq_epi8(vfc, cc4));
+                lead = _mm256_or_si256(lead, _mm256_cmpeq_epi8(vfc, ce0));
+                if (_mm256_movemask_epi8(lead)) {
+                    stopped = 1;
+                    break;
+                }
+                cont = (uint32_t)_mm256_movemask_epi8(_mm256_cmpgt_epi8(cm64, v));
+            }
+            __m256i nlo = _mm256_and_si256(v, x0f), nhi = _mm256_and_si256(_mm256_srli_epi16(v, 4), x0f);
+            uint32_t m = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(shufti(wslo, wshi, nlo, nhi), zero));
+            words += __builtin_popcount(~m & ((m << 1) | prev_ws));
+            prev_ws = m >> 31;
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + i + 1));
+            __m256i nlo1 = _mm256_and_si256(v1, x0f), nhi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), x0f);
+            __m256i v2 = _mm256_loadu_si256((const __m256i *)(p + i + 2));
+            __m256i nlo2 = _mm256_and_si256(v2, x0f), nhi2 = _mm256_and_si256(_mm256_srli_epi16(v2, 4), x0f);
+            /* bucket bits common to this byte (as a first byte), the next (second) and the one after (third) */
+            __m256i hit = _mm256_and_si256(shufti(lo1a, hi1a, nlo, nhi), shufti(lo2a, hi2a, nlo1, nhi1));
+            hit = _mm256_and_si256(hit, shufti(lo3a, hi3a, nlo2, nhi2));
+            if (two_tables) {
+                __m256i hit_b = _mm256_and_si256(shufti(lo1b, hi1b, nlo, nhi), shufti(lo2b, hi2b, nlo1, nhi1));
+                hit = _mm256_or_si256(hit, _mm256_and_si256(hit_b, shufti(lo3b, hi3b, nlo2, nhi2)));
+            }
+            uint32_t cand = ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hit, zero));
+            /* appended unconditionally, kept only if it has candidates: about every other block has one, a
+               branch on it would be mispredicted half the time */
+            pend[np].i = i;
+            pend[np].cp = cp;
+            pend[np].cand = cand;
+            pend[np].cont = cont;
+            np += cand != 0;
+            cp += 32 - __builtin_popcount(cont);
+            i += 32;
         }
-        __m256i w1 = _mm256_and_si256(_mm256_cmpgt_epi8(v, c08), _mm256_cmpgt_epi8(c0e, v));
-        __m256i w2 = _mm256_and_si256(_mm256_cmpgt_epi8(v, c1b), _mm256_cmpgt_epi8(c21, v));
-        uint32_t m = (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(w1, w2));
-        uint32_t starts = ~m & ((m << 1) | S->prev_ws);
-        S->words += __builtin_popcount(starts);
-        S->prev_ws = m >> 31;
-        uint32_t cand = 0xFFFFFFFFu;
-        if (lx->prefilter) {
-            __m256i vf = _mm256_or_si256(v, x20);
-            __m256i v1 = _mm256_or_si256(_mm256_loadu_si256((const __m256i *)(p + i + 1)), x20);
-            __m256i acc = _mm256_setzero_si256();
-            for (int k = 0; k < lx->npair; k++)
-                acc = _mm256_or_si256(
-                    acc, _mm256_and_si256(_mm256_cmpeq_epi8(vf, P0[k]), _mm256_cmpeq_epi8(v1, P1[k])));
-            for (int k = 0; k < lx->nfirst; k++) acc = _mm256_or_si256(acc, _mm256_cmpeq_epi8(vf, F0[k]));
-            cand = (uint32_t)_mm256_movemask_epi8(acc);
-        }
-        while (cand) {
-            unsigned j = (unsigned)__builtin_ctz(cand);
-            cand &= cand - 1;
-            try_pos(S, i + j, S->cp + j - __builtin_popcount(cont & ((1u << j) - 1u)));
-        }
-        S->cp += 32 - __builtin_popcount(cont);
-        i += 32;
+        try_pending(S, pend, np);
     }
+    S->cp = cp;
+    S->words = words;
+    S->prev_ws = prev_ws;
     return i;
 }
 #endif
@@ -923,6 +1125,13 @@ done:
 
 /* ------------------------------------------------------------------------------------------------------ */
 /* JSON validation and string decoding                                                                      */
+/*
+ * A line is checked in two passes. The line scan finds its newline and validates all of it as UTF-8 (on AVX2
+ * with the lookup algorithm of Keiser & Lemire, "Validating UTF-8 in less than one instruction per byte", as in
+ * simdjson). The parser then only has to stop inside strings at '"', '\\' and control bytes: a byte >= 0x80
+ * is known to belong to a valid sequence, and no multi-byte sequence contains an ASCII byte. Each pass has a
+ * scalar, an SSE2 and an AVX2 version (see set_level); they give identical results.
+ */
 
 /* length of the valid UTF-8 sequence at q (q[0] >= 0x80), 0 if invalid */
 static inline size_t utf8_valid(const uint8_t *q, const uint8_t *end) {
@@ -947,62 +1156,187 @@ static inline size_t utf8_valid(const uint8_t *q, const uint8_t *end) {
     return 0;
 }
 
+/* [q, e) is valid UTF-8; ASCII runs go 8 bytes at a time */
+static int utf8_check(const uint8_t *q, const uint8_t *e) {
+    while (q < e) {
+        if (e - q >= 8) {
+            uint64_t x;
+            memcpy(&x, q, 8);
+            if (!(x & 0x8080808080808080ull)) {
+                q += 8;
+                continue;
+            }
+        }
+        if (*q < 0x80) {
+            q++;
+            continue;
+        }
+        size_t k = utf8_valid(q, e);
+        if (!k) return 0;
+        q += k;
+    }
+    return 1;
+}
+
+/* Line scans: the end of the line that starts at pos (the index of its '\n', or ce) and *ok = whether the
+   line is valid UTF-8. */
+typedef size_t (*line_fn)(const uint8_t *b, size_t pos, size_t ce, int *ok);
+
+static size_t line_scalar(const uint8_t *b, size_t pos, size_t ce, int *ok) {
+    const uint8_t *nl = (const uint8_t *)memchr(b + pos, '\n', ce - pos);
+    size_t le = nl ? (size_t)(nl - b) : ce;
+    *ok = utf8_check(b + pos, b + le);
+    return le;
+}
+
+#ifdef FC_SSE2
+static size_t line_sse2(const uint8_t *b, size_t pos, size_t ce, int *ok) {
+    const uint8_t *nl = (const uint8_t *)memchr(b + pos, '\n', ce - pos);
+    size_t le = nl ? (size_t)(nl - b) : ce;
+    const uint8_t *q = b + pos, *e = b + le;
+    *ok = 1;
+    while (e - q >= 16) {
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)q));
+        if (!m) {
+            q += 16;
+            continue;
+        }
+        q += __builtin_ctz(m); /* a lead byte: validate the sequence from here */
+        size_t k = utf8_valid(q, e);
+        if (!k) {
+            *ok = 0;
+            return le;
+        }
+        q += k;
+    }
+    *ok = utf8_check(q, e);
+    return le;
+}
+#endif
+
+#ifdef FC_AVX2
+/* UTF-8 lookup tables (simdjson's names): errors of the byte pair (prev1, input) are the AND of three lookups;
+   bit 7 marks two continuations in a row, which is an error unless a 3- or 4-byte lead came before */
+enum {
+    U8_TOO_SHORT = 1, U8_TOO_LONG = 2, U8_OVERLONG_3 = 4, U8_TOO_LARGE = 8, U8_SURROGATE = 16, U8_OVERLONG_2 = 32,
+    U8_TOO_LARGE_1000 = 64, U8_OVERLONG_4 = 64, U8_TWO_CONTS = 128,
+    U8_CARRY = U8_TOO_SHORT | U8_TOO_LONG | U8_TWO_CONTS,
+};
+static const uint8_t U8_BYTE1_HIGH[16] = {
+    U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG,
+    U8_TWO_CONTS, U8_TWO_CONTS, U8_TWO_CONTS, U8_TWO_CONTS,
+    U8_TOO_SHORT | U8_OVERLONG_2,
+    U8_TOO_SHORT,
+    U8_TOO_SHORT | U8_OVERLONG_3 | U8_SURROGATE,
+    U8_TOO_SHORT | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+};
+static const uint8_t U8_BYTE1_LOW[16] = {
+    U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_OVERLONG_4,
+    U8_CARRY | U8_OVERLONG_2,
+    U8_CARRY,
+    U8_CARRY,
+    U8_CARRY | U8_TOO_LARGE,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_SURROGATE,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+    U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000,
+};
+static const uint8_t U8_BYTE2_HIGH[16] = {
+    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_OVERLONG_3 | U8_TOO_LARGE,
+    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,
+    U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS | U8_SURROGATE | U8_TOO_LARGE,
+    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+};
+/* a block ending in these would continue into the next one: the last 3 bytes against F0, E0, C0 */
+static const uint8_t U8_INCOMPLETE_MAX[32] = {
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0xF0 - 1, 0xE0 - 1, 0xC0 - 1,
+};
+
+/* the block `in` shifted by n bytes, the first n taken from the end of `prev` */
+#define PREV_BYTES(in, prev, n) _mm256_alignr_epi8(in, _mm256_permute2x128_si256(prev, in, 0x21), 16 - (n))
+
+/* non-zero bytes where the 32 bytes of `in` (after those of `prev`) are not valid UTF-8 */
+AVX2_FN static inline __m256i utf8_errors(__m256i in, __m256i prev) {
+    const __m256i x0f = _mm256_set1_epi8(0x0F);
+    __m256i prev1 = PREV_BYTES(in, prev, 1);
+    __m256i b1h = _mm256_shuffle_epi8(bcast16(U8_BYTE1_HIGH), _mm256_and_si256(_mm256_srli_epi16(prev1, 4), x0f));
+    __m256i b1l = _mm256_shuffle_epi8(bcast16(U8_BYTE1_LOW), _mm256_and_si256(prev1, x0f));
+    __m256i b2h = _mm256_shuffle_epi8(bcast16(U8_BYTE2_HIGH), _mm256_and_si256(_mm256_srli_epi16(in, 4), x0f));
+    __m256i sc = _mm256_and_si256(_mm256_and_si256(b1h, b1l), b2h);
+    /* must be the 2nd/3rd continuation of a 3- or 4-byte sequence: high bit set only for E0+ two back, F0+
+       three back */
+    __m256i third = _mm256_subs_epu8(PREV_BYTES(in, prev, 2), _mm256_set1_epi8((char)(0xE0 - 0x80)));
+    __m256i fourth = _mm256_subs_epu8(PREV_BYTES(in, prev, 3), _mm256_set1_epi8((char)(0xF0 - 0x80)));
+    __m256i must23 = _mm256_and_si256(_mm256_or_si256(third, fourth), _mm256_set1_epi8((char)0x80));
+    return _mm256_xor_si256(must23, sc);
+}
+
+/* 64-byte blocks: the newline compare and an all-ASCII test are the whole cost of an ASCII block. The line's
+   last block is copied into a buffer padded with spaces, so that a sequence cut off by the line end shows as
+   an error like any other. */
+AVX2_FN static size_t line_avx2(const uint8_t *b, size_t pos, size_t ce, int *ok) {
+    const __m256i nlv = _mm256_set1_epi8('\n'), incmax = _mm256_loadu_si256((const __m256i *)U8_INCOMPLETE_MAX);
+    __m256i prev = _mm256_setzero_si256(), err = _mm256_setzero_si256(), inc = _mm256_setzero_si256();
+    uint8_t tmp[64];
+    size_t i = pos;
+    for (;;) {
+        const uint8_t *q = b + i;
+        size_t k = 64; /* bytes of this block inside the line */
+        int last = 0;
+        __m256i x, y;
+        if (ce - i >= 64) {
+            x = _mm256_loadu_si256((const __m256i *)q);
+            y = _mm256_loadu_si256((const __m256i *)(q + 32));
+            uint64_t nl = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x, nlv)) |
+                          (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(y, nlv)) << 32;
+            if (nl) {
+                k = (size_t)__builtin_ctzll(nl);
+                last = 1;
+            }
+        } else {
+            const uint8_t *nl = (const uint8_t *)memchr(q, '\n', ce - i);
+            k = nl ? (size_t)(nl - q) : ce - i;
+            last = 1;
+        }
+        if (last) {
+            memset(tmp, ' ', sizeof(tmp));
+            memcpy(tmp, q, k);
+            x = _mm256_loadu_si256((const __m256i *)tmp);
+            y = _mm256_loadu_si256((const __m256i *)(tmp + 32));
+        }
+        if (!_mm256_movemask_epi8(_mm256_or_si256(x, y))) {
+            err = _mm256_or_si256(err, inc); /* ASCII right after a sequence that wanted more bytes */
+            inc = _mm256_setzero_si256();
+        } else {
+            err = _mm256_or_si256(err, _mm256_or_si256(utf8_errors(x, prev), utf8_errors(y, x)));
+            inc = _mm256_subs_epu8(y, incmax);
+        }
+        prev = y;
+        if (last) {
+            *ok = _mm256_testz_si256(err, err);
+            return i + k;
+        }
+        i += 64;
+    }
+}
+#endif
+
 static inline int hex4(const uint8_t *q, const uint8_t *end, unsigned *out) {
     if (end - q < 4) return -1;
     unsigned a = HEX[q[0]], b = HEX[q[1]], c = HEX[q[2]], d = HEX[q[3]];
     if ((a | b | c | d) & 0xF0) return -1;
     *out = (a << 12) | (b << 8) | (c << 4) | d;
     return 0;
-}
-
-#ifdef FC_SSE2
-/* mask of bytes that end a plain run inside a JSON string: '"', '\\', control bytes and non-ASCII bytes */
-static inline unsigned special_mask16(__m128i v) {
-    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
-    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
-    __m128i c = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)); /* signed: also 0x80..0xFF */
-    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
-}
-#endif
-
-/* q after the opening quote; returns the position after the closing quote, NULL if invalid */
-static const uint8_t *skip_string(const uint8_t *q, const uint8_t *end) {
-    for (;;) {
-#ifdef FC_SSE2
-        while (end - q >= 16) {
-            unsigned m = special_mask16(_mm_loadu_si128((const __m128i *)q));
-            if (m) {
-                q += __builtin_ctz(m);
-                break;
-            }
-            q += 16;
-        }
-#endif
-        if (q >= end) return NULL;
-        uint8_t c = *q;
-        if (c == '"') return q + 1;
-        if (c == '\\') {
-            if (end - q < 2) return NULL;
-            uint8_t d = q[1];
-            if (d == 'u') {
-                unsigned cp;
-                if (hex4(q + 2, end, &cp)) return NULL;
-                q += 6;
-            } else if (ESC[d]) {
-                q += 2;
-            } else {
-                return NULL;
-            }
-        } else if (c < 0x20) {
-            return NULL;
-        } else if (c >= 0x80) {
-            size_t k = utf8_valid(q, end);
-            if (!k) return NULL;
-            q += k;
-        } else {
-            q++;
-        }
-    }
 }
 
 static inline size_t put_utf8(uint8_t *o, unsigned cp) {
@@ -1033,78 +1367,270 @@ static inline size_t put_utf8(uint8_t *o, unsigned cp) {
 #define DEC_PYTHON 2  /* valid, but left to Python (lone surrogate) */
 #define DEC_NOMEM 3
 
-/* decode the string body at q (after the opening quote) into out (NUL-terminated, out->len = length);
-   *qend = position after the closing quote */
-static int decode_string(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
-    int rc = DEC_OK;
-    out->len = 0;
-    for (;;) {
-        if (out->cap - out->len < 32 && buf_reserve(out, out->len + 64)) return DEC_NOMEM;
-#ifdef FC_SSE2
-        while (end - q >= 16) {
-            if (out->cap - out->len < 32 && buf_reserve(out, out->len + 64)) return DEC_NOMEM;
-            __m128i v = _mm_loadu_si128((const __m128i *)q);
-            _mm_storeu_si128((__m128i *)(out->p + out->len), v);
-            unsigned m = special_mask16(v);
-            if (m) {
-                unsigned k = (unsigned)__builtin_ctz(m);
-                q += k;
-                out->len += k;
-                break;
-            }
-            q += 16;
-            out->len += 16;
-        }
-#endif
-        if (q >= end) return DEC_INVALID;
-        uint8_t c = *q;
-        uint8_t *o = out->p + out->len;
-        if (c == '"') {
-            *o = 0;
-            *qend = q + 1;
-            return rc;
-        }
-        if (c == '\\') {
-            if (end - q < 2) return DEC_INVALID;
-            uint8_t d = q[1];
-            if (d == 'u') {
-                unsigned cp;
-                if (hex4(q + 2, end, &cp)) return DEC_INVALID;
-                q += 6;
-                if (cp >= 0xD800 && cp < 0xDC00) {
-                    unsigned lo;
-                    if (end - q >= 6 && q[0] == '\\' && q[1] == 'u' && !hex4(q + 2, end, &lo) && lo >= 0xDC00 &&
-                        lo < 0xE000) {
-                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                        q += 6;
-                    } else {
-                        rc = DEC_PYTHON; /* lone high surrogate */
-                    }
-                } else if (cp >= 0xDC00 && cp < 0xE000) {
-                    rc = DEC_PYTHON; /* lone low surrogate */
-                }
-                out->len += put_utf8(o, cp);
-            } else if (ESC[d]) {
-                *o = ESC[d];
-                out->len++;
-                q += 2;
-            } else {
-                return DEC_INVALID;
-            }
-        } else if (c < 0x20) {
-            return DEC_INVALID;
-        } else if (c >= 0x80) {
-            size_t k = utf8_valid(q, end);
-            if (!k) return DEC_INVALID;
-            memcpy(o, q, k);
-            out->len += k;
-            q += k;
+/* the escape at q (on the backslash): the position after it, or NULL if invalid */
+static inline const uint8_t *skip_escape(const uint8_t *q, const uint8_t *end) {
+    if (end - q < 2) return NULL;
+    uint8_t d = q[1];
+    if (ESC[d]) return q + 2;
+    unsigned cp;
+    if (d == 'u' && !hex4(q + 2, end, &cp)) return q + 6;
+    return NULL;
+}
+
+/* decode the escape at q (on the backslash) to *op, advancing it; the position after it, or NULL if invalid.
+   A lone surrogate sets *rc = DEC_PYTHON. */
+static inline const uint8_t *decode_escape(const uint8_t *q, const uint8_t *end, uint8_t **op, int *rc) {
+    if (end - q < 2) return NULL;
+    uint8_t d = q[1];
+    if (ESC[d]) {
+        *(*op)++ = ESC[d];
+        return q + 2;
+    }
+    unsigned cp;
+    if (d != 'u' || hex4(q + 2, end, &cp)) return NULL;
+    q += 6;
+    if (cp >= 0xD800 && cp < 0xDC00) {
+        unsigned lo;
+        if (end - q >= 6 && q[0] == '\\' && q[1] == 'u' && !hex4(q + 2, end, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            q += 6;
         } else {
-            *o = c;
-            out->len++;
+            *rc = DEC_PYTHON; /* lone high surrogate */
+        }
+    } else if (cp >= 0xDC00 && cp < 0xE000) {
+        *rc = DEC_PYTHON; /* lone low surrogate */
+    }
+    *op += put_utf8(*op, cp);
+    return q;
+}
+
+/* String scanners, all on a line already validated as UTF-8, q just after the opening quote.
+   skip: the position after the closing quote, NULL if invalid.
+   decode: the body, escapes decoded, into out (NUL-terminated, out->len = length); *qend = position after the
+   closing quote. Vector versions store whole blocks speculatively: the output never outgrows the input, so
+   reserving the rest of the line plus one block is enough. */
+typedef const uint8_t *(*skip_fn)(const uint8_t *q, const uint8_t *end);
+typedef int (*decode_fn)(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend);
+
+static const uint8_t *skip_string_scalar(const uint8_t *q, const uint8_t *end) {
+    while (q < end) {
+        uint8_t c = *q;
+        if (c == '"') return q + 1;
+        if (c == '\\') {
+            q = skip_escape(q, end);
+            if (!q) return NULL;
+        } else if (c < 0x20) {
+            return NULL;
+        } else {
             q++;
         }
     }
+    return NULL;
+}
+
+/* the common end of the decoders, at q (not a plain byte) with output o */
+#define DECODE_SPECIAL()                                                                                        \
+    do {                                                                                                        \
+        if (*q == '"') {                                                                                        \
+            *o = 0;                                                                                             \
+            out->len = (size_t)(o - out->p);                                                                    \
+            *qend = q + 1;                                                                                      \
+            return rc;                                                                                          \
+        }                                                                                                       \
+        if (*q != '\\') return DEC_INVALID; /* control byte */                                                  \
+        q = decode_escape(q, end, &o, &rc);                                                                     \
+        if (!q) return DEC_INVALID;                                                                             \
+    } while (0)
+
+static int decode_string_scalar(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
+    if (buf_reserve(out, (size_t)(end - q) + 64)) return DEC_NOMEM;
+    uint8_t *o = out->p;
+    int rc = DEC_OK;
+    for (;;) {
+        while (q < end && *q != '"' && *q != '\\' && *q >= 0x20) *o++ = *q++;
+        if (q >= end) return DEC_INVALID;
+        DECODE_SPECIAL();
+    }
+}
+
+#ifdef FC_SSE2
+/* mask of the bytes that end a plain run inside a JSON string: '"', '\\' and control bytes */
+static inline unsigned stop_mask16(__m128i v) {
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i c = _mm_cmpeq_epi8(_mm_subs_epu8(v, _mm_set1_epi8(0x1F)), _mm_setzero_si128()); /* v <= 0x1F */
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+}
+
+static const uint8_t *skip_string_sse2(const uint8_t *q, const uint8_t *end) {
+    while (end - q >= 16) {
+        unsigned m = stop_mask16(_mm_loadu_si128((const __m128i *)q));
+        if (!m) {
+            q += 16;
+            continue;
+        }
+        q += __builtin_ctz(m);
+        if (*q == '"') return q + 1;
+        if (*q != '\\') return NULL;
+        q = skip_escape(q, end);
+        if (!q) return NULL;
+    }
+    return skip_string_scalar(q, end);
+}
+
+static int decode_string_sse2(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
+    if (buf_reserve(out, (size_t)(end - q) + 64)) return DEC_NOMEM;
+    uint8_t *o = out->p;
+    int rc = DEC_OK;
+    for (;;) {
+        unsigned m = 0;
+        while (end - q >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)q);
+            _mm_storeu_si128((__m128i *)o, v);
+            m = stop_mask16(v);
+            if (m) break;
+            q += 16;
+            o += 16;
+        }
+        if (m) {
+            unsigned k = (unsigned)__builtin_ctz(m);
+            q += k;
+            o += k;
+        } else {
+            while (q < end && *q != '"' && *q != '\\' && *q >= 0x20) *o++ = *q++;
+            if (q >= end) return DEC_INVALID;
+        }
+        DECODE_SPECIAL();
+    }
+}
+#endif
+
+#ifdef FC_AVX2
+AVX2_FN static inline uint32_t stop_mask32(__m256i v) {
+    __m256i q = _mm256_cmpeq_epi8(v, _mm256_set1_epi8('"'));
+    __m256i b = _mm256_cmpeq_epi8(v, _mm256_set1_epi8('\\'));
+    __m256i c = _mm256_cmpeq_epi8(_mm256_subs_epu8(v, _mm256_set1_epi8(0x1F)), _mm256_setzero_si256());
+    return (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(_mm256_or_si256(q, b), c));
+}
+
+AVX2_FN static inline uint64_t eq_mask64(__m256i a, __m256i b, __m256i c) {
+    return (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, c)) |
+           (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(b, c)) << 32;
+}
+
+/* Bits of the characters escaped by a backslash in a 64-byte block (simdjson's branchless version): in a run
+   of backslashes, every second one is escaped, counting from the run's start; *carry is 1 when the block ends
+   in an unfinished escape (its first byte of the next block is escaped). */
+static inline uint64_t escaped_bits(uint64_t bs, uint64_t *carry) {
+    const uint64_t even = 0x5555555555555555ull;
+    bs &= ~*carry;
+    uint64_t follows = bs << 1 | *carry;
+    uint64_t odd_starts = bs & ~even & ~follows;
+    uint64_t seq_even;
+    *carry = __builtin_add_overflow(odd_starts, bs, &seq_even);
+    return (even ^ (seq_even << 1)) & follows;
+}
+
+
+/* Skipped strings (other fields, e.g. the thinking/answer copies, half the file) go 64 bytes at a time even
+   when escapes are dense: the escaped characters are found with the carry trick and checked against the
+   escape classes in the same block, the four hex digits after each \u included (they may run into the next
+   block), so only the end quote or an error leaves the loop. */
+AVX2_FN static const uint8_t *skip_string_avx2(const uint8_t *q, const uint8_t *end) {
+    const __m256i dq = _mm256_set1_epi8('"'), bsl = _mm256_set1_epi8('\\'), c1f = _mm256_set1_epi8(0x1F);
+    const __m256i zero = _mm256_setzero_si256(), x0f = _mm256_set1_epi8(0x0F);
+    const __m256i elo = bcast16(ESC_LO), ehi = bcast16(ESC_HI);
+    const __m256i k_esc = _mm256_set1_epi8(EC_ESC), k_u = _mm256_set1_epi8(EC_U), k_hex = _mm256_set1_epi8(EC_HEX);
+    uint64_t carry = 0, hexcarry = 0;
+    while (end - q >= 64) {
+        __m256i a = _mm256_loadu_si256((const __m256i *)q), b = _mm256_loadu_si256((const __m256i *)(q + 32));
+        uint64_t quote = eq_mask64(a, b, dq), bs = eq_mask64(a, b, bsl);
+        uint64_t ctrl = eq_mask64(_mm256_subs_epu8(a, c1f), _mm256_subs_epu8(b, c1f), zero);
+        uint64_t bad = 0;
+        if (bs | carry | hexcarry) {
+            uint64_t esc = escaped_bits(bs, &carry);
+            quote &= ~esc;
+            __m256i ca = shufti(elo, ehi, _mm256_and_si256(a, x0f), _mm256_and_si256(_mm256_srli_epi16(a, 4), x0f));
+            __m256i cb = shufti(elo, ehi, _mm256_and_si256(b, x0f), _mm256_and_si256(_mm256_srli_epi16(b, 4), x0f));
+            uint64_t not_esc = eq_mask64(_mm256_and_si256(ca, k_esc), _mm256_and_si256(cb, k_esc), zero);
+            uint64_t not_u = eq_mask64(_mm256_and_si256(ca, k_u), _mm256_and_si256(cb, k_u), zero);
+            uint64_t not_hex = eq_mask64(_mm256_and_si256(ca, k_hex), _mm256_and_si256(cb, k_hex), zero);
+            uint64_t u = esc & ~not_u;
+            /* the 4 bytes after each escaped u, past the block too: u * 0b11110 (the copies cannot overlap,
+               escaped u's are at least 6 bytes apart, so the sum is an OR) */
+            unsigned __int128 h = (unsigned __int128)u * 30u;
+            uint64_t hex = (uint64_t)h | hexcarry;
+            hexcarry = (uint64_t)(h >> 64);
+            bad = (esc & not_esc & not_u) | (hex & not_hex);
+        }
+        uint64_t stop = quote | ctrl;
+        uint64_t upto = stop ? stop ^ (stop - 1) : ~0ull; /* bits up to and including the first stop */
+        if (bad & upto) return NULL;
+        if (stop) {
+            unsigned j = (unsigned)__builtin_ctzll(stop);
+            return (ctrl >> j) & 1 ? NULL : q + j + 1;
+        }
+        q += 64;
+    }
+    if (carry) return skip_string_scalar(q - 1, end); /* an escape cut by the block end: from its backslash */
+    for (; hexcarry; hexcarry >>= 1, q++) /* hex digits of a \u cut by the block end */
+        if (q >= end || HEX[*q] > 15) return NULL;
+    return skip_string_scalar(q, end);
+}
+
+/* Decoded strings go 32 bytes at a time (a window): the window is copied whole, then each one-character escape
+   in it is decoded in place and the rest of the window re-copied one byte further left, with the stop mask
+   shifted along (no new compares). Only the closing quote, \u escapes and errors leave this loop. */
+AVX2_FN static int decode_string_avx2(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
+    if (buf_reserve(out, (size_t)(end - q) + 64)) return DEC_NOMEM;
+    uint8_t *o = out->p;
+    int rc = DEC_OK;
+    for (;;) {
+        int special = 0;
+        /* a re-copied tail starts at most at q + 33 (an escape at the window's last byte) and is 32 bytes */
+        while (end - q >= 65) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)q);
+            _mm256_storeu_si256((__m256i *)o, v);
+            uint64_t m = stop_mask32(v);
+            unsigned left = 32; /* bytes of the window not yet passed */
+            while (m) {
+                unsigned k = (unsigned)__builtin_ctzll(m);
+                uint8_t x = q[k] == '\\' ? ESC[q[k + 1]] : 0;
+                if (!x) { /* the quote, a \u escape or an error */
+                    q += k;
+                    o += k;
+                    special = 1;
+                    break;
+                }
+                o[k] = x;
+                q += k + 2;
+                o += k + 1;
+                m >>= k + 2; /* k + 2 <= 33, m is 64 bits wide */
+                left -= k + 2 < left ? k + 2 : left;
+                _mm256_storeu_si256((__m256i *)o, _mm256_loadu_si256((const __m256i *)q));
+            }
+            if (special) break;
+            q += left;
+            o += left;
+        }
+        if (!special) {
+            while (q < end && *q != '"' && *q != '\\' && *q >= 0x20) *o++ = *q++;
+            if (q >= end) return DEC_INVALID;
+        }
+        DECODE_SPECIAL();
+    }
+}
+#endif
+
+/* the string scanners of the selected SIMD level (set_level) */
+static line_fn LINE_SCAN = line_scalar;
+static skip_fn SKIP_STRING = skip_string_scalar;
+static decode_fn DECODE_STRING = decode_string_scalar;
+
+static inline const uint8_t *skip_string(const uint8_t *q, const uint8_t *end) { return SKIP_STRING(q, end); }
+
+static inline int decode_string(const uint8_t *q, const uint8_t *end, Buf *out, const uint8_t **qend) {
+    return DECODE_STRING(q, end, out, qend);
 }
 
 static inline const uint8_t *skip_ws(const uint8_t *q, const uint8_t *end) {
@@ -1320,12 +1846,12 @@ static void *jsonl_worker(void *arg) {
     size_t pos = t->cs, ce = t->ce;
     int64_t line = 0;
     while (pos < ce && !t->oom) {
-        const uint8_t *nl = (const uint8_t *)memchr(base + pos, '\n', ce - pos);
-        size_t le = nl ? (size_t)(nl - base) : ce;
+        int utf8_ok;
+        size_t le = LINE_SCAN(base, pos, ce, &utf8_ok);
         const uint8_t *q = skip_ws(base + pos, base + le);
         if (q < base + le) {
             int64_t ns = 0;
-            int st = t->lx->unsupported ? 1 : parse_line(t, base + pos, base + le, &ns);
+            int st = t->lx->unsupported || !utf8_ok ? 1 : parse_line(t, base + pos, base + le, &ns);
             if (vec_push(&t->line_no, line + 1) || vec_push(&t->line_start, (int64_t)pos) ||
                 vec_push(&t->line_end, (int64_t)le) || vec_push(&t->status, st) || vec_push(&t->n_strings, ns)) {
                 t->oom = 1;
@@ -1333,7 +1859,7 @@ static void *jsonl_worker(void *arg) {
             }
         }
         line++;
-        if (!nl) break;
+        if (le >= ce) break; /* no newline */
         t->newlines++;
         pos = le + 1;
     }
@@ -1464,14 +1990,42 @@ static int have_avx2(void) {
 }
 #endif
 
-static const char *simd_name(void) {
-#ifdef FC_AVX2
-    if (RUN == run_avx2) return "avx2";
-#endif
+/* SIMD levels: the counting block run and the three JSON passes */
+enum { L_SCALAR = 0, L_SSE2 = 1, L_AVX2 = 2 };
+static const char *LEVEL_NAMES[] = {"scalar", "sse2", "avx2"};
+static int LEVEL = L_SCALAR;
+
+/* 0 if this machine and build have the level */
+static int set_level(int level) {
+    switch (level) {
+    case L_SCALAR:
+        RUN = NULL;
+        LINE_SCAN = line_scalar;
+        SKIP_STRING = skip_string_scalar;
+        DECODE_STRING = decode_string_scalar;
+        break;
 #ifdef FC_SSE2
-    if (RUN == run_sse2) return "sse2";
+    case L_SSE2:
+        RUN = run_sse2;
+        LINE_SCAN = line_sse2;
+        SKIP_STRING = skip_string_sse2;
+        DECODE_STRING = decode_string_sse2;
+        break;
 #endif
-    return "scalar";
+#ifdef FC_AVX2
+    case L_AVX2:
+        if (!have_avx2()) return -1;
+        RUN = run_avx2;
+        LINE_SCAN = line_avx2;
+        SKIP_STRING = skip_string_avx2;
+        DECODE_STRING = decode_string_avx2;
+        break;
+#endif
+    default:
+        return -1;
+    }
+    LEVEL = level;
+    return 0;
 }
 
 /* for tests and benchmarks: _simd() -> current level; _simd("scalar" | "sse2" | "avx2") selects one if this
@@ -1480,19 +2034,12 @@ static PyObject *simd(PyObject *self, PyObject *args) {
     (void)self;
     const char *level = NULL;
     if (!PyArg_ParseTuple(args, "|s", &level)) return NULL;
-    PyObject *prev = PyUnicode_FromString(simd_name());
+    PyObject *prev = PyUnicode_FromString(LEVEL_NAMES[LEVEL]);
     if (!prev || !level) return prev;
-    if (!strcmp(level, "scalar")) {
-        RUN = NULL;
-#ifdef FC_SSE2
-    } else if (!strcmp(level, "sse2")) {
-        RUN = run_sse2;
-#endif
-#ifdef FC_AVX2
-    } else if (!strcmp(level, "avx2") && have_avx2()) {
-        RUN = run_avx2;
-#endif
-    } else {
+    int want = -1;
+    for (int k = 0; k < 3; k++)
+        if (!strcmp(level, LEVEL_NAMES[k])) want = k;
+    if (want < 0 || set_level(want)) {
         Py_DECREF(prev);
         PyErr_Format(PyExc_ValueError, "SIMD level %s is not available here", level);
         return NULL;
@@ -1523,11 +2070,8 @@ PyMODINIT_FUNC PyInit__fastcount(void) {
 #ifdef FC_SSE2
     for (int x = 0; x < 256; x++) POP8[x] = (uint8_t)((x & 1) + ((x >> 1) & 1) + ((x >> 2) & 1) + ((x >> 3) & 1) +
                                                      ((x >> 4) & 1) + ((x >> 5) & 1) + ((x >> 6) & 1) + (x >> 7));
-    RUN = run_sse2;
 #endif
-#ifdef FC_AVX2
-    if (have_avx2()) RUN = run_avx2;
-#endif
+    if (set_level(L_AVX2)) set_level(L_SSE2);
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "N_BINS", N_BINS)) {
