@@ -9,7 +9,9 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from sdlens.cli_eval import register as _register_eval
 from sdlens.cli_grading import register as _register_grading
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
@@ -27,7 +29,7 @@ err = Console(stderr=True)
 
 def fail(e: Exception) -> None:
     """Print a one-line error and exit with status 2."""
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -158,6 +160,7 @@ def compare(
 
 
 _register_grading(app)
+_register_eval(app)
 
 
 def main() -> None:
