@@ -126,7 +126,8 @@ def test_smollm2_from_the_gguf():
     assert "quantization_config" not in config
     assert (folder / "model.safetensors").stat().st_size > 500_000_000  # fp32, 134.5 M params
     info = json.loads((folder / COMPLETE).read_text())
-    assert info["source"] == str(gguf) and info["dtype"] == "fp32"
+    # the cache is shared by every checkout on the machine: it records which GGUF file it was built from
+    assert Path(info["source"]).name == gguf.name and info["dtype"] == "fp32"
     tok = load_tokenizer(ref)
     assert tok.eos_token == "<|im_end|>"
     assert "<|im_start|>assistant" in tok.apply_chat_template(
