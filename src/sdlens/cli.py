@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from sdlens.cli_eval import register as _register_eval
 from sdlens.cli_grading import register as _register_grading
+from sdlens.cli_train import register as _register_train
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
 from sdlens.io import KeyMap
@@ -161,6 +162,7 @@ def compare(
 
 _register_grading(app)
 _register_eval(app)
+_register_train(app)
 
 
 def main() -> None:

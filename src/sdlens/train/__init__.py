@@ -1,0 +1,50 @@
+"""Training on TRL 1.16 with the paper's setups: SDPO (self-distillation), GRPO, SFT (issue 5, docs/train.md).
+
+- :mod:`sdlens.train.presets`: named presets (``sdpo-paper``, ``sdpo-paper-nothink``, ``sdpo-paper-ema``,
+  ``grpo-paper``, ``sdpo-coverage``, ``grpo-coverage``, ``sft``), each value with its source in the paper.
+- :mod:`sdlens.train.config`: :class:`TrainConfig` (YAML-loadable, layered over presets).
+- :mod:`sdlens.train.teacher`: the paper's teacher context (templates, demonstration choice, thinking removal that
+  handles pre-opened ``<think>`` templates) as a drop-in builder for TRL's ``SDPOTrainer``.
+- :mod:`sdlens.train.rewards`: rewards from the sdlens graders (``paper-reward``, ``math-verify``).
+- :mod:`sdlens.train.data`: verl parquet / JSONL / hub datasets -> TRL datasets (duplicated rows stay groups).
+- :mod:`sdlens.train.runner`: :func:`run_train`, :func:`dry_run`: the glue around TRL's trainers, resume.
+- :mod:`sdlens.train.tiny`: tiny random models with a calibrated stop rate for CPU smoke runs.
+
+Heavy libraries (torch, transformers, trl) are imported only when a function needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "build_teacher_messages",
+    "build_tiny_model",
+    "dry_run",
+    "get_preset",
+    "remove_thinking_trace",
+    "resolve_config",
+    "run_train",
+]
+
+_LAZY = {
+    "PRESETS": "sdlens.train.presets",
+    "get_preset": "sdlens.train.presets",
+    "TrainConfig": "sdlens.train.config",
+    "resolve_config": "sdlens.train.config",
+    "build_teacher_messages": "sdlens.train.teacher",
+    "remove_thinking_trace": "sdlens.train.teacher",
+    "run_train": "sdlens.train.runner",
+    "dry_run": "sdlens.train.runner",
+    "build_tiny_model": "sdlens.train.tiny",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sdlens.train' has no attribute {name!r}")

@@ -1,0 +1,511 @@
+"""The glue: a resolved :class:`TrainConfig` -> TRL's trainer, run, saved, resumable.
+
+Nothing here trains: generation, losses, optimisation, checkpointing and distribution are TRL's and transformers'
+(``SDPOTrainer`` or sdlens' ``ChunkedSDPOTrainer`` subclass, ``GRPOTrainer``, ``SFTTrainer``). sdlens adds the data,
+the reward, the paper's teacher context, the EMA teacher's checkpointing, a rank-agreement check, and the run folder:
+
+    OUT/sdlens_train.yaml      the resolved config (written before training starts)
+    OUT/trl_args.json          every TRL / transformers argument as used
+    OUT/checkpoint-N/          TRL checkpoints (model, optimizer, RNG, trainer_state.json; EMA teacher for SDPO-EMA)
+    OUT/teacher_prompts.jsonl  SDPO: rendered teacher prompts, a few per rollout batch
+    OUT/model.safetensors ...  the final model and tokenizer
+    OUT/trainer_state.json     HF's trainer state with the log history
+    OUT/run_summary.json       steps, world size, whether all ranks ended with the same weights
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sdlens.errors import InputError
+from sdlens.train.config import TrainConfig, derive_batches, save_config, trl_config_class, trl_defaults
+
+__all__ = [
+    "TEACHER_FILE",
+    "Prepared",
+    "build_trl_kwargs",
+    "dry_run",
+    "find_checkpoint",
+    "prepare",
+    "run_train",
+]
+
+TEACHER_FILE = "sdlens_teacher.safetensors"
+# sdlens.losses.ChunkedSDPOTrainer in a multi-process run: off until it supports DDP (see prepare()).
+CHUNKED_MULTI_PROCESS = False
+CONFIG_FILE = "sdlens_train.yaml"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def sharded_launch() -> bool:
+    """Launched with FSDP or DeepSpeed ZeRO-3 (accelerate's environment), where weights are sharded per rank."""
+    env = os.environ
+    fsdp = env.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    deepspeed = env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    ds3 = deepspeed and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    return fsdp or ds3
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def _say(console, msg: str) -> None:
+    if console is not None and is_main_process():
+        console.print(msg, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class Prepared:
+    cfg: TrainConfig
+    model_path: str
+    tokenizer: Any
+    rows: list[dict[str, Any]]
+    dropped: int
+    batches: dict[str, Any]
+    trl_kwargs: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def _load_tokenizer(path: str, algo: str):
+    from transformers import AutoTokenizer
+
+    kwargs = {"padding_side": "left", "truncation_side": "left"} if algo != "sft" else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise InputError(None, f"cannot load the tokenizer of {path!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _chat_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    kw = dict(cfg.trl.get("chat_template_kwargs") or {})
+    if cfg.enable_thinking is not None:
+        kw.setdefault("enable_thinking", bool(cfg.enable_thinking))
+    return kw
+
+
+def build_trl_kwargs(cfg: TrainConfig, batches: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the TRL config: ``cfg.trl`` plus what sdlens derives (output dir, precision, model
+    dtype, chat template switches, batch fields, EMA sync period, the chunked loss switch)."""
+    import torch
+
+    kw = dict(cfg.trl)
+    kw["output_dir"] = str(cfg.out) if cfg.out else "sdlens-train-dry-run"
+    cuda = torch.cuda.is_available()
+    bf16 = fp16 = False
+    if cfg.precision == "auto":
+        bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    elif cfg.precision == "bf16":
+        bf16 = True
+    elif cfg.precision == "fp16":
+        fp16 = True
+    kw.setdefault("bf16", bf16)
+    kw.setdefault("fp16", fp16)
+    if not cuda:
+        kw.setdefault("use_cpu", True)
+    mik = dict(kw.get("model_init_kwargs") or {})
+    mik.setdefault("dtype", cfg.dtype)
+    kw["model_init_kwargs"] = mik
+    if cfg.algo != "sft":
+        ctk = _chat_kwargs(cfg)
+        if ctk:
+            kw["chat_template_kwargs"] = ctk
+        kw.setdefault("remove_unused_columns", False)
+    for k in ("gradient_accumulation_steps", "steps_per_generation"):
+        if k in batches:
+            kw[k] = batches[k]
+    if cfg.algo == "sdpo":
+        if cfg.chunked_distillation:
+            kw["chunked_distillation"] = True
+        if (
+            kw.get("teacher_model_kind", "ema") == "ema"
+            and cfg.ema_once_per_step
+            and "teacher_sync_steps" not in cfg.trl
+        ):
+            ga = int(kw.get("gradient_accumulation_steps", 1))
+            spg = int(kw.get("steps_per_generation") or ga)
+            kw["teacher_sync_steps"] = max(1, spg // ga)
+    return kw
+
+
+def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
+    """Resolve the model, read and filter the data, derive the batch sizes and the TRL arguments."""
+    from sdlens.models import resolve_model
+    from sdlens.train.data import filter_overlong_prompts, load_rl_rows, load_sft_rows
+
+    if not cfg.model:
+        raise InputError(None, "no model (--model)", field="model")
+    if not cfg.data:
+        raise InputError(None, "no data (--data)", field="data")
+    notes: list[str] = []
+    if cfg.algo == "sdpo" and cfg.chunked_distillation and world_size() > 1 and not CHUNKED_MULTI_PROCESS:
+        chunk_only = {"distillation_chunk_size", "chunked_rollout_logps", "chunked_distillation"}
+        cfg = replace(cfg, chunked_distillation=False, trl={k: v for k, v in cfg.trl.items() if k not in chunk_only})
+        notes.append(
+            "chunked_distillation off: ChunkedSDPOTrainer does not run under DDP yet (lm_head gradient marked "
+            "ready twice) and falls back under FSDP / ZeRO-3 anyway; using TRL's distillation loss"
+        )
+    ref = resolve_model(cfg.model)
+    tok = _load_tokenizer(ref.path, cfg.algo)
+    if cfg.algo == "sft":
+        rows = load_sft_rows(
+            cfg.data,
+            split=cfg.data_split,
+            config=cfg.data_config,
+            prompt_key=cfg.prompt_key,
+            completion_key=cfg.completion_key,
+            question_suffix=cfg.question_suffix,
+            max_rows=cfg.max_rows,
+        )
+        if cfg.enable_thinking is not None:
+            for r in rows:
+                r["chat_template_kwargs"] = {"enable_thinking": bool(cfg.enable_thinking)}
+        dropped = 0
+    else:
+        rows = load_rl_rows(
+            cfg.data,
+            split=cfg.data_split,
+            config=cfg.data_config,
+            prompt_key=cfg.prompt_key,
+            answer_key=cfg.answer_key,
+            prompt_format=cfg.prompt_format,
+            question_suffix=cfg.question_suffix,
+            max_rows=cfg.max_rows,
+        )
+        rows, dropped = filter_overlong_prompts(rows, tok, cfg.max_prompt_tokens, _chat_kwargs(cfg))
+        if dropped:
+            notes.append(f"dropped {dropped} rows with prompts over {cfg.max_prompt_tokens} tokens")
+        if not rows:
+            raise InputError(cfg.data, f"every prompt is longer than max_prompt_tokens={cfg.max_prompt_tokens}")
+    batches = derive_batches(cfg, world_size(), len(rows))
+    if batches.get("note"):
+        notes.append(batches["note"])
+    kw = build_trl_kwargs(cfg, batches)
+    return Prepared(cfg, ref.path, tok, rows, dropped, batches, kw, notes)
+
+
+def make_trl_args(p: Prepared):
+    cls = trl_config_class(p.cfg.algo, chunked=p.cfg.algo == "sdpo" and p.cfg.chunked_distillation)
+    return cls(**p.trl_kwargs)
+
+
+# ---------------------------------------------------------------- dry run
+
+
+def _example_demonstration(student_prompt: str, answer: str | None) -> str:
+    body = "[the successful sibling's reasoning]\n</think>\n\n[its answer] \\boxed{" + (answer or "?") + "}"
+    return body if student_prompt.rstrip().endswith("<think>") else "<think>\n" + body
+
+
+def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
+    """Resolve everything and render one student prompt and (SDPO) one teacher prompt, without training.
+
+    The teacher prompt uses a stand-in demonstration (a sibling rollout does not exist before training), shaped
+    like a response of this chat template (pre-opened or not).
+    """
+    from sdlens.train.teacher import build_teacher_messages, render_prompt
+
+    p = prepare(cfg, console=console)
+    cfg = p.cfg  # as adjusted for this launch
+    args = make_trl_args(p)  # validates the TRL arguments
+    row = p.rows[0]
+    ctk = p.trl_kwargs.get("chat_template_kwargs") if cfg.algo != "sft" else row.get("chat_template_kwargs")
+    student = render_prompt(p.tokenizer, row["prompt"], ctk)
+    out: dict[str, Any] = {
+        "algo": cfg.algo,
+        "preset": cfg.preset,
+        "model": p.model_path,
+        "rows": len(p.rows),
+        "dropped": p.dropped,
+        "notes": p.notes,
+        "batches": {k: v for k, v in p.batches.items() if k != "note"},
+        "trl_changed": _changed(cfg, p.trl_kwargs),
+        "student_prompt": student,
+    }
+    if cfg.algo == "sdpo":
+        demo = _example_demonstration(student, row.get("answer"))
+        msgs = build_teacher_messages(
+            row["prompt"],
+            demo,
+            reprompt_template=args.reprompt_template,
+            solution_template=args.solution_template,
+            feedback_template=args.feedback_template,
+            remove_thinking=bool(args.remove_thinking_from_demonstration),
+        )
+        out["example_demonstration"] = demo
+        out["teacher_prompt"] = render_prompt(p.tokenizer, msgs, ctk)
+    if cfg.algo == "sft":
+        out["completion"] = row["completion"][-1]["content"]
+    return out
+
+
+def _changed(cfg: TrainConfig, kw: dict[str, Any]) -> dict[str, Any]:
+    defaults = trl_defaults(cfg.algo, chunked=cfg.algo == "sdpo" and cfg.chunked_distillation)
+    return {k: v for k, v in sorted(kw.items()) if k not in defaults or defaults[k] != v}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def find_checkpoint(out: str | Path, *, need_teacher: bool = False) -> Path | None:
+    """The newest complete checkpoint in ``out``: ``trainer_state.json`` (written last by transformers) present,
+    and the EMA teacher's weights when ``need_teacher``. A checkpoint cut short by a kill is skipped."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    found = []
+    for d in out.iterdir():
+        m = _CKPT.match(d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), d))
+    for _, d in sorted(found, reverse=True):
+        if (d / "trainer_state.json").is_file() and (not need_teacher or (d / TEACHER_FILE).is_file()):
+            return d
+    return None
+
+
+def _teacher_callback(resume_dir: Path | None):
+    from transformers import TrainerCallback
+
+    class TeacherCheckpointCallback(TrainerCallback):
+        """Saves the EMA teacher into each checkpoint and restores it on resume (TRL does neither)."""
+
+        def __init__(self):
+            self.trainer = None
+            self.resume_dir = resume_dir
+            self.restored = False
+
+        def _teacher(self):
+            return self.trainer.accelerator.unwrap_model(self.trainer.teacher_model)
+
+        def _sharded(self) -> bool:
+            plugin = getattr(self.trainer.accelerator.state, "deepspeed_plugin", None)
+            return bool(self.trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3))
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if self.resume_dir is None or self.trainer is None:
+                return
+            from safetensors.torch import load_model
+
+            path = self.resume_dir / TEACHER_FILE
+            if path.is_file() and not self._sharded():
+                load_model(self._teacher(), str(path), device=str(self.trainer.accelerator.device))
+                self.restored = True
+
+        def on_save(self, args, state, control, **kwargs):
+            if self.trainer is None or self._sharded() or not state.is_world_process_zero:
+                return
+            from safetensors.torch import save_model
+
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if not ckpt.is_dir():
+                return
+            tmp = ckpt / f".{TEACHER_FILE}.tmp"
+            save_model(self._teacher(), str(tmp))
+            os.replace(tmp, ckpt / TEACHER_FILE)
+
+    return TeacherCheckpointCallback()
+
+
+# ---------------------------------------------------------------- ranks
+
+
+def rank_agreement(trainer) -> dict[str, Any]:
+    """Fingerprint the weights on every rank (sum and sum of squares in float64, plus the global step) and compare.
+
+    Sharded runs (FSDP, ZeRO-3) hold different shards per rank by design and are not checked.
+    """
+    import torch
+
+    acc = trainer.accelerator
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+        return {"world_size": acc.num_processes, "checked": False, "reason": "sharded weights"}
+    model = acc.unwrap_model(trainer.model)
+    total = torch.zeros((), dtype=torch.float64)
+    squares = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for prm in model.parameters():
+            t = prm.detach().to("cpu", torch.float64)
+            total += t.sum()
+            squares += (t * t).sum()
+    fp = torch.tensor([float(trainer.state.global_step), float(total), float(squares)], dtype=torch.float64)
+    gathered = acc.gather(fp.to(acc.device).unsqueeze(0)).cpu().reshape(-1, 3)
+    agree = bool((gathered == gathered[0]).all())
+    return {
+        "world_size": acc.num_processes,
+        "checked": True,
+        "ranks_agree": agree,
+        "fingerprints": [[int(r[0]), float(r[1]), float(r[2])] for r in gathered.tolist()],
+    }
+
+
+# ---------------------------------------------------------------- training
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume or not out.is_dir():
+        return
+    if (out / CONFIG_FILE).exists() or any(_CKPT.match(d.name) for d in out.iterdir()):
+        raise InputError(out, "already holds a run; pass --resume to continue it, or choose another --out")
+
+
+_SDPO_CLASSES: dict[bool, type] = {}
+
+
+def sdpo_trainer_class(chunked: bool) -> type:
+    """TRL's ``SDPOTrainer`` (or sdlens' ``ChunkedSDPOTrainer``) with one distributed fix.
+
+    TRL 1.16's ``_compute_self_distillation_loss`` all-gathers its loss metric only when the micro-batch has a
+    teacher; a rank whose micro-batch has none returns early, and the other ranks wait for it forever (a hang under
+    DDP as soon as one rank draws only all-fail groups). Here a rank without a teacher joins that all-gather with a
+    zero. The loss itself is TRL's (or the chunked one) unchanged.
+    """
+    if chunked not in _SDPO_CLASSES:
+        import torch
+
+        if chunked:
+            from sdlens.losses.sdpo_trainer import ChunkedSDPOTrainer as Base
+        else:
+            from trl.experimental.sdpo import SDPOTrainer as Base
+
+        def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+            if self.accelerator.num_processes > 1 and distillation_logits.loss_mask.sum() == 0:
+                self.accelerator.gather(torch.zeros((), dtype=torch.float32, device=self.accelerator.device))
+            return Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
+
+        name = f"Sdlens{Base.__name__}"
+        _SDPO_CLASSES[chunked] = type(
+            name, (Base,), {"_compute_self_distillation_loss": _compute_self_distillation_loss, "__doc__": Base.__doc__}
+        )
+    return _SDPO_CLASSES[chunked]
+
+
+def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = None):
+    """The TRL trainer for the prepared run (the teacher context builder swapped in for SDPO)."""
+    from sdlens.train.data import to_dataset
+    from sdlens.train.rewards import make_reward
+
+    cfg = p.cfg
+    ds = to_dataset(p.rows)
+    if cfg.algo == "sft":
+        from trl import SFTTrainer
+
+        return SFTTrainer(
+            model=p.model_path, args=args, train_dataset=ds, processing_class=p.tokenizer, callbacks=list(callbacks)
+        )
+    reward = make_reward(cfg.reward, workers=cfg.reward_workers, timeout=cfg.reward_timeout)
+    if cfg.algo == "grpo":
+        from trl import GRPOTrainer
+
+        return GRPOTrainer(
+            model=p.model_path,
+            reward_funcs=[reward],
+            args=args,
+            train_dataset=ds,
+            processing_class=p.tokenizer,
+            callbacks=list(callbacks),
+        )
+    trainer = sdpo_trainer_class(cfg.chunked_distillation)(
+        model=p.model_path,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=ds,
+        processing_class=p.tokenizer,
+        callbacks=list(callbacks),
+    )
+    if cfg.teacher_context == "sdlens":
+        from sdlens.train.teacher import PaperTeacherContextBuilder
+
+        trainer.teacher_context_builder = PaperTeacherContextBuilder(
+            trainer, truncation=cfg.reprompt_truncation, log_path=log_path, log_per_batch=cfg.log_teacher_prompts
+        )
+    return trainer
+
+
+def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None) -> dict[str, Any]:
+    """Train as configured; returns the run summary (also written to ``OUT/run_summary.json``).
+
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects. ``trainer_hook(trainer)``: called with the
+    trainer before training (tests, custom instrumentation).
+    """
+    if not cfg.out:
+        raise InputError(None, "no output folder (--out)", field="out")
+    out = Path(cfg.out)
+    _check_out(out, cfg.resume)
+    p = prepare(cfg, console=console)
+    cfg = p.cfg  # as adjusted for this launch
+    for note in p.notes:
+        _say(console, f"[yellow]note:[/yellow] {note}")
+    args = make_trl_args(p)
+    ema = cfg.algo == "sdpo" and args.teacher_model_kind == "ema"
+    ckpt = find_checkpoint(out, need_teacher=ema and not sharded_launch()) if cfg.resume else None
+    if cfg.resume and ckpt is None:
+        _say(console, f"[yellow]note:[/yellow] no complete checkpoint in {out}; starting from the beginning")
+    cbs = list(callbacks)
+    teacher_cb = _teacher_callback(ckpt) if ema else None
+    if teacher_cb is not None:
+        cbs.append(teacher_cb)
+    trainer = build_trainer(p, args, callbacks=cbs, log_path=out / "teacher_prompts.jsonl")
+    if teacher_cb is not None:
+        teacher_cb.trainer = trainer
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / CONFIG_FILE, extra={"model_path": p.model_path, "rows": len(p.rows)})
+        (out / "trl_args.json").write_text(args.to_json_string())
+    b = p.batches
+    if b:
+        _say(
+            console,
+            f"{cfg.algo}: {b['prompts']} prompts x {args.num_generations} rollouts per rollout batch, "
+            f"{cfg.mini_batches_per_step} optimizer step(s) each; gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps}, steps_per_generation {args.steps_per_generation}, world size "
+            f"{world_size()}",
+        )
+    if ckpt is not None:
+        _say(console, f"resuming from {ckpt}")
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    trainer.save_model(str(out))
+    trainer.save_state()
+    if ema and trainer.accelerator.is_main_process and not (teacher_cb and teacher_cb._sharded()):
+        trainer.accelerator.unwrap_model(trainer.teacher_model).save_pretrained(out / "teacher")
+    ranks = rank_agreement(trainer) if cfg.check_ranks else {"checked": False, "reason": "check_ranks off"}
+    summary = {
+        "algo": cfg.algo,
+        "preset": cfg.preset,
+        "model": cfg.model,
+        "model_path": p.model_path,
+        "data": cfg.data,
+        "rows": len(p.rows),
+        "dropped_rows": p.dropped,
+        "global_step": int(trainer.state.global_step),
+        "train_runtime_s": round(time.time() - t0, 2),
+        "training_loss": float(result.training_loss) if result is not None else None,
+        "resumed_from": str(ckpt) if ckpt else None,
+        "teacher_restored": bool(teacher_cb.restored) if teacher_cb is not None else None,
+        "out": str(out),
+        **ranks,
+    }
+    if trainer.accelerator.is_main_process:
+        (out / "run_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    trainer.accelerator.wait_for_everyone()
+    return summary
