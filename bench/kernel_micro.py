@@ -18,7 +18,6 @@ import argparse
 import json
 import mmap
 import os
-import random
 import sys
 import tempfile
 import time
@@ -26,58 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might", "likely", "check"]
-FILLER = (  # noqa: SIM905 - a sentence is easier to read than a list
-    "so we have the equation x^2 + 3x - 4 = 0 and then we factor it into (x + 4)(x - 1) = 0 which gives "
-    "two roots let us compute \\frac{a}{b} + \\sqrt{2} the area is 12 square units therefore the sum is "
-    "\\boxed{17} since 3 + 14 = 17 note that n \\geq 2 implies the product is even über café 数学"
-).split(" ")
-HEDGES = ["Wait,", "wait", "Hmm,", "hmm", "perhaps", "Maybe", "actually", "Alternatively,", "seems", "might"]
-HEDGES += ["likely", "unlikely", "check", "checking", "double-check"]
-
-
-def make_file(path: Path, mb: float, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    target, size, idx = int(mb * 1e6), 0, 0
-    with open(path, "w", encoding="utf-8") as f:
-        while size < target:
-            responses = []
-            for _ in range(16):
-                n = rng.randint(300, 2500)
-                words = [rng.choice(HEDGES) if rng.random() < 0.02 else rng.choice(FILLER) for _ in range(n)]
-                for k in range(0, n, rng.randint(15, 40)):
-                    words[k] += "\n"
-                thinking = " ".join(words)
-                responses.append(f"<think>{thinking}\n</think>\n\nThe answer is \\boxed{{{rng.randint(0, 999)}}}.")
-            rec = {
-                "idx": idx,
-                "question": "Find the sum. Please reason step by step, and put your final answer within \\boxed{}.",
-                "gold_answer": "17",
-                "generated_responses": responses,
-                "answer_responses": [r.split("</think>")[-1] for r in responses],
-                "thinking_contents": [r.split("</think>")[0] for r in responses],
-                "answers_correctness": [rng.random() < 0.4 for _ in responses],
-                "response_token_lengths": [len(r) // 4 for r in responses],
-                "score": rng.random(),
-            }
-            line = json.dumps(rec, ensure_ascii=idx % 2 == 0) + "\n"
-            f.write(line)
-            size += len(line.encode())
-            idx += 1
-
-
-def reference(path: Path) -> dict[str, int]:
-    totals = dict.fromkeys(WORDS, 0)
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            for resp in json.loads(line).get("generated_responses", []):
-                low = resp.lower()
-                for w in WORDS:
-                    totals[w] += low.count(w)
-    return totals
+# The test file and the reference algorithm are the end-to-end benchmark's own (bench/analyze.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from analyze import WORDS, make_file, reference
 
 
 def kernel_totals(fc, path: Path, threads: int, scope: str = "full") -> tuple[dict[str, int], int]:
