@@ -16,7 +16,7 @@ def _f(x: Any, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 
 
-_BARS = " ▁▂▃▄▅▆▇█"
+_BARS = "·▁▂▃▄▅▆▇█"  # "·": no hedge in that tenth
 
 
 def sparkline(values: list[float | None]) -> str:
