@@ -24,7 +24,7 @@ def sparkline(values: list[float | None]) -> str:
     top = max(vals) if vals else 0
     if top <= 0:
         return "-"
-    return "".join(_BARS[min(8, round(8 * v / top))] for v in vals)
+    return "".join(_BARS[0 if v <= 0 else max(1, min(8, round(8 * v / top)))] for v in vals)
 
 
 def analysis_tables(res: dict[str, Any]) -> Group:
