@@ -95,6 +95,22 @@ class DistillationHiddenStates:
     teacher_weight: torch.Tensor
 
 
+@dataclass
+class DistillationPass:
+    """What listeners see of one distillation loss: per completion token, ``[B, T]``, all detached.
+
+    ``student_logps`` / ``teacher_logps`` are the log-probs of the sampled token ``completion_ids`` under the student
+    and under the (solution-conditioned) teacher; ``per_token_loss`` is the weighted, masked distillation loss.
+    """
+
+    completion_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    student_logps: torch.Tensor
+    teacher_logps: torch.Tensor
+    per_token_loss: torch.Tensor
+    step: int
+
+
 def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return x
 
@@ -130,6 +146,35 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         self._head_ok: dict[int, bool] = {}
         self._fallback_reported: set[str] = set()
         self.chunked_calls = 0  # how many losses went through the chunked path (tests, diagnostics)
+        # Callables receiving a DistillationPass after every chunked distillation loss (telemetry, see sdlens.monitor).
+        self.distillation_listeners: list[Any] = []
+
+    # ---- extension points -------------------------------------------------------------------------------------------
+
+    def distillation_token_weights(self, completion_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor | None:
+        """Per-token weights ``[B, T]`` multiplied (detached) into the distillation loss; ``None``: all ones.
+
+        Subclasses override it to re-weight positions by token class (mitigations such as hedge-aware distillation).
+        """
+        return None
+
+    def _notify_distillation_listeners(self, d: DistillationHiddenStates, per_token_loss: torch.Tensor) -> None:
+        """Hand each listener the sampled tokens' student and teacher log-probs and the per-token loss (no grad)."""
+        with torch.no_grad():
+            mm = self._matmul_dtype()
+            kw = {"temperature": self.temperature, "chunk_size": self.distillation_chunk_size, "matmul_dtype": mm}
+            event = DistillationPass(
+                completion_ids=d.completion_ids,
+                loss_mask=d.loss_mask,
+                student_logps=token_logprobs(
+                    d.student_hidden.detach(), d.student_weight.detach(), d.completion_ids, **kw
+                ),
+                teacher_logps=token_logprobs(d.teacher_hidden, d.teacher_weight, d.completion_ids, **kw),
+                per_token_loss=per_token_loss.detach(),
+                step=int(self.state.global_step),
+            )
+        for listener in self.distillation_listeners:
+            listener(event)
 
     # ---- eligibility ------------------------------------------------------------------------------------------------
 
@@ -271,6 +316,7 @@ class ChunkedSDPOTrainer(SDPOTrainer):
             topk = self.args.distillation_topk
         old_logps = inputs.get("old_per_token_logps")
         use_is = self.args.distillation_is_clip is not None and old_logps is not None
+        token_weights = self.distillation_token_weights(d.completion_ids, d.loss_mask)
         out = self_distillation_per_token(
             d.student_hidden,
             d.student_weight,
@@ -284,11 +330,14 @@ class ChunkedSDPOTrainer(SDPOTrainer):
             target_ids=d.completion_ids if use_is else None,
             old_logps=old_logps if use_is else None,
             is_clip=self.args.distillation_is_clip if use_is else None,
+            token_weights=token_weights,
             chunk_size=self.distillation_chunk_size,
             matmul_dtype=self._matmul_dtype(),
         )
         self.chunked_calls += 1
         per_token_loss = out.per_token_loss  # weighted by the IS clip and masked
+        if self.distillation_listeners:
+            self._notify_distillation_listeners(d, per_token_loss)
         loss = reduce_per_token(per_token_loss, d.loss_mask, "sequence_mean")
         mean_distill_loss = per_token_loss.detach().sum() / d.loss_mask.sum().clamp(min=1.0)
         self._log_self_distillation_metric(mode, self.accelerator.gather(mean_distill_loss).mean().item())
