@@ -115,18 +115,30 @@ def test_dry_run_prints_student_and_teacher_prompts_preopened(tmp_path, qa_data)
     assert bad.exit_code == 2 and "unknown config key 'nope'" in bad.output
 
 
-def test_two_processes_gloo_agree(tiny, qa_data, tmp_path):
-    out = tmp_path / "ddp"
+def _ddp_sdpo(tiny, qa_data, out: Path, extra=()) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
         "--main_process_port", str(_free_port()), "-m", "sdlens.cli_train",
         "train", "sdpo", "--preset", "sdpo-paper", "--model", str(tiny), "--data", str(qa_data), "--out", str(out),
-        "--max-steps", "4", *_sets(["per_device_train_batch_size=1", "save_strategy=no"]),
+        "--max-steps", "4", *_sets(["per_device_train_batch_size=1", "save_strategy=no", *extra]),
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _distill_losses(out: Path) -> list[float]:
+    state = json.loads((out / "trainer_state.json").read_text())
+    return [h["self_distillation/distillation_loss"] for h in state["log_history"] if "epoch" in h and "loss" in h]
+
+
+def test_two_processes_gloo_agree(tiny, qa_data, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _ddp_sdpo(tiny, qa_data, out)
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 4
+    # the chunked loss ran under DDP (transformers turns find_unused_parameters on without gradient checkpointing)
+    assert summary["chunked_distillation_calls"] > 0
     assert summary["checked"] and summary["ranks_agree"], summary
     assert len(summary["fingerprints"]) == 2 and summary["fingerprints"][0] == summary["fingerprints"][1]
     assert "ranks agree: True" in proc.stdout
@@ -143,6 +155,16 @@ def test_two_processes_gloo_agree(tiny, qa_data, tmp_path):
                  "self_distillation/reprompt_sample_fraction" in h]  # fmt: skip
     assert fractions and all(f == pytest.approx(3 / 8) for f in fractions)
     assert (out / "model.safetensors").is_file()
+
+    # the same run through TRL's full-logit loss: same distillation losses and the same final weights
+    full = tmp_path / "ddp-full"
+    _ddp_sdpo(tiny, qa_data, full, ["chunked_distillation=false"])
+    reference = json.loads((full / "run_summary.json").read_text())
+    assert not reference["chunked_distillation_calls"]  # TRL's own trainer class: no chunked losses
+    chunked_losses, full_losses = _distill_losses(out), _distill_losses(full)
+    assert len(chunked_losses) == 4 and any(x > 0 for x in full_losses)
+    assert chunked_losses == pytest.approx(full_losses, rel=1e-4, abs=1e-7)
+    assert summary["fingerprints"][0] == pytest.approx(reference["fingerprints"][0], rel=1e-5)
 
 
 def test_resume_after_sigkill(tiny, qa_data, tmp_path):

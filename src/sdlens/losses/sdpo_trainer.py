@@ -111,15 +111,36 @@ class DistillationPass:
     step: int
 
 
-def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return x
+class _HiddenWithHead(torch.autograd.Function):
+    """``x`` unchanged, with the LM head weight as a (gradient-free) input of the node.
+
+    DDP with ``find_unused_parameters`` (transformers' default without gradient checkpointing) walks the graph from
+    the forward's outputs and marks every parameter it does not reach as ready at once. The head weight is only used
+    by the chunked loss after the forward, so its real gradient would then mark it ready a second time. Linking it
+    here makes DDP wait for that gradient instead; no gradient flows through this node to the weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
 
 
 @contextlib.contextmanager
 def lm_head_returns_hidden(head: nn.Module):
     """Within the block, ``head(x)`` returns ``x``: a causal LM's ``.logits`` are then its final hidden states."""
     previous = head.__dict__.get("forward")
-    head.forward = _identity
+
+    def _hidden(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        weight = getattr(head, "weight", None)
+        if torch.is_grad_enabled() and isinstance(weight, torch.Tensor) and weight.requires_grad:
+            return _HiddenWithHead.apply(x, weight)
+        return x
+
+    head.forward = _hidden
     try:
         yield head
     finally:
@@ -157,6 +178,13 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         Subclasses override it to re-weight positions by token class (mitigations such as hedge-aware distillation).
         """
         return None
+
+    def transform_per_token_loss(
+        self, per_token_loss: torch.Tensor, completion_ids: torch.Tensor, loss_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The masked, weighted per-token loss ``[B, T]`` before its mean; subclasses may reshape it (per-class
+        clipping). Default: unchanged."""
+        return per_token_loss
 
     def _notify_distillation_listeners(self, d: DistillationHiddenStates, per_token_loss: torch.Tensor) -> None:
         """Hand each listener the sampled tokens' student and teacher log-probs and the per-token loss (no grad)."""
@@ -336,6 +364,7 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         )
         self.chunked_calls += 1
         per_token_loss = out.per_token_loss  # weighted by the IS clip and masked
+        per_token_loss = self.transform_per_token_loss(per_token_loss, d.completion_ids, d.loss_mask)
         if self.distillation_listeners:
             self._notify_distillation_listeners(d, per_token_loss)
         loss = reduce_per_token(per_token_loss, d.loss_mask, "sequence_mean")

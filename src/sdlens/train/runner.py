@@ -19,7 +19,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ __all__ = [
 
 TEACHER_FILE = "sdlens_teacher.safetensors"
 # sdlens.losses.ChunkedSDPOTrainer in a multi-process run: off until it supports DDP (see prepare()).
-CHUNKED_MULTI_PROCESS = False
 CONFIG_FILE = "sdlens_train.yaml"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -154,13 +153,6 @@ def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
     if not cfg.data:
         raise InputError(None, "no data (--data)", field="data")
     notes: list[str] = []
-    if cfg.algo == "sdpo" and cfg.chunked_distillation and world_size() > 1 and not CHUNKED_MULTI_PROCESS:
-        chunk_only = {"distillation_chunk_size", "chunked_rollout_logps", "chunked_distillation"}
-        cfg = replace(cfg, chunked_distillation=False, trl={k: v for k, v in cfg.trl.items() if k not in chunk_only})
-        notes.append(
-            "chunked_distillation off: ChunkedSDPOTrainer does not run under DDP yet (lm_head gradient marked "
-            "ready twice) and falls back under FSDP / ZeRO-3 anyway; using TRL's distillation loss"
-        )
     ref = resolve_model(cfg.model)
     tok = _load_tokenizer(ref.path, cfg.algo)
     if cfg.algo == "sft":
@@ -240,14 +232,22 @@ def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
     }
     if cfg.algo == "sdpo":
         demo = _example_demonstration(student, row.get("answer"))
-        msgs = build_teacher_messages(
-            row["prompt"],
-            demo,
-            reprompt_template=args.reprompt_template,
-            solution_template=args.solution_template,
-            feedback_template=args.feedback_template,
-            remove_thinking=bool(args.remove_thinking_from_demonstration),
-        )
+        if cfg.teacher_richness is not None:  # the context ladder (sdlens.mitigations.context)
+            from sdlens.mitigations.context import ladder_teacher_messages
+
+            msgs = ladder_teacher_messages(cfg.teacher_richness, row["prompt"], demo, row.get("answer"), args)
+        else:
+            msgs = build_teacher_messages(
+                row["prompt"],
+                demo,
+                reprompt_template=args.reprompt_template,
+                solution_template=args.solution_template,
+                feedback_template=args.feedback_template,
+                remove_thinking=bool(args.remove_thinking_from_demonstration),
+            )
+        from sdlens.mitigations.options import active_mitigations
+
+        out["mitigations"] = active_mitigations(cfg)
         out["example_demonstration"] = demo
         out["teacher_prompt"] = render_prompt(p.tokenizer, msgs, ctk)
     if cfg.algo == "sft":
@@ -422,7 +422,12 @@ def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = No
             processing_class=p.tokenizer,
             callbacks=list(callbacks),
         )
-    trainer = sdpo_trainer_class(cfg.chunked_distillation)(
+    from sdlens.mitigations.options import needs_mitigation_trainer
+
+    mitigated = needs_mitigation_trainer(cfg)
+    if mitigated:
+        from sdlens.mitigations.trainer import mitigation_trainer_class
+    trainer = (mitigation_trainer_class if mitigated else sdpo_trainer_class)(cfg.chunked_distillation)(
         model=p.model_path,
         reward_funcs=[reward],
         args=args,
@@ -436,6 +441,10 @@ def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = No
         trainer.teacher_context_builder = PaperTeacherContextBuilder(
             trainer, truncation=cfg.reprompt_truncation, log_path=log_path, log_per_batch=cfg.log_teacher_prompts
         )
+    if mitigated:
+        from sdlens.mitigations.setup import configure_trainer
+
+        configure_trainer(trainer, cfg)  # the ladder's teacher builder, the loss options, the detector switch
     return trainer
 
 
@@ -465,6 +474,11 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     trainer = build_trainer(p, args, callbacks=cbs, log_path=out / "teacher_prompts.jsonl")
     if teacher_cb is not None:
         teacher_cb.trainer = trainer
+    monitor = None
+    if cfg.epistemic_monitor and cfg.algo != "sft":
+        from sdlens.monitor import monitor_trainer
+
+        monitor = monitor_trainer(trainer, out_dir=str(out), stop_on_suppression=cfg.stop_on_suppression)
     if trainer_hook is not None:
         trainer_hook(trainer)
     if is_main_process():
@@ -502,6 +516,9 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         "training_loss": float(result.training_loss) if result is not None else None,
         "resumed_from": str(ckpt) if ckpt else None,
         "teacher_restored": bool(teacher_cb.restored) if teacher_cb is not None else None,
+        # losses computed by the chunked distillation path on this rank (None: not an SDPO run)
+        "chunked_distillation_calls": getattr(trainer, "chunked_calls", None),
+        "epistemic": monitor.summary() if monitor is not None else None,  # the suppression detector's verdict
         "out": str(out),
         **ranks,
     }
