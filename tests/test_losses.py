@@ -118,6 +118,15 @@ def test_is_clip_temperature_and_token_weights(alpha, add_tail):
     b = naive_self_distillation_loss(h, w, ht, wt, mask=mask, token_weights=tw, reduction="sum", **kw)
     assert_same([a, *grads(a, h, w)], [b, *grads(b, h, w)])
 
+    # whole chunks weighted by zero are skipped in backward (their hidden-state gradient is exactly zero)
+    tw = torch.ones_like(mask)
+    tw[0, :8] = 0.0
+    a = self_distillation_loss(h, w, ht, wt, mask=mask, token_weights=tw, chunk_size=2, reduction="sum", **kw)
+    b = naive_self_distillation_loss(h, w, ht, wt, mask=mask, token_weights=tw, reduction="sum", **kw)
+    ga, gb = grads(a, h, w), grads(b, h, w)
+    assert_same([a, *ga], [b, *gb])
+    assert float(ga[0][0, :8].abs().max()) == 0.0 and float(ga[0][1].abs().max()) > 0.0
+
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "token_mean", "sequence_mean"])
 def test_reductions(reduction):

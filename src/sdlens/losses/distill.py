@@ -132,6 +132,14 @@ def _chunks(n: int, size: int):
         yield start, min(n, start + size)
 
 
+def _live_chunks(grad_loss: torch.Tensor, size: int) -> list[bool]:
+    """Per chunk, whether any of its tokens receives a gradient; one host sync for all chunks (not one per chunk)."""
+    n = grad_loss.shape[0]
+    pad = (-n) % size
+    flags = torch.nn.functional.pad(grad_loss.ne(0), (0, pad)).reshape(-1, size).any(dim=1)
+    return flags.tolist()
+
+
 def _cast(weight: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     """The weight used in the chunk matmuls: itself, or a detached copy in ``dtype`` (what autocast would use)."""
     return weight if dtype is None or weight.dtype == dtype else weight.detach().to(dtype)
@@ -183,9 +191,10 @@ class _ChunkedTopK(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         with _no_autocast(hs.device):
             w_mm = _cast(weight, mm_dtype)
-            for a, b in _chunks(hs.shape[0], chunk):
+            live = _live_chunks(grad_loss, chunk)
+            for i, (a, b) in enumerate(_chunks(hs.shape[0], chunk)):
                 g_out = grad_loss[a:b].float()
-                if not bool(g_out.ne(0).any()):  # e.g. tokens weighted by zero: nothing flows back
+                if not live[i]:  # e.g. tokens weighted by zero: nothing flows back
                     if need_h:
                         grad_h[a:b].zero_()
                     continue
@@ -234,9 +243,10 @@ class _ChunkedFull(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         with _no_autocast(hs.device):
             w_mm, wt_mm = _cast(weight, mm_dtype), _cast(teacher_weight, mm_dtype)
-            for a, b in _chunks(hs.shape[0], chunk):
+            live = _live_chunks(grad_loss, chunk)
+            for i, (a, b) in enumerate(_chunks(hs.shape[0], chunk)):
                 g_out = grad_loss[a:b].float()
-                if not bool(g_out.ne(0).any()):
+                if not live[i]:  # e.g. tokens weighted by zero: nothing flows back
                     if need_h:
                         grad_h[a:b].zero_()
                     continue
