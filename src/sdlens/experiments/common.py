@@ -1,0 +1,239 @@
+"""What every experiment shares: sampling settings, eval stages, run manifests, and the per-context statistics.
+
+Every statistic is over problems: a problem's value is the mean over its samples, the reported value the mean over
+problems (the paper's macro average, PAPER.md 3.3), and the 95% CI a percentile bootstrap over problems
+(:func:`sdlens.metrics.bootstrap_ci`). E per 1k tokens is a ratio of sums (hedges / tokens, as ``sdlens compare``
+reports it), bootstrapped over problems with the same resampling.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdlens.errors import InputError
+from sdlens.schema import Sample, atomic_path, read_records
+
+__all__ = [
+    "SamplingFields",
+    "bench_path",
+    "eval_stage",
+    "file_hash",
+    "h",
+    "read_json",
+    "read_samples",
+    "safe_name",
+    "sample_stats",
+    "write_json",
+    "write_manifest",
+]
+
+RESAMPLES = 1000
+
+
+def h(default: Any, help: str) -> Any:
+    """A dataclass field whose ``help`` is its documentation (printed by ``--help`` and the docs)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SamplingFields:
+    """Sampling: a preset of :mod:`sdlens.generation` plus overrides (``None`` keeps the preset's value)."""
+
+    preset: str = h("paper-think", "Sampling preset: paper-think (T 0.6, top_p 0.95), paper-nothink, greedy.")
+    temperature: float | None = h(None, "Overrides the preset's temperature.")
+    top_p: float | None = h(None, "Overrides the preset's top_p.")
+    top_k: int | None = h(None, "top_k (the presets leave it off, as the paper's eval does).")
+    max_new_tokens: int | None = h(None, "Generation budget per sample (the presets: 38,912).")
+    thinking: str | None = h(None, "on / off / unset: enable_thinking for the chat template; None: the preset's.")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe label: a benchmark spec's stem or name."""
+    stem = Path(text).stem if ("/" in text or "." in text) else text
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "data"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON ({e})") from None
+
+
+def file_hash(path: str | Path) -> str | None:
+    from sdlens.benchmarks import file_sha256
+
+    p = Path(path)
+    return file_sha256(p) if p.is_file() else None
+
+
+def bench_path(spec: str) -> str | None:
+    """The file a benchmark spec names (for the manifest's hashes), or ``None`` if it names none here."""
+    from sdlens.benchmarks import resolve_benchmark
+
+    try:
+        return str(resolve_benchmark(spec, None)[1])
+    except InputError:
+        return None
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    return asdict(cfg) if is_dataclass(cfg) else dict(cfg)
+
+
+def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | None], **extra: Any) -> dict:
+    """``OUT/manifest.json``: the config, library versions, seeds, and the SHA-256 of every input file.
+
+    Kept across reruns: ``created`` and the list of ``sessions`` grow, the rest is the latest."""
+    from sdlens.evaluate import _versions
+
+    path = out / "manifest.json"
+    old = read_json(path) or {}
+    conf = config_dict(cfg)
+    manifest = {
+        **old,
+        "kind": kind,
+        "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": conf,
+        "seeds": {"run": conf.get("seed"), "bootstrap": 0, "per_sample": "sample_seed(run seed, problem id, index)"},
+        "data": {k: {"path": str(v), "sha256": file_hash(v)} for k, v in data.items() if v is not None},
+        "versions": _versions(),
+        "sessions": [*old.get("sessions", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")],
+        **extra,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, manifest)
+    return manifest
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    return list(read_records(Path(path)))
+
+
+# ---------------------------------------------------------------- eval stages
+
+
+def eval_stage(
+    *,
+    model: str,
+    benchmark: str,
+    out: Path,
+    n: int,
+    sampling: SamplingFields,
+    backend: str = "transformers",
+    seed: int = 0,
+    grader: str = "math-verify",
+    batch_size: int | None = None,
+    limit: int | None = None,
+    console: Any = None,
+    overwrite: bool = False,
+    extra: dict[str, Any] | None = None,
+):
+    """Run (or resume) one :func:`sdlens.evaluate.run_eval` and return its :class:`EvalResult`.
+
+    ``overwrite``: a folder holding samples of other settings is emptied (used for derived prompt files, whose
+    content changes only when an earlier stage changed)."""
+    from sdlens.evaluate import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        model=model,
+        benchmark=benchmark,
+        backend=backend,
+        preset=sampling.preset,
+        n=n,
+        max_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        thinking=sampling.thinking,
+        seed=seed,
+        limit=limit,
+        out=str(out),
+        batch_size=batch_size,
+        grader=grader,
+        overwrite=overwrite,
+        **(extra or {}),
+    )
+    return run_eval(cfg, console=console, progress=console is not None)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _tokens(s: Sample) -> float:
+    if s.n_tokens is not None:
+        return float(s.n_tokens)
+    gen = (s.meta or {}).get("n_generated_tokens")
+    return float(gen) if gen is not None else float(len(s.response.split()))
+
+
+def sample_stats(samples: Iterable[Sample], lexicon: str = "paper", *, resamples: int = RESAMPLES) -> dict[str, Any]:
+    """Score, length (tokens), E per response and E per 1k tokens, each ``{"value", "ci"}``, plus counts.
+
+    ``score`` is avg@n (the mean over problems of each problem's share of correct samples); ``per_word`` is each
+    hedge word's mean count per response; ``share_with_any`` the share of responses with any hedge."""
+    from sdlens.epistemic import count_texts, load_lexicon
+    from sdlens.epistemic.compare import _ci, _resampled_sums
+    from sdlens.metrics import bootstrap_ci
+
+    samples = list(samples)
+    lex = load_lexicon(lexicon)
+    if not samples:
+        return {"problems": 0, "samples": 0, "lexicon": lex.name}
+    arrays = count_texts([s.response for s in samples], lex)
+    order: dict[str, int] = {}
+    for s in samples:
+        order.setdefault(s.problem_id, len(order))
+    p = len(order)
+    # per problem sums: samples, correct, graded, tokens, hedges, responses with any hedge, then each word
+    w = len(lex.words)
+    sums = np.zeros((p, 6 + w))
+    for i, s in enumerate(samples):
+        j = order[s.problem_id]
+        e = float(arrays.totals[i])
+        sums[j, :6] += (1, bool(s.correct), s.correct is not None, _tokens(s), e, e > 0)
+        sums[j, 6:] += arrays.counts[i]
+    n = sums[:, 0]
+    rows = np.column_stack([sums[:, 1] / n, sums[:, 3] / n, sums[:, 4] / n])
+    values = rows.mean(axis=0)
+    if resamples > 0 and p > 1:  # one problem gives no interval: CIs are over problems
+        lo, hi = bootstrap_ci(rows, resamples=resamples, seed=0)
+        cis = [[float(lo[k]), float(hi[k])] for k in range(3)]
+        idx = np.random.default_rng(0).integers(0, p, size=(resamples, p))
+        res = _resampled_sums(sums[:, [3, 4]], idx)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per1k_ci = _ci(1000 * res[:, 1] / res[:, 0])
+    else:
+        cis = [None, None, None]
+        per1k_ci = None
+    tokens = sums[:, 3].sum()
+    graded = int(sums[:, 2].sum())
+    return {
+        "score": {"value": float(values[0]), "ci": cis[0]},
+        "length": {"value": float(values[1]), "ci": cis[1]},
+        "E": {"value": float(values[2]), "ci": cis[2]},
+        "E_per_1k": {"value": float(1000 * sums[:, 4].sum() / tokens) if tokens else None, "ci": per1k_ci},
+        "share_with_any": float(sums[:, 5].sum() / n.sum()),
+        "per_word": {word: float(sums[:, 6 + k].sum() / n.sum()) for k, word in enumerate(lex.words)},
+        "problems": p,
+        "samples": int(n.sum()),
+        "graded": graded,
+        "lexicon": lex.name,
+        "length_unit": "tokens" if all(s.n_tokens is not None for s in samples) else "tokens or words",
+    }
