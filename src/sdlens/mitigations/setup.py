@@ -1,0 +1,34 @@
+"""Wire a built SDPO trainer to its config's mitigations (called by :func:`sdlens.train.runner.build_trainer`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdlens.mitigations.trainer import MitigationSettings
+
+__all__ = ["configure_trainer"]
+
+
+def configure_trainer(trainer: Any, cfg: Any, *, state_fn=None) -> None:
+    """Apply ``cfg``'s mitigations to ``trainer`` (a ``mitigation_trainer_class`` instance): the context ladder's
+    teacher builder, the loss options and, for ``mix_on_suppression``, the detector switch (``state_fn`` overrides
+    the epistemic monitor's detector, attached later by ``run_train``: any no-argument callable returning ``ok`` /
+    ``warning`` / ``suppressing``)."""
+    trainer.configure_mitigations(MitigationSettings.from_config(cfg))
+    if cfg.teacher_richness is not None:
+        from sdlens.mitigations.context import LadderTeacherContextBuilder
+
+        old = trainer.teacher_context_builder
+        trainer.teacher_context_builder = LadderTeacherContextBuilder(
+            trainer,
+            cfg.teacher_richness,
+            truncation=getattr(old, "truncation", cfg.reprompt_truncation),
+            log_path=getattr(old, "log_path", None),
+            log_per_batch=getattr(old, "log_per_batch", cfg.log_teacher_prompts),
+        )
+    if cfg.mix_on_suppression is not None:
+        from sdlens.mitigations.mixing import MixingSwitch, monitor_state
+
+        fn = state_fn if state_fn is not None else monitor_state(trainer)
+        trainer.mixing_switch = MixingSwitch(trainer, fn, cfg.mix_on_suppression, cfg.mix_trigger)
+        trainer.add_callback(trainer.mixing_switch)
