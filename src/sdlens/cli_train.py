@@ -127,7 +127,8 @@ def register(app: typer.Typer) -> None:
                 "--preset",
                 "-p",
                 help="sdpo-paper (default for sdpo), sdpo-paper-nothink, sdpo-paper-ema, sdpo-coverage, grpo-paper "
-                "(default for grpo), grpo-coverage, sft (default for sft), or none (TRL's defaults).",
+                "(default for grpo), grpo-coverage, sft (default for sft), a mitigation preset (docs/mitigations.md), "
+                "or none (TRL's defaults).",
             ),
         ] = None,
         model: Annotated[
@@ -164,6 +165,16 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--reward", help="paper-reward, math-verify, or package.module:function.")
         ] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+        epistemic_monitor: Annotated[
+            bool | None,
+            typer.Option(
+                "--epistemic-monitor/--no-epistemic-monitor",
+                help="epistemic/* telemetry (on by default; docs/monitor.md).",
+            ),
+        ] = None,
+        stop_on_suppression: Annotated[
+            bool, typer.Option("--stop-on-suppression", help="Stop once the suppression detector says suppressing.")
+        ] = False,
         help_config: Annotated[
             bool, typer.Option("--help-config", help="List every sdlens config field and exit.")
         ] = False,
@@ -189,6 +200,8 @@ def register(app: typer.Typer) -> None:
             "data": data,
             "out": out,
             "reward": reward,
+            "epistemic_monitor": epistemic_monitor,
+            "stop_on_suppression": True if stop_on_suppression else None,
             "resume": True if resume else None,
             "trl.max_steps": max_steps,
             "trl.use_vllm": use_vllm,
@@ -215,6 +228,8 @@ def register(app: typer.Typer) -> None:
             head.append(f"rows: {res['rows']} (dropped {res['dropped']})")
             for note in res["notes"]:
                 head.append(f"note: {note}")
+            if res.get("mitigations"):
+                head.append("mitigations: " + ", ".join(res["mitigations"]))
             if res["batches"]:
                 head.append("batches: " + ", ".join(f"{k}={v}" for k, v in res["batches"].items()))
             head.append("TRL arguments that differ from TRL's defaults:")

@@ -204,6 +204,47 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         for listener in self.distillation_listeners:
             listener(event)
 
+    @torch.no_grad()
+    def _notify_listeners_from_logits(self, inputs, d) -> None:
+        """The listeners on TRL's full-logit path (a fallback): the same fields, from its temperature-scaled
+        ``[B, T, V]`` logits and its own per-token loss functions (recomputed without gradient)."""
+        from trl.experimental.sdpo import loss_utils as lu
+        from trl.trainer.utils import selective_log_softmax
+
+        a = self.args
+        student, teacher = d.student_logits.detach(), d.teacher_logits.detach()
+        if a.distillation_mode == "topk_logits":
+            per_token = lu.compute_topk_self_distillation_loss(
+                student,
+                teacher,
+                distillation_topk=a.distillation_topk,
+                distillation_alpha=a.distillation_alpha,
+                distillation_add_tail=a.distillation_add_tail,
+            )
+        elif a.distillation_mode == "full_logits":
+            per_token = lu.compute_full_logit_self_distillation_loss(
+                student, teacher, distillation_alpha=a.distillation_alpha
+            )
+        else:
+            per_token = lu.compute_sampled_token_self_distillation_loss(
+                student, teacher, d.completion_ids, distillation_alpha=a.distillation_alpha
+            )
+        student_logps = selective_log_softmax(student, d.completion_ids)
+        old_logps = inputs.get("old_per_token_logps")
+        if a.distillation_is_clip is not None and old_logps is not None:
+            clip = a.distillation_is_clip
+            per_token = lu.apply_importance_sampling_clipping(per_token, student_logps, old_logps, clip)
+        event = DistillationPass(
+            completion_ids=d.completion_ids,
+            loss_mask=d.loss_mask,
+            student_logps=student_logps,
+            teacher_logps=selective_log_softmax(teacher, d.completion_ids),
+            per_token_loss=per_token * d.loss_mask,
+            step=int(self.state.global_step),
+        )
+        for listener in self.distillation_listeners:
+            listener(event)
+
     # ---- eligibility ------------------------------------------------------------------------------------------------
 
     def _output_head(self, model) -> nn.Module | None:
@@ -329,7 +370,10 @@ class ChunkedSDPOTrainer(SDPOTrainer):
 
     def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
         if not isinstance(distillation_logits, DistillationHiddenStates):
-            return super()._compute_self_distillation_loss(model, inputs, distillation_logits)
+            loss = super()._compute_self_distillation_loss(model, inputs, distillation_logits)
+            if self.distillation_listeners and distillation_logits.loss_mask.sum() > 0:
+                self._notify_listeners_from_logits(inputs, distillation_logits)
+            return loss
         d = distillation_logits
         mode = "train" if model.training else "eval"
         if d.loss_mask.sum() == 0:

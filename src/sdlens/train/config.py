@@ -74,6 +74,23 @@ class TrainConfig:
     reprompt_truncation: str = _f("right", "Cut over-long teacher prompts at the right (paper) or the left (TRL).")
     log_teacher_prompts: int = _f(1, "Teacher prompts per rollout batch written to OUT/teacher_prompts.jsonl.")
     chunked_distillation: bool = _f(True, "SDPO: sdlens.losses.ChunkedSDPOTrainer (no [B,T,V] logits); off: TRL's.")
+    # Mitigations (sdlens.mitigations, docs/mitigations.md); the defaults change nothing.
+    teacher_richness: str | None = _f(
+        None, "SDPO teacher context: answer-only, s-nothink, s (paper), peer (any other rollout); None: TRL fields."
+    )
+    hedge_weight: float = _f(1.0, "SDPO: distillation weight of hedge-word positions (0: excluded, 1: off).")
+    hedge_lexicon: str = _f("words", "Lexicon whose words are hedge positions (paper, words, companion, a TOML).")
+    hedge_clip: float | None = _f(None, "SDPO: cap on the per-token distillation loss at hedge positions.")
+    other_clip: float | None = _f(None, "SDPO: cap on the per-token distillation loss at all other positions.")
+    mix_on_suppression: float | None = _f(
+        None, "SDPO: switch distillation_weight to this (GRPO mixing) once the suppression detector fires."
+    )
+    mix_trigger: str = _f("suppressing", "Detector state that switches the mixing on: warning or suppressing.")
+    antisd: bool = _f(False, "SDPO trainer: AntiSD, GRPO with the advantage A - lambda * phi(u_t) (no distillation).")
+    antisd_lambda: float = _f(1.0, "AntiSD: weight of the per-token term phi(u) = (softplus(u) - log 2) / 2.")
+    antisd_gate: bool = _f(True, "AntiSD: entropy gate (off below antisd_gate_ratio x H_warm, on again at H_warm).")
+    antisd_warmup_steps: int = _f(10, "AntiSD: optimizer steps whose teacher entropy calibrates H_warm.")
+    antisd_gate_ratio: float = _f(0.93, "AntiSD: the gate closes below this fraction of H_warm.")
     prompts_per_step: int | None = _f(None, "Prompts per rollout batch (paper 256); None: TRL's batch fields as set.")
     mini_batches_per_step: int = _f(1, "Optimizer steps per rollout batch (paper 2).")
     ema_once_per_step: bool = _f(True, "EMA teacher: update once per rollout batch (paper), not per optimizer step.")
@@ -81,6 +98,8 @@ class TrainConfig:
     dtype: str = _f("float32", "Weights dtype when loading the model: float32, bfloat16, float16 or auto.")
     resume: bool = _f(False, "Continue from the last complete checkpoint in OUT.")
     check_ranks: bool = _f(True, "After training, check that every rank holds the same weights (DDP).")
+    epistemic_monitor: bool = _f(True, "SDPO/GRPO: log epistemic/* telemetry to report_to and OUT/epistemic.jsonl.")
+    stop_on_suppression: bool = _f(False, "Stop training once the suppression detector says suppressing.")
     trl: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Values for the algorithm's TRL config (SDPOConfig, GRPOConfig, SFTConfig)."},
@@ -313,6 +332,9 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError("prompts_per_step must be >= 1")
     if cfg.mini_batches_per_step < 1:
         raise ValueError("mini_batches_per_step must be >= 1")
+    from sdlens.mitigations.options import validate_mitigations
+
+    validate_mitigations(cfg)
 
 
 def save_config(cfg: TrainConfig, path: str | Path, extra: dict[str, Any] | None = None) -> None:

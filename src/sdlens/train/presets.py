@@ -197,6 +197,10 @@ _add(
 )
 
 
+# The mitigation presets (issue 10, docs/mitigations.md) add themselves to PRESETS.
+from sdlens.mitigations import presets as _mitigation_presets  # noqa: E402, F401
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -519,6 +519,8 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         # losses computed by the chunked distillation path on this rank (None: not an SDPO run)
         "chunked_distillation_calls": getattr(trainer, "chunked_calls", None),
         "epistemic": monitor.summary() if monitor is not None else None,  # the suppression detector's verdict
+        # what the mitigations did (docs/mitigations.md); None: none switched on
+        "mitigations": trainer.mitigation_summary() if hasattr(trainer, "mitigation_summary") else None,
         "out": str(out),
         **ranks,
     }

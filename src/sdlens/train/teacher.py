@@ -181,6 +181,24 @@ class PaperTeacherContextBuilder:
             return ids
         return ids[:limit] if self.truncation == "right" else ids[-limit:]
 
+    # -- extension points (sdlens.mitigations.context overrides them) ----------------------------------------------
+
+    def select_demonstrations(self, rewards: list[float], group: int) -> list[int | None]:
+        """Each rollout's demonstration: an index into the gathered batch, or ``None`` (no teacher)."""
+        a = self.trainer.args
+        if not a.use_successful_as_teacher:
+            return [None] * len(rewards)
+        return find_demonstrations(
+            rewards,
+            group,
+            threshold=float(a.success_reward_threshold),
+            exclude_self=bool(a.dont_reprompt_on_self_success),
+        )
+
+    def teacher_messages(self, k: int, prompt, demo: str | None, feedback: str | None):
+        """The teacher prompt of local rollout ``k`` (it has a demonstration and/or feedback)."""
+        return self._messages(prompt, demo, feedback)
+
     # -- the TRL hook -----------------------------------------------------------------------------------------------
 
     def build(self, output: dict[str, Any], prompts: list[Any], rewards, feedbacks: list[Any] | None = None):
@@ -208,12 +226,7 @@ class PaperTeacherContextBuilder:
         total = len(all_rewards)
 
         threshold = float(args.success_reward_threshold)
-        if args.use_successful_as_teacher:
-            demos = find_demonstrations(
-                all_rewards, group, threshold=threshold, exclude_self=bool(args.dont_reprompt_on_self_success)
-            )
-        else:
-            demos = [None] * total
+        demos = self.select_demonstrations(all_rewards, group)
         feedbacks = list(feedbacks) if feedbacks is not None else [None] * n_local
 
         records: list[dict[str, Any]] = []
@@ -238,7 +251,7 @@ class PaperTeacherContextBuilder:
             active = demo_idx is not None or use_fb
             if active:
                 mask_local[k] = 1.0
-                teacher_prompts.append(self._messages(prompts[k], demo_text, raw_fb if use_fb else None))
+                teacher_prompts.append(self.teacher_messages(k, prompts[k], demo_text, raw_fb if use_fb else None))
             else:
                 teacher_prompts.append(prompts[k])  # masked out: any input will do, use the student's
             records.append(

@@ -1,0 +1,130 @@
+"""CLI: ``sdlens monitor DIR`` (a thin layer over :func:`sdlens.monitor.read_run`, docs/monitor.md)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sdlens.errors import InputError
+
+err = Console(stderr=True)
+
+_STATE_STYLE = {"ok": "green", "warning": "yellow", "suppressing": "bold red", None: "dim"}
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}"
+
+
+LEGEND = (
+    "E: hedges per response (paper counter); /1k: hedges per 1k {unit}; any: share of responses with a hedge; "
+    "len: mean length ({unit}); acc: share correct; /1k ok, /1k bad: rate in correct / incorrect responses"
+)
+MECH_LEGEND = "; gap: teacher-minus-student log-prob at hedge positions minus elsewhere; loss sh: hedges' loss share"
+
+
+def steps_table(res: dict[str, Any]) -> Table:
+    steps = res["steps"]
+    next((r.get("units") for r in steps if r.get("units")), "tokens")
+    t = Table(title=f"Epistemic telemetry per step ({res['source']})", box=box.SIMPLE_HEAD, pad_edge=False)
+    # short headers so the table fits 80 columns; LEGEND spells them out
+    cols = [
+        ("step", "step", None),
+        ("n", "n_responses", None),
+        ("E", "hedges_per_response", 2),
+        ("/1k", "hedges_per_1k_tokens", 2),
+        ("any", "share_with_any", 2),
+        ("len", "mean_length", 0),
+        ("acc", "accuracy", 2),
+        ("/1k ok", "correct/hedges_per_1k_tokens", 2),
+        ("/1k bad", "incorrect/hedges_per_1k_tokens", 2),
+    ]
+    has_mech = any(r.get("mechanism") for r in steps)
+    for title, _, _ in cols:
+        t.add_column(title, justify="right", no_wrap=True)
+    if has_mech:
+        t.add_column("gap", justify="right", no_wrap=True)
+        t.add_column("loss sh", justify="right", no_wrap=True)
+    t.add_column("state", no_wrap=True)
+    for r in steps:
+        row = [_f(r.get(key), d) if d is not None else _f(r.get(key)) for _, key, d in cols]
+        if has_mech:
+            m = r.get("mechanism") or {}
+            row += [_f(m.get("gap_difference"), 3), _f(m.get("hedge_loss_share"), 3)]
+        state = r.get("state")
+        row.append(f"[{_STATE_STYLE.get(state, '')}]{state or '-'}[/]")
+        t.add_row(*row)
+    return t
+
+
+def verdict_line(res: dict[str, Any]) -> str:
+    v = res["verdict"]
+    fired = v.get("first_fired") or {}
+    when = ", ".join(f"{s} first at step {step}" for s, step in sorted(fired.items(), key=lambda kv: kv[1] or 0))
+    return f"verdict: {v['state']} - {v['reason']}" + (f" ({when})" if when else "")
+
+
+def monitor(
+    path: Annotated[str, typer.Argument(help="A run folder, its epistemic.jsonl, verl dumps, TRL completions.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object: steps and verdict.")] = False,
+    plot: Annotated[str | None, typer.Option("--plot", help="Write a figure (PNG, SVG, PDF by suffix).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="Force an input format (verl-dump, trl-completions, ...).")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Tokenizer for per-1k-token rates of sample files (else words).")
+    ] = None,
+    lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Lexicon of the rates: words, companion, a TOML.")] = (
+        "words"
+    ),
+    baseline_steps: Annotated[int | None, typer.Option("--baseline-steps", min=1, help="Detector baseline.")] = None,
+) -> None:
+    """Per-step hedging statistics of a run and the suppression detector's verdict (docs/monitor.md)."""
+    from sdlens.monitor.detector import DetectorConfig
+    from sdlens.monitor.offline import read_run
+
+    det = DetectorConfig() if baseline_steps is None else DetectorConfig(baseline_steps=baseline_steps)
+    try:
+        res = read_run(path, fmt=fmt, tokenizer=tokenizer, lexicon=lexicon, detector=det)
+        if plot:
+            from sdlens.monitor.plot import plot_run
+
+            plot_run(res, plot)
+    except InputError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if json_out:
+        sys.stdout.write(orjson.dumps(res).decode() + "\n")
+        return
+    out = Console(soft_wrap=True, width=max(Console().width, 100))  # the table needs ~90 columns
+    out.print(steps_table(res))
+    unit = next((r.get("units") for r in res["steps"] if r.get("units")), "tokens")
+    has_mech = any(r.get("mechanism") for r in res["steps"])
+    out.print(escape(LEGEND.format(unit=unit) + (MECH_LEGEND if has_mech else "")), style="dim", highlight=False)
+    for note in res["notes"]:
+        out.print(f"note: {escape(note)}", highlight=False)
+    out.print(escape(verdict_line(res)), highlight=False)
+    if plot:
+        out.print(f"figure: {escape(plot)}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``sdlens monitor`` to the main app."""
+    app.command("monitor")(monitor)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    register(_app)
+    _app()
