@@ -5,9 +5,23 @@ from pathlib import Path
 
 import pytest
 
+from sdlens.grading import base as _grader_base
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
 if not SHARED.exists():  # a clone elsewhere: ../shared relative to the project root
     SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math"
+
+_BUILTIN_GRADERS = dict(_grader_base._REGISTRY)
+
+
+@pytest.fixture(autouse=True)
+def _restore_grader_registry():
+    """Graders a test or a shared fixture registers (e.g. the experiment tests' ``parity``) do not leak into later
+    tests' audits: after each test the registry is back to the built-in graders."""
+    yield
+    _grader_base._REGISTRY.clear()
+    _grader_base._REGISTRY.update(_BUILTIN_GRADERS)
+
 
 EPISTEMIC_WORDS = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might", "likely", "check"]
 

@@ -162,6 +162,7 @@ def test_richer_context_end_to_end(rc_run: Path):
 def test_richer_context_rerun_resumes_without_sampling(rc_run: Path, tmp_path_factory):
     from sdlens.experiments.richer_context import RicherContextConfig, run_richer_context
 
+    register_parity()
     before = json.loads((rc_run / "summary.json").read_text())
     cfg = RicherContextConfig(
         model=str(tiny_model(tmp_path_factory)),
