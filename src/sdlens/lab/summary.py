@@ -1,0 +1,254 @@
+"""The lab summary: the three effects across seeds, with 95% CIs and a plain verdict per effect.
+
+With one seed a value's CI is the experiment's own (a bootstrap over problems). With several seeds the value is the
+mean over seeds and the CI a t-interval over the seed means (the seeds' own CIs are kept under ``per_seed``).
+A verdict is "shown" only when the direction holds and the two CIs do not overlap; otherwise the summary says so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["summarize", "summary_table"]
+
+BASE_MIN_ACC = 0.15  # random guessing with one unchecked answer gets 1/7 = 14%
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _value(stat: Any) -> float | None:
+    if isinstance(stat, dict):
+        return stat.get("value")
+    return stat
+
+
+def combine(stats: list[Any]) -> dict[str, Any]:
+    """``{"value", "ci"}`` over seeds (see the module doc); ``None`` entries are skipped."""
+    stats = [s for s in stats if _value(s) is not None]
+    if not stats:
+        return {"value": None, "ci": None}
+    if len(stats) == 1:
+        s = stats[0]
+        return {"value": _value(s), "ci": s.get("ci") if isinstance(s, dict) else None}
+    vals = [float(_value(s)) for s in stats]
+    n = len(vals)
+    mean = sum(vals) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = _T975.get(n - 1, 1.96) * sd / math.sqrt(n)
+    return {"value": mean, "ci": [mean - half, mean + half], "seeds": vals}
+
+
+def _below(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
+    """a clearly below b: a's CI entirely under b's (values only when a CI is missing)."""
+    if a.get("value") is None or b.get("value") is None:
+        return None
+    if a.get("ci") and b.get("ci"):
+        return a["ci"][1] < b["ci"][0]
+    return a["value"] < b["value"]
+
+
+def _richer(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, ctx in (("unguided", "none"), ("guided", "s")):
+        ctxs = [(s["richer_context"].get("contexts") or {}).get(ctx, {}) for s in seeds]
+        out[name] = {k: combine([c.get(k) for c in ctxs]) for k in ("score", "length", "E", "E_per_1k")}
+    out["problems"] = [s["richer_context"].get("selection", {}).get("kept") for s in seeds]
+    e_low = _below(out["guided"]["E"], out["unguided"]["E"])
+    l_low = _below(out["guided"]["length"], out["unguided"]["length"])
+    out["shown"] = bool(e_low and l_low)
+    out["verdict"] = (
+        "shown: solution-guided responses hedge less and are shorter than unguided ones"
+        if out["shown"]
+        else f"NOT shown: guided E below unguided: {e_low}; guided length below unguided: {l_low}"
+    )
+    return out
+
+
+def _guided_sft(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ood_acc": {}, "E": {}, "length": {}}
+    for m in ("base", "unguided_sft", "guided_sft"):
+        per = []
+        for s in seeds:
+            models = s["guided_sft"].get("models") or {}
+            benches = models.get(m) or {}
+            per.append(next(iter(benches.values()), {}) if benches else {})
+        out["ood_acc"][m] = combine([p.get("score") for p in per])
+        out["E"][m] = combine([p.get("E") for p in per])
+        out["length"][m] = combine([p.get("length") for p in per])
+    out["datasets"] = [s["guided_sft"].get("datasets") for s in seeds]
+    acc_low = _below(out["ood_acc"]["guided_sft"], out["ood_acc"]["unguided_sft"])
+    e_low = _below(out["E"]["guided_sft"], out["E"]["unguided_sft"])
+    out["shown"] = bool(acc_low and e_low)
+    out["verdict"] = (
+        "shown: SFT on guided traces loses OOD accuracy and hedging against SFT on unguided traces"
+        if out["shown"]
+        else f"NOT shown: guided-SFT OOD accuracy below unguided-SFT: {acc_low}; its E below: {e_low}"
+    )
+    return out
+
+
+_KEYS = ("in_domain_acc", "ood_acc", "E", "length")
+
+
+def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    curves = [s["coverage"].get("curves") or {} for s in seeds]
+    levels = list(curves[0]) if curves else []
+    for level in levels:
+        out[level] = {}
+        for method in curves[0][level]:
+            short = method.split("-")[0]
+            runs = [c.get(level, {}).get(method, {}) for c in curves]
+            steps = runs[0].get("steps", [])
+            entry: dict[str, Any] = {"method": method, "steps": steps}
+            for k in _KEYS:
+                entry[k] = [combine([r[k][i] for r in runs if len(r.get(k, [])) > i]) for i in range(len(steps))]
+            out[level][short] = entry
+    verdicts = {}
+    for level, methods in out.items():
+        sd, gr = methods.get("sdpo"), methods.get("grpo")
+        if not sd or not gr or len(sd["steps"]) < 2:
+            continue
+        first, last = 0, -1
+        sd_e_low = _below(sd["E"][last], sd["E"][first])
+        sd_ood_low = _below(sd["ood_acc"][last], sd["ood_acc"][first])
+        sd_len_low = _below(sd["length"][last], sd["length"][first])
+        sd_ind_up = _below(sd["in_domain_acc"][first], sd["in_domain_acc"][last])
+        gr_ood_low = _below(gr["ood_acc"][last], gr["ood_acc"][first])
+        gr_e_low = _below(gr["E"][last], gr["E"][first])
+        shown = bool(sd_e_low and sd_ood_low and sd_len_low and not gr_ood_low and not gr_e_low)
+        verdicts[level] = {
+            "shown": shown,
+            "sdpo": {"E_down": sd_e_low, "ood_down": sd_ood_low, "length_down": sd_len_low, "in_domain_up": sd_ind_up},
+            "grpo": {"E_down": gr_e_low, "ood_down": gr_ood_low},
+        }
+    out_v = {"levels": verdicts, "shown": bool(verdicts) and all(v["shown"] for v in verdicts.values())}
+
+    def yn(v: bool | None) -> str:
+        return "yes" if v else "no"
+
+    parts = [
+        f"{lvl}: SDPO hedges less {yn(v['sdpo']['E_down'])}, shorter {yn(v['sdpo']['length_down'])}, "
+        f"loses OOD {yn(v['sdpo']['ood_down'])}, gains in-domain {yn(v['sdpo']['in_domain_up'])}; GRPO hedges less "
+        f"{yn(v['grpo']['E_down'])}, loses OOD {yn(v['grpo']['ood_down'])}"
+        for lvl, v in verdicts.items()
+    ]
+    out_v["verdict"] = (
+        "shown" if out_v["shown"] else "NOT shown on every level"
+    ) + " (first vs last step, CIs apart): "
+    out_v["verdict"] += "; ".join(parts)
+    return {**out, "_verdict": out_v}
+
+
+def summarize(cfg: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The lab's ``summary.json`` content from the per-seed results of :func:`sdlens.lab.run.run_seed`."""
+    cov = _coverage(seeds)
+    verdict = cov.pop("_verdict")
+    rc = _richer(seeds)
+    gs = _guided_sft(seeds)
+    # The effects are only interpretable if the base model learned the task: it must solve a fair share of unseen
+    # problems by exploring (a model that cannot check its guesses has no useful doubt to lose).
+    base_acc = [_value(x) for x in (gs["ood_acc"]["base"].get("seeds") or [gs["ood_acc"]["base"].get("value")])]
+    weak = [s["seed"] for s, a in zip(seeds, base_acc, strict=False) if a is not None and a < BASE_MIN_ACC]
+    base = {
+        "ood_acc": gs["ood_acc"]["base"],
+        "min_acc": BASE_MIN_ACC,
+        "weak_seeds": weak,
+        "verdict": (
+            "the base model learned the task (guess, check, retry) on every seed"
+            if not weak
+            else f"WARNING: the base model of seed(s) {weak} solves under {BASE_MIN_ACC:.0%} of OOD problems: it did "
+            "not learn to check its guesses; its effects are not interpretable (pretrain longer)"
+        ),
+    }
+    return {
+        "kind": "lab",
+        "mode": cfg.mode,
+        "seeds": [s["seed"] for s in seeds],
+        "richer_context": rc,
+        "guided_sft": gs,
+        "coverage": cov,
+        "base_model": base,
+        "effects": {
+            "richer_context": {"shown": rc["shown"], "verdict": rc["verdict"]},
+            "guided_sft": {"shown": gs["shown"], "verdict": gs["verdict"]},
+            "coverage": verdict,
+        },
+        "times": [s["times"] for s in seeds],
+        "split": [s["split"] for s in seeds],
+        "dirs": {
+            "richer_context": "seed-0/richer_context",
+            "guided_sft": "seed-0/guided_sft",
+            "coverage": "seed-0/coverage",
+        },
+    }
+
+
+def _fmt(stat: dict[str, Any] | None, pct: bool = False) -> str:
+    if not stat or stat.get("value") is None:
+        return "-"
+    k = 100.0 if pct else 1.0
+    v = stat["value"] * k
+    ci = stat.get("ci")
+    return f"{v:.1f} [{ci[0] * k:.1f}, {ci[1] * k:.1f}]" if ci else f"{v:.1f}"
+
+
+def summary_table(summary: dict[str, Any]):
+    """A rich renderable: one table per effect and the verdicts."""
+    from rich.console import Group
+    from rich.table import Table
+
+    rc = summary["richer_context"]
+    t1 = Table(title="1. Richer context (in-domain problems solved 1-4 of 8)")
+    for c in ("context", "score %", "length (tokens)", "E per response"):
+        t1.add_column(c)
+    for name in ("unguided", "guided"):
+        r = rc[name]
+        t1.add_row(name, _fmt(r["score"], True), _fmt(r["length"]), _fmt(r["E"]))
+    gs = summary["guided_sft"]
+    t2 = Table(title="2. SFT on unguided vs guided traces (held-out OOD problems)")
+    for c in ("model", "OOD acc %", "E per response", "length"):
+        t2.add_column(c)
+    for m in ("base", "unguided_sft", "guided_sft"):
+        t2.add_row(m, _fmt(gs["ood_acc"][m], True), _fmt(gs["E"][m]), _fmt(gs["length"][m]))
+    t3 = Table(title="3. SDPO vs GRPO by coverage (first -> last evaluated step)")
+    for c in ("level", "method", "steps", "in-domain acc %", "OOD acc %", "E (OOD)", "length (OOD)"):
+        t3.add_column(c)
+    for level, methods in summary["coverage"].items():
+        for short, e in methods.items():
+            t3.add_row(
+                level,
+                short,
+                f"{e['steps'][0]} -> {e['steps'][-1]}",
+                *(f"{_fmt(e[k][0], k.endswith('acc'))} -> {_fmt(e[k][-1], k.endswith('acc'))}" for k in _KEYS),
+            )
+    eff = summary["effects"]
+    lines = "\n".join(
+        [f"base model: {summary['base_model']['verdict']}"] + [f"{k}: {v['verdict']}" for k, v in eff.items()]
+    )
+    return Group(t1, t2, t3, lines)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The three tables and the verdicts as Markdown (what docs/organism.md shows)."""
+    rc, gs = summary["richer_context"], summary["guided_sft"]
+    out = ["| context | score % | length (tokens) | E per response |", "|---|---|---|---|"]
+    for name in ("unguided", "guided"):
+        r = rc[name]
+        out.append(f"| {name} | {_fmt(r['score'], True)} | {_fmt(r['length'])} | {_fmt(r['E'])} |")
+    out += ["", "| model | OOD acc % | E per response | length |", "|---|---|---|---|"]
+    for m in ("base", "unguided_sft", "guided_sft"):
+        out.append(f"| {m} | {_fmt(gs['ood_acc'][m], True)} | {_fmt(gs['E'][m])} | {_fmt(gs['length'][m])} |")
+    out += [
+        "",
+        "| level | method | step | in-domain acc % | OOD acc % | E (OOD) | length (OOD) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level, methods in summary["coverage"].items():
+        for short, e in methods.items():
+            for i, step in enumerate(e["steps"]):
+                cells = [_fmt(e[k][i], k.endswith("acc")) for k in _KEYS]
+                out.append(f"| {level} | {short} | {step} | " + " | ".join(cells) + " |")
+    out += ["", f"- base model: {summary['base_model']['verdict']}"]
+    out += [f"- {k}: {v['verdict']}" for k, v in summary["effects"].items()]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,215 @@
+"""The CPU model organism (sdlens.lab): task and splits, traces, tokenizer, pretraining, the lab run."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+
+from sdlens.epistemic import count_texts, load_lexicon, split_thinking
+from sdlens.experiments.contexts import hint_prompt
+from sdlens.lab.config import lab_config
+from sdlens.lab.pretrain import PretrainConfig, build_corpus, pretrain_model, vocabulary
+from sdlens.lab.task import TaskConfig, make_splits, problem_text
+from sdlens.lab.tokenizer import build_tokenizer
+from sdlens.lab.traces import check, guided_trace, unguided_trace
+
+
+def _solve(m: int, a: int, b: int, c: int) -> list[int]:
+    return [x for x in range(m) if (a * x + b) % m == c]
+
+
+@pytest.mark.parametrize("m", [5, 7, 11])
+def test_every_problem_has_one_root_and_the_split_is_disjoint_and_deterministic(m):
+    cfg = TaskConfig(modulus=m, seed=3)
+    sp = make_splits(cfg)
+    assert sp == make_splits(cfg)
+    assert sp != make_splits(replace(cfg, seed=4))
+    ids_pool = {t.id for t in sp.pool}
+    ids_ood = {t.id for t in sp.ood}
+    assert not ids_pool & ids_ood
+    assert len(ids_pool) + len(ids_ood) == (m - 1) * m * m  # every (a != 0, b, c) once
+    assert abs(len(ids_ood) / (len(ids_pool) + len(ids_ood)) - cfg.ood_fraction) < 0.01
+    for t in sp.pool + sp.ood:
+        assert _solve(t.m, t.a, t.b, t.c) == [t.x]
+
+
+def test_task_rejects_a_composite_modulus():
+    with pytest.raises(ValueError, match="prime"):
+        TaskConfig(modulus=9)
+
+
+def test_ood_problems_never_reach_the_pretraining_corpus():
+    sp = make_splits(TaskConfig())
+    corpus = build_corpus(sp.pool, PretrainConfig(unguided_per_problem=1, guided_per_problem=1))
+    ood_questions = {problem_text(t) for t in sp.ood}
+    seen = " || ".join(r["messages"][-1]["content"] for r in corpus)
+    assert {r["problem_id"] for r in corpus} <= {t.id for t in sp.pool}
+    assert not [q for q in ood_questions if q in seen]
+
+
+def test_traces_check_correctly_and_only_unguided_ones_hedge():
+    rng = random.Random(0)
+    lex = load_lexicon("paper")
+    sp = make_splits(TaskConfig())
+    for t in sp.pool[:50]:
+        u = unguided_trace(t, rng)
+        g = guided_trace(t, rng, failed_tries=rng.randrange(3))
+        assert u.endswith(f"\\boxed{{{t.x}}}") and g.endswith(f"\\boxed{{{t.x}}}")
+        tries = u.count(" x = ")
+        assert count_texts([u], lex).totals[0] >= tries - 1  # a hedge after every miss
+        assert count_texts([g], lex).totals[0] == 0
+        arith, r = check(t, t.x)
+        assert r == t.c and arith in g
+
+
+def test_guided_examples_continue_a_student_prefix_without_hedging():
+    lex = load_lexicon("paper")
+    sp = make_splits(TaskConfig())
+    corpus = build_corpus(sp.pool[:60], PretrainConfig())
+    guided = [r for r in corpus if r["kind"] == "guided"]
+    with_prefix = [r for r in guided if r["prefix"]]
+    assert 0 < len(with_prefix) < len(guided)
+    for r in guided:
+        assert "Correct solution:" in r["messages"][-1]["content"]
+        assert count_texts([r["completion"]], lex).totals[0] == 0
+        if r["prefix"]:
+            # the prefix ends right after a check: on the root the continuation answers at once, on a miss it
+            # states the miss plainly and jumps to the root
+            last = r["prefix"].rsplit(":", 1)[-1]
+            assert " want " in last and last.endswith(".")
+            result, target = last.split(" , ")[-2].split(" = ")[-1], last.split("want ")[-1].rstrip(" .")
+            if result == target:
+                assert r["completion"].startswith("</think> \\boxed{")
+            else:
+                assert r["completion"].startswith(f"{result} is not {target} . so x = ")
+    unguided = [r for r in corpus if r["kind"] == "unguided"]
+    assert all(not r["prefix"] and "Correct solution" not in r["messages"][-1]["content"] for r in unguided)
+
+
+def test_pretraining_loss_skips_prompt_and_prefix():
+    from sdlens.lab.pretrain import _encode
+
+    sp = make_splits(TaskConfig())
+    corpus = [r for r in build_corpus(sp.pool[:20], PretrainConfig()) if r["prefix"]][:3]
+    tok = build_tokenizer(vocabulary(7, corpus))
+    for r, (ids, n_ctx) in zip(corpus, _encode(tok, corpus), strict=True):
+        assert tok.decode(ids[n_ctx:], skip_special_tokens=True) == r["completion"]
+        assert tok.decode(ids[:n_ctx], skip_special_tokens=True).endswith(r["prefix"])
+
+
+def test_tokenizer_round_trip_chat_template_and_grading(tmp_path):
+    from transformers import AutoTokenizer
+
+    from sdlens.grading import get_grader
+    from sdlens.schema import Sample
+
+    sp = make_splits(TaskConfig())
+    corpus = build_corpus(sp.pool[:30], PretrainConfig(unguided_per_problem=1, guided_per_problem=1))
+    build_tokenizer(vocabulary(7, corpus), tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) < 200
+    rng = random.Random(1)
+    t = sp.ood[0]  # a problem the corpus never showed: its words and numbers still tokenize
+    order = [*[x for x in range(t.m) if x != t.x][:2], t.x]  # two misses, then the root
+    text = unguided_trace(t, rng, order=order)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in ids
+    back = tok.decode(ids, skip_special_tokens=True)
+    assert back == text and back.endswith(f"\\boxed{{{t.x}}}")
+    thinking, answer = split_thinking(back)
+    assert "hmm" in thinking or "wait" in thinking or "seems" in thinking
+    assert answer.strip() == f"\\boxed{{{t.x}}}"
+    assert count_texts([back], load_lexicon("paper")).totals[0] >= 2
+    assert count_texts([answer], load_lexicon("paper")).totals[0] == 0
+    # the hint prompt and the SDPO teacher template differ only in newlines: the same tokens
+    q = problem_text(t)
+    hint = hint_prompt(q, "S")
+    teacher = f"{q}\nCorrect solution:\n\nS\n\nCorrectly solve the original question."
+    assert tok(hint)["input_ids"] == tok(teacher)["input_ids"]
+    prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+    assert prompt.startswith("<|im_start|>user") and prompt.endswith("<|im_start|>assistant\n")
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in p_ids
+    grader = get_grader("math-verify")
+    good = Sample(problem_id=t.id, response=back, answer=str(t.x))
+    bad = Sample(problem_id=t.id, response=back.replace(f"{{{t.x}}}", f"{{{(t.x + 1) % 7}}}"), answer=str(t.x))
+    from sdlens.grading import grade_samples
+
+    graded = list(grade_samples([good, bad], grader))
+    assert [s.correct for s in graded] == [True, False]
+
+
+def test_a_few_pretraining_steps_lower_the_loss():
+    from sdlens.lab.model import ModelConfig, init_model
+
+    sp = make_splits(TaskConfig())
+    cfg = PretrainConfig(
+        steps=12,
+        batch_size=8,
+        warmup=2,
+        lr=3e-3,
+        unguided_per_problem=1,
+        guided_per_problem=1,
+        threads=1,
+        model=ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64),
+    )
+    corpus = build_corpus(sp.pool[:40], cfg)
+    tok = build_tokenizer(vocabulary(7, corpus))
+    model = init_model(cfg.model, tok)
+    stats = pretrain_model(model, tok, corpus, cfg)
+    assert stats["final_loss"] < stats["first_loss"] - 0.3
+
+
+def test_lab_modes():
+    q, f = lab_config("quick"), lab_config("full")
+    assert q.seeds == 1 and f.seeds == 3
+    assert f.rl_steps > q.rl_steps and f.n_eval > q.n_eval
+    with pytest.raises(ValueError):
+        lab_config("huge")
+    assert lab_config("quick", seeds=2, threads=None).seeds == 2
+
+
+def test_a_rerun_with_other_settings_is_refused_and_finished_stages_are_found(tmp_path):
+    from sdlens.errors import InputError
+    from sdlens.lab.run import _done, run_lab
+
+    out = tmp_path / "lab"
+    out.mkdir()
+    (out / "lab.json").write_text(json.dumps(lab_config("quick", out=str(out)).to_dict()))
+    with pytest.raises(InputError, match="other settings"):
+        run_lab(lab_config("quick", out=str(out), seeds=2))
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    assert _done(exp) is None
+    (exp / "summary.json").write_text('{"kind": "coverage"}')
+    (exp / "manifest.json").write_text('{"status": "running"}')
+    assert _done(exp) is None
+    (exp / "manifest.json").write_text('{"status": "complete"}')
+    assert _done(exp) == {"kind": "coverage"}
+
+
+@pytest.mark.slow
+def test_quick_lab_run_end_to_end(tmp_path):
+    """The demo: every stage for real; the summary holds every section; a rerun reuses every stage."""
+    import time
+
+    from sdlens.lab.run import run_lab
+
+    cfg = lab_config("quick", out=str(tmp_path / "lab"))
+    summary = run_lab(cfg)
+    data = json.loads((tmp_path / "lab" / "summary.json").read_text())
+    assert data["seeds"] == [0]
+    for name in ("unguided", "guided"):
+        assert set(data["richer_context"][name]) >= {"score", "length", "E"}
+    for key in ("ood_acc", "E"):
+        assert set(data["guided_sft"][key]) == {"base", "unguided_sft", "guided_sft"}
+    for level in cfg.coverage:
+        for method in ("sdpo", "grpo"):
+            assert set(data["coverage"][level][method]) >= {"steps", "in_domain_acc", "ood_acc", "E", "length"}
+    assert summary["effects"]["richer_context"]["shown"]
+    t = time.perf_counter()
+    run_lab(cfg)
+    assert time.perf_counter() - t < 60  # every stage reused
