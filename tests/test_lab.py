@@ -191,6 +191,69 @@ def test_a_rerun_with_other_settings_is_refused_and_finished_stages_are_found(tm
     assert _done(exp) == {"kind": "coverage"}
 
 
+def _seed_result(seed: int, shift: float) -> dict:
+    """One seed's experiment summaries as run_seed returns them, with made-up numbers (only the shape matters)."""
+
+    def stat(v):
+        return {"value": v, "ci": [v - 0.01, v + 0.01]}
+
+    def curve(*vals):
+        return {k: [stat(v + shift) for v in vals] for k in ("in_domain_acc", "ood_acc", "E", "length")}
+
+    bench = {"ood": {"score": stat(0.3), "E": stat(3.0), "length": stat(60.0)}}
+    return {
+        "seed": seed,
+        "richer_context": {"contexts": {c: {k: stat(1.0) for k in ("score", "length", "E", "E_per_1k")}
+                                        for c in ("none", "s")}},
+        "guided_sft": {"models": {m: bench for m in ("base", "unguided_sft", "guided_sft")}},
+        "coverage": {"curves": {"1x64": {
+            "sdpo-paper": {"steps": [0, 8], **curve(0.5, 0.4)},
+            "grpo-paper": {"steps": [0, 8], **curve(0.5, 0.5)},
+            "sdpo-hedge-mask": {"steps": [0, 8], **curve(0.5, 0.45)},
+        }}},
+        "times": {},
+        "split": {},
+    }  # fmt: skip
+
+
+def test_mitigations_join_the_coverage_runs_and_the_summary():
+    from sdlens.lab.summary import summarize, summary_markdown
+    from sdlens.mitigations import MITIGATION_PRESETS
+
+    cfg = lab_config("quick", mitigations=True)
+    assert cfg.all_methods()[:2] == ("sdpo-paper", "grpo-paper")
+    assert set(cfg.all_methods()) == {"sdpo-paper", "grpo-paper", *MITIGATION_PRESETS}
+    assert lab_config("quick").all_methods() == ("sdpo-paper", "grpo-paper")
+
+    summary = summarize(cfg, [_seed_result(0, 0.0), _seed_result(1, 0.1)])
+    # the mitigation keeps its preset name instead of overwriting the sdpo-paper curve
+    assert set(summary["coverage"]["1x64"]) == {"sdpo", "grpo", "sdpo-hedge-mask"}
+    mit = summary["mitigations"]
+    assert set(mit) == {"sdpo-paper", "grpo-paper", "sdpo-hedge-mask"}
+    last = mit["sdpo-hedge-mask"]
+    assert (last["level"], last["step"]) == ("1x64", 8)
+    assert last["ood_acc"]["value"] == pytest.approx((0.45 + 0.55) / 2)  # mean over the two seeds, last step
+    assert last["ood_acc"]["ci"][0] < last["ood_acc"]["value"] < last["ood_acc"]["ci"][1]
+    assert "| sdpo-hedge-mask | 1x64 | 8 |" in summary_markdown(summary)
+    assert "mitigations" not in summarize(lab_config("quick"), [_seed_result(0, 0.0)])
+
+
+def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
+    from sdlens.errors import InputError
+    from sdlens.lab.run import check_resumable
+
+    out = tmp_path / "lab"
+    out.mkdir()
+    old = lab_config("quick", out=str(out)).to_dict()
+    del old["mitigations"]  # written before the setting existed
+    (out / "lab.json").write_text(json.dumps(old))
+    check_resumable(out, lab_config("quick", out=str(out)))  # the missing setting is its default: same run
+    with pytest.raises(InputError, match=r"other settings \(mitigations\)"):
+        check_resumable(out, lab_config("quick", out=str(out), mitigations=True))
+    with pytest.raises(InputError, match="other settings"):
+        check_resumable(out, lab_config("quick", out=str(out), rl_steps=3))
+
+
 @pytest.mark.slow
 def test_quick_lab_run_end_to_end(tmp_path):
     """The demo: every stage for real; the summary holds every section; a rerun reuses every stage."""

@@ -29,6 +29,12 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Repeats (default: 1 quick, 3 full).")] = None,
         threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print summary.json instead of tables.")] = False,
+        mitigations: Annotated[
+            bool,
+            typer.Option(
+                "--mitigations", help="Also train every mitigation preset beside sdpo-paper and grpo-paper (issue 10)."
+            ),
+        ] = False,
     ) -> None:
         """Pretrain the organism, run richer-context, guided-SFT and coverage (SDPO vs GRPO) on it, and write
         summary.json and report.html.
@@ -47,7 +53,7 @@ def register(app: typer.Typer) -> None:
         mode = "full" if full else "quick"
         t0 = time.time()
         try:
-            cfg = lab_config(mode, out=str(out), seeds=seeds, threads=threads)
+            cfg = lab_config(mode, out=str(out), seeds=seeds, threads=threads, mitigations=mitigations or None)
             summary = run_lab(cfg, console=err)
         except InputError as e:
             err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)

@@ -46,10 +46,23 @@ class LabConfig:
         16, "SDPO: distil over the student's top-k tokens + tail (paper 100 of ~150k; V < 100 here)."
     )
     eval_every: int = _f(8, "Evaluate an RL checkpoint every N optimizer steps.")
+    mitigations: bool = _f(
+        False,
+        "Also train every mitigation preset (sdlens.mitigations.MITIGATION_PRESETS) beside the methods above on each "
+        "coverage level; summary.json then gains `mitigations` (issue 10).",
+    )
     threads: int = _f(2, "torch CPU threads for pretraining and training.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def all_methods(self) -> tuple[str, ...]:
+        """The RL presets trained on each coverage level: ``methods``, plus the mitigation presets if asked."""
+        if not self.mitigations:
+            return tuple(self.methods)
+        from sdlens.mitigations import MITIGATION_PRESETS
+
+        return tuple(self.methods) + tuple(m for m in MITIGATION_PRESETS if m not in self.methods)
 
 
 def lab_config(mode: str = "quick", **changes: Any) -> LabConfig:

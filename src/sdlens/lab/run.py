@@ -29,7 +29,7 @@ from sdlens.errors import InputError
 from sdlens.lab.config import LabConfig
 from sdlens.lab.task import TaskConfig, make_splits, write_problems
 
-__all__ = ["prepare_data", "run_lab", "run_seed"]
+__all__ = ["check_resumable", "prepare_data", "run_lab", "run_seed"]
 
 
 def _say(console: Any, msg: str) -> None:
@@ -169,7 +169,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     cov_dir = out / "coverage"
     cov = _done(cov_dir)
     if cov is None:
-        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.methods))
+        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.all_methods()))
         cov = run_coverage(
             CoverageConfig(
                 model=base_s,
@@ -177,7 +177,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
                 coverage=list(cfg.coverage),
                 pool=str(data["pool"]),
                 ood=[str(data["ood"])],
-                methods=list(cfg.methods),
+                methods=list(cfg.all_methods()),
                 train_overrides=_rl_overrides(cfg, seed),
                 method_overrides=_method_overrides(cfg),
                 eval_every=cfg.eval_every,
@@ -224,7 +224,7 @@ def _method_overrides(cfg: LabConfig) -> dict[str, dict[str, Any]]:
     from sdlens.train.presets import get_preset, preset_values
 
     out: dict[str, dict[str, Any]] = {}
-    for m in cfg.methods:
+    for m in cfg.all_methods():
         out[m] = {"learning_rate": preset_values(m)["trl.learning_rate"] * cfg.rl_lr_scale}
         if get_preset(m).algo == "sdpo":
             out[m]["distillation_topk"] = cfg.distill_topk
@@ -249,6 +249,20 @@ def _rl_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
     }
 
 
+def check_resumable(out: Path, cfg: LabConfig) -> None:
+    """Refuse a folder that holds a lab run with other settings (its stages would not match this config)."""
+    prev = out / "lab.json"
+    if not prev.is_file():
+        return
+    old = json.loads(prev.read_text())
+    want = json.loads(json.dumps(cfg.to_dict(), default=str))
+    # a setting added after the folder was written counts as its default (older runs stay resumable)
+    defaults = json.loads(json.dumps(LabConfig().to_dict(), default=str))
+    diff = [k for k in want if old.get(k, defaults.get(k)) != want[k]]
+    if diff:
+        raise InputError(out, f"holds a lab run with other settings ({', '.join(diff[:4])}); use another --out")
+
+
 def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
     """Run (or resume) every seed, then write ``summary.json`` and the report; returns the summary."""
     import torch
@@ -257,14 +271,8 @@ def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    want = cfg.to_dict()
-    prev = out / "lab.json"
-    if prev.is_file():
-        old = json.loads(prev.read_text())
-        if old != json.loads(json.dumps(want, default=str)):
-            diff = [k for k in want if old.get(k) != json.loads(json.dumps(want[k], default=str))]
-            raise InputError(out, f"holds a lab run with other settings ({', '.join(diff[:4])}); use another --out")
-    _write_json(prev, want)
+    check_resumable(out, cfg)
+    _write_json(out / "lab.json", cfg.to_dict())
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     seeds = [run_seed(cfg, s, out / f"seed-{s}", console) for s in range(cfg.seeds)]

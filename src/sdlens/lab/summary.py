@@ -88,6 +88,26 @@ def _guided_sft(seeds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 _KEYS = ("in_domain_acc", "ood_acc", "E", "length")
+# the two methods the coverage verdict compares; any other preset (a mitigation) keeps its preset name
+_SHORT = {"sdpo-paper": "sdpo", "grpo-paper": "grpo"}
+
+
+def _mitigations(coverage: dict[str, Any]) -> dict[str, Any]:
+    """Each method's last evaluated checkpoint on the narrowest coverage level (the first listed)."""
+    levels = [lvl for lvl in coverage if not lvl.startswith("_")]
+    if not levels:
+        return {}
+    level = levels[0]
+    out: dict[str, Any] = {}
+    for name, entry in coverage[level].items():
+        if not entry.get("steps"):
+            continue
+        out[entry.get("method", name)] = {
+            "level": level,
+            "step": entry["steps"][-1],
+            **{k: entry[k][-1] for k in _KEYS if entry.get(k)},
+        }
+    return out
 
 
 def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,7 +117,7 @@ def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     for level in levels:
         out[level] = {}
         for method in curves[0][level]:
-            short = method.split("-")[0]
+            short = _SHORT.get(method, method)
             runs = [c.get(level, {}).get(method, {}) for c in curves]
             steps = runs[0].get("steps", [])
             entry: dict[str, Any] = {"method": method, "steps": steps}
@@ -161,6 +181,7 @@ def summarize(cfg: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "not learn to check its guesses; its effects are not interpretable (pretrain longer)"
         ),
     }
+    extra = {"mitigations": _mitigations(cov)} if getattr(cfg, "mitigations", False) else {}
     return {
         "kind": "lab",
         "mode": cfg.mode,
@@ -168,6 +189,7 @@ def summarize(cfg: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
         "richer_context": rc,
         "guided_sft": gs,
         "coverage": cov,
+        **extra,
         "base_model": base,
         "effects": {
             "richer_context": {"shown": rc["shown"], "verdict": rc["verdict"]},
@@ -249,6 +271,15 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             for i, step in enumerate(e["steps"]):
                 cells = [_fmt(e[k][i], k.endswith("acc")) for k in _KEYS]
                 out.append(f"| {level} | {short} | {step} | " + " | ".join(cells) + " |")
+    if summary.get("mitigations"):
+        out += [
+            "",
+            "| method | level | step | in-domain acc % | OOD acc % | E (OOD) | length (OOD) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, e in summary["mitigations"].items():
+            cells = [_fmt(e.get(k), k.endswith("acc")) for k in _KEYS]
+            out.append(f"| {name} | {e['level']} | {e['step']} | " + " | ".join(cells) + " |")
     out += ["", f"- base model: {summary['base_model']['verdict']}"]
     out += [f"- {k}: {v['verdict']}" for k, v in summary["effects"].items()]
     return "\n".join(out) + "\n"
