@@ -316,7 +316,13 @@ def register(app: typer.Typer) -> None:
         pool: Annotated[str | None, typer.Option("--pool", help="Build the levels from this problem file.")] = None,
         in_domain: Annotated[str | None, typer.Option("--in-domain", help="In-domain eval set.")] = None,
         methods: Annotated[
-            list[str] | None, typer.Option("--method", help="Training presets (default sdpo-paper,grpo-paper).")
+            list[str] | None,
+            typer.Option(
+                "--method",
+                "--methods",
+                help="Training presets, comma-separated or repeated (default "
+                "sdpo-paper,grpo-paper; any train preset, e.g. the mitigations'). ",
+            ),
         ] = None,
         method_set: Annotated[
             list[str] | None, typer.Option("--method-set", help="METHOD:key=value, for one method; repeatable.")
