@@ -321,7 +321,7 @@ def register(app: typer.Typer) -> None:
                 "--method",
                 "--methods",
                 help="Training presets, comma-separated or repeated (default "
-                "sdpo-paper,grpo-paper; any train preset, e.g. the mitigations'). ",
+                "sdpo-paper,grpo-paper; any train preset, e.g. the mitigations').",
             ),
         ] = None,
         method_set: Annotated[
