@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 TEACHER_FILE = "sdlens_teacher.safetensors"
-# sdlens.losses.ChunkedSDPOTrainer in a multi-process run: off until it supports DDP (see prepare()).
 CONFIG_FILE = "sdlens_train.yaml"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
