@@ -206,36 +206,64 @@ def _seed_result(seed: int, shift: float) -> dict:
         "richer_context": {"contexts": {c: {k: stat(1.0) for k in ("score", "length", "E", "E_per_1k")}
                                         for c in ("none", "s")}},
         "guided_sft": {"models": {m: bench for m in ("base", "unguided_sft", "guided_sft")}},
-        "coverage": {"curves": {"1x64": {
+        "coverage": {"curves": {level: {
             "sdpo-paper": {"steps": [0, 8], **curve(0.5, 0.4)},
             "grpo-paper": {"steps": [0, 8], **curve(0.5, 0.5)},
-            "sdpo-hedge-mask": {"steps": [0, 8], **curve(0.5, 0.45)},
-        }}},
+        } for level in ("1x64", "8x8")}},
+        "mitigations": {"curves": {"8x8": {"sdpo-hedge-mask": {"steps": [0, 8], **curve(0.5, 0.45)}}}},
         "times": {},
         "split": {},
     }  # fmt: skip
 
 
-def test_mitigations_join_the_coverage_runs_and_the_summary():
+def test_mitigations_are_a_stage_of_their_own_and_join_the_summary():
     from sdlens.lab.summary import summarize, summary_markdown
     from sdlens.mitigations import MITIGATION_PRESETS
 
     cfg = lab_config("quick", mitigations=True)
     assert cfg.all_methods()[:2] == ("sdpo-paper", "grpo-paper")
-    assert set(cfg.all_methods()) == {"sdpo-paper", "grpo-paper", *MITIGATION_PRESETS}
-    assert lab_config("quick").all_methods() == ("sdpo-paper", "grpo-paper")
+    assert set(cfg.mitigation_methods()) == set(MITIGATION_PRESETS)
+    assert lab_config("quick").mitigation_methods() == ()
+    with pytest.raises(ValueError, match="mitigation_level"):
+        lab_config("quick", mitigations=True, mitigation_level="64")
 
     summary = summarize(cfg, [_seed_result(0, 0.0), _seed_result(1, 0.1)])
-    # the mitigation keeps its preset name instead of overwriting the sdpo-paper curve
-    assert set(summary["coverage"]["1x64"]) == {"sdpo", "grpo", "sdpo-hedge-mask"}
+    # the mitigations stay out of the coverage curves (those are the two methods the verdict compares)
+    assert set(summary["coverage"]["8x8"]) == {"sdpo", "grpo"}
     mit = summary["mitigations"]
     assert set(mit) == {"sdpo-paper", "grpo-paper", "sdpo-hedge-mask"}
     last = mit["sdpo-hedge-mask"]
-    assert (last["level"], last["step"]) == ("1x64", 8)
+    assert (last["level"], last["step"]) == ("8x8", 8)
     assert last["ood_acc"]["value"] == pytest.approx((0.45 + 0.55) / 2)  # mean over the two seeds, last step
     assert last["ood_acc"]["ci"][0] < last["ood_acc"]["value"] < last["ood_acc"]["ci"][1]
-    assert "| sdpo-hedge-mask | 1x64 | 8 |" in summary_markdown(summary)
+    assert mit["sdpo-paper"]["ood_acc"]["value"] == pytest.approx((0.4 + 0.5) / 2)  # from the coverage stage
+    assert "| sdpo-hedge-mask | 8x8 | 8 |" in summary_markdown(summary)
     assert "mitigations" not in summarize(lab_config("quick"), [_seed_result(0, 0.0)])
+
+
+def test_the_coverage_verdict_requires_the_narrow_levels_only():
+    from sdlens.lab.summary import summarize
+
+    def seed(s):
+        r = _seed_result(s, 0.0)
+        curves = r["coverage"]["curves"]
+        # SDPO: hedging, length and OOD accuracy fall on the narrow levels; on the broad level nothing moves
+        for level in ("1x64", "8x8"):
+            curves[level]["sdpo-paper"]["E"] = [{"value": 3.5, "ci": [3.4, 3.6]}, {"value": 0.5, "ci": [0.4, 0.6]}]
+            curves[level]["sdpo-paper"]["length"] = [{"value": 70, "ci": [68, 72]}, {"value": 30, "ci": [29, 31]}]
+            curves[level]["sdpo-paper"]["ood_acc"] = [{"value": .3, "ci": [.25, .35]}, {"value": .1, "ci": [.05, .15]}]
+        curves["64"] = {m: dict(curves["8x8"]["grpo-paper"]) for m in ("sdpo-paper", "grpo-paper")}
+        return r
+
+    summary = summarize(lab_config("quick"), [seed(0)])
+    v = summary["effects"]["coverage"]
+    assert v["shown"] is True, v["verdict"]
+    assert v["levels"]["64"]["shown"] is False and v["levels"]["64"]["narrow"] is False
+    assert "64 (broad, not required)" in v["verdict"]
+    bad = seed(0)
+    bad["coverage"]["curves"]["8x8"]["sdpo-paper"]["E"][1] = {"value": 3.5, "ci": [3.4, 3.6]}
+    v = summarize(lab_config("quick"), [bad])["effects"]["coverage"]
+    assert v["shown"] is False and v["verdict"].startswith("NOT shown on every narrow level")
 
 
 def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
@@ -245,11 +273,13 @@ def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
     out = tmp_path / "lab"
     out.mkdir()
     old = lab_config("quick", out=str(out)).to_dict()
-    del old["mitigations"]  # written before the setting existed
+    del old["mitigations"], old["mitigation_level"]  # written before the settings existed
     (out / "lab.json").write_text(json.dumps(old))
     check_resumable(out, lab_config("quick", out=str(out)))  # the missing setting is its default: same run
-    with pytest.raises(InputError, match=r"other settings \(mitigations\)"):
-        check_resumable(out, lab_config("quick", out=str(out), mitigations=True))
+    # the mitigations are a stage of their own: the same folder can be rerun with them
+    check_resumable(out, lab_config("quick", out=str(out), mitigations=True))
+    with pytest.raises(InputError, match=r"other settings \(mitigation_level\)"):
+        check_resumable(out, lab_config("quick", out=str(out), mitigations=True, mitigation_level="1x64"))
     with pytest.raises(InputError, match="other settings"):
         check_resumable(out, lab_config("quick", out=str(out), rl_steps=3))
 

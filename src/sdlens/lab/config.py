@@ -38,7 +38,7 @@ class LabConfig:
     ood_limit: int | None = _f(None, "Evaluate only the first N OOD problems (None: all).")
     coverage: tuple[str, ...] = _f(("1x64", "8x8"), "Coverage levels: K problems x M copies.")
     methods: tuple[str, ...] = _f(("sdpo-paper", "grpo-paper"), "RL presets compared on each coverage level.")
-    rl_steps: int = _f(16, "Optimizer steps per RL run.")
+    rl_steps: int = _f(32, "Optimizer steps per RL run.")
     rl_lr_scale: float = _f(20.0, "RL learning rate = the preset's (SDPO 1e-5, GRPO 1e-6: for 8B models) x this.")
     rl_prompts: int = _f(8, "Prompts per rollout batch.")
     rl_generations: int = _f(8, "Rollouts per prompt (paper 8).")
@@ -48,8 +48,12 @@ class LabConfig:
     eval_every: int = _f(8, "Evaluate an RL checkpoint every N optimizer steps.")
     mitigations: bool = _f(
         False,
-        "Also train every mitigation preset (sdlens.mitigations.MITIGATION_PRESETS) beside the methods above on each "
-        "coverage level; summary.json then gains `mitigations` (issue 10).",
+        "Also train every mitigation preset (sdlens.mitigations.MITIGATION_PRESETS) on `mitigation_level`, in its own "
+        "stage (OUT/seed-K/mitigations); summary.json then gains `mitigations` (issue 10). A finished run folder can "
+        "be rerun with it: only the new stage runs.",
+    )
+    mitigation_level: str = _f(
+        "8x8", "The coverage level the mitigations are trained on and compared at (one of `coverage`)."
     )
     threads: int = _f(2, "torch CPU threads for pretraining and training.")
 
@@ -57,12 +61,16 @@ class LabConfig:
         return asdict(self)
 
     def all_methods(self) -> tuple[str, ...]:
-        """The RL presets trained on each coverage level: ``methods``, plus the mitigation presets if asked."""
+        """Every RL preset this run trains: ``methods``, plus the mitigation presets if asked."""
+        return tuple(self.methods) + self.mitigation_methods()
+
+    def mitigation_methods(self) -> tuple[str, ...]:
+        """The mitigation presets trained in the mitigations stage (none unless ``mitigations``)."""
         if not self.mitigations:
-            return tuple(self.methods)
+            return ()
         from sdlens.mitigations import MITIGATION_PRESETS
 
-        return tuple(self.methods) + tuple(m for m in MITIGATION_PRESETS if m not in self.methods)
+        return tuple(m for m in MITIGATION_PRESETS if m not in self.methods)
 
 
 def lab_config(mode: str = "quick", **changes: Any) -> LabConfig:
@@ -76,8 +84,14 @@ def lab_config(mode: str = "quick", **changes: Any) -> LabConfig:
             seeds=3,
             rc_max_problems=80,
             rc_contexts=("none", "s", "s-nothink", "regen"),
-            rl_steps=32,
+            rl_steps=48,
+            eval_every=12,
             n_eval=8,
             coverage=("1x64", "8x8", "64"),
         )
-    return replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if cfg.mitigations and cfg.mitigation_level not in cfg.coverage:
+        raise ValueError(
+            f"mitigation_level {cfg.mitigation_level!r} is not one of the coverage levels ({', '.join(cfg.coverage)})"
+        )
+    return cfg

@@ -167,35 +167,53 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
 
     t = time.perf_counter()
     cov_dir = out / "coverage"
+    cov_config = CoverageConfig(
+        model=base_s,
+        out=str(cov_dir),
+        coverage=list(cfg.coverage),
+        pool=str(data["pool"]),
+        ood=[str(data["ood"])],
+        methods=list(cfg.methods),
+        train_overrides=_rl_overrides(cfg, seed),
+        method_overrides=_method_overrides(cfg),
+        eval_every=cfg.eval_every,
+        n_eval=cfg.n_eval,
+        limit=cfg.ood_limit,
+        seed=seed,
+        batch_size=128,
+        eval_options=eval_options,
+        **sampling,
+    )
     cov = _done(cov_dir)
     if cov is None:
-        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.all_methods()))
-        cov = run_coverage(
-            CoverageConfig(
-                model=base_s,
-                out=str(cov_dir),
-                coverage=list(cfg.coverage),
-                pool=str(data["pool"]),
-                ood=[str(data["ood"])],
-                methods=list(cfg.all_methods()),
-                train_overrides=_rl_overrides(cfg, seed),
-                method_overrides=_method_overrides(cfg),
-                eval_every=cfg.eval_every,
-                n_eval=cfg.n_eval,
-                limit=cfg.ood_limit,
-                seed=seed,
-                batch_size=128,
-                eval_options=eval_options,
-                **sampling,
-            ),
-            console=console,
-        )
+        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.methods))
+        cov = run_coverage(cov_config, console=console)
     times["coverage_s"] = time.perf_counter() - t
+
+    mit = None
+    if cfg.mitigation_methods():
+        t = time.perf_counter()
+        mit_dir = out / "mitigations"
+        mit = _done(mit_dir)
+        if mit is None:
+            _say(console, f"[bold]mitigations[/bold] on {cfg.mitigation_level}: " + ", ".join(cfg.mitigation_methods()))
+            # the same sweep as the coverage stage on one level; the baselines' curves come from the coverage stage
+            mit = run_coverage(
+                replace(
+                    cov_config,
+                    out=str(mit_dir),
+                    coverage=[cfg.mitigation_level],
+                    methods=list(cfg.mitigation_methods()),
+                ),
+                console=console,
+            )
+        times["mitigations_s"] = time.perf_counter() - t
     return {
         "seed": seed,
         "richer_context": rc,
         "guided_sft": gs,
         "coverage": cov,
+        "mitigations": mit,
         "split": data["info"],
         "times": {k: round(v, 1) for k, v in times.items()},
     }
@@ -258,7 +276,8 @@ def check_resumable(out: Path, cfg: LabConfig) -> None:
     want = json.loads(json.dumps(cfg.to_dict(), default=str))
     # a setting added after the folder was written counts as its default (older runs stay resumable)
     defaults = json.loads(json.dumps(LabConfig().to_dict(), default=str))
-    diff = [k for k in want if old.get(k, defaults.get(k)) != want[k]]
+    # `mitigations` only adds a stage of its own: a finished run folder can be rerun with it (or without it)
+    diff = [k for k in want if k != "mitigations" and old.get(k, defaults.get(k)) != want[k]]
     if diff:
         raise InputError(out, f"holds a lab run with other settings ({', '.join(diff[:4])}); use another --out")
 

@@ -92,14 +92,28 @@ _KEYS = ("in_domain_acc", "ood_acc", "E", "length")
 _SHORT = {"sdpo-paper": "sdpo", "grpo-paper": "grpo"}
 
 
-def _mitigations(coverage: dict[str, Any]) -> dict[str, Any]:
-    """Each method's last evaluated checkpoint on the narrowest coverage level (the first listed)."""
-    levels = [lvl for lvl in coverage if not lvl.startswith("_")]
-    if not levels:
-        return {}
-    level = levels[0]
+def _combine_curves(curves: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per level and method, each key's value per evaluated step, combined over seeds (mean, t-interval)."""
     out: dict[str, Any] = {}
-    for name, entry in coverage[level].items():
+    for level in list(curves[0]) if curves else []:
+        out[level] = {}
+        for method in curves[0][level]:
+            runs = [c.get(level, {}).get(method, {}) for c in curves]
+            steps = runs[0].get("steps", [])
+            entry: dict[str, Any] = {"method": method, "steps": steps}
+            for k in _KEYS:
+                entry[k] = [combine([r[k][i] for r in runs if len(r.get(k, [])) > i]) for i in range(len(steps))]
+            out[level][_SHORT.get(method, method)] = entry
+    return out
+
+
+def _mitigations(coverage: dict[str, Any], seeds: list[dict[str, Any]], level: str) -> dict[str, Any]:
+    """Each method's last evaluated checkpoint on ``level``: the baselines from the coverage stage, the mitigation
+    presets from the mitigations stage (the same level, sets, budgets and seeds)."""
+    mit = _combine_curves([(s.get("mitigations") or {}).get("curves") or {} for s in seeds])
+    entries = {**coverage.get(level, {}), **mit.get(level, {})}
+    out: dict[str, Any] = {}
+    for name, entry in entries.items():
         if not entry.get("steps"):
             continue
         out[entry.get("method", name)] = {
@@ -110,20 +124,19 @@ def _mitigations(coverage: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _is_narrow(level: str) -> bool:
+    """A ``KxM`` level with M >= 2 copies of each problem (``1x64``, ``8x8``); ``64`` or a file is broad."""
+    from sdlens.experiments.coverage import parse_level
+
+    try:
+        parsed = parse_level(level)
+    except Exception:
+        return False
+    return parsed is not None and parsed[1] >= 2
+
+
 def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    curves = [s["coverage"].get("curves") or {} for s in seeds]
-    levels = list(curves[0]) if curves else []
-    for level in levels:
-        out[level] = {}
-        for method in curves[0][level]:
-            short = _SHORT.get(method, method)
-            runs = [c.get(level, {}).get(method, {}) for c in curves]
-            steps = runs[0].get("steps", [])
-            entry: dict[str, Any] = {"method": method, "steps": steps}
-            for k in _KEYS:
-                entry[k] = [combine([r[k][i] for r in runs if len(r.get(k, [])) > i]) for i in range(len(steps))]
-            out[level][short] = entry
+    out = _combine_curves([s["coverage"].get("curves") or {} for s in seeds])
     verdicts = {}
     for level, methods in out.items():
         sd, gr = methods.get("sdpo"), methods.get("grpo")
@@ -142,19 +155,24 @@ def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "sdpo": {"E_down": sd_e_low, "ood_down": sd_ood_low, "length_down": sd_len_low, "in_domain_up": sd_ind_up},
             "grpo": {"E_down": gr_e_low, "ood_down": gr_ood_low},
         }
-    out_v = {"levels": verdicts, "shown": bool(verdicts) and all(v["shown"] for v in verdicts.values())}
+    # The paper's effect is a narrow-coverage one (a few problems seen many times); broad levels are reported beside
+    # it, without a requirement (broader coverage is what the paper finds to soften it).
+    narrow = [lvl for lvl in verdicts if _is_narrow(lvl)] or list(verdicts)
+    for lvl, v in verdicts.items():
+        v["narrow"] = lvl in narrow
+    out_v = {"levels": verdicts, "shown": bool(narrow) and all(verdicts[lvl]["shown"] for lvl in narrow)}
 
     def yn(v: bool | None) -> str:
         return "yes" if v else "no"
 
     parts = [
-        f"{lvl}: SDPO hedges less {yn(v['sdpo']['E_down'])}, shorter {yn(v['sdpo']['length_down'])}, "
+        f"{lvl}{'' if v['narrow'] else ' (broad, not required)'}: SDPO hedges less {yn(v['sdpo']['E_down'])}, shorter {yn(v['sdpo']['length_down'])}, "
         f"loses OOD {yn(v['sdpo']['ood_down'])}, gains in-domain {yn(v['sdpo']['in_domain_up'])}; GRPO hedges less "
         f"{yn(v['grpo']['E_down'])}, loses OOD {yn(v['grpo']['ood_down'])}"
         for lvl, v in verdicts.items()
     ]
     out_v["verdict"] = (
-        "shown" if out_v["shown"] else "NOT shown on every level"
+        "shown" if out_v["shown"] else "NOT shown on every narrow level"
     ) + " (first vs last step, CIs apart): "
     out_v["verdict"] += "; ".join(parts)
     return {**out, "_verdict": out_v}
@@ -181,7 +199,9 @@ def summarize(cfg: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "not learn to check its guesses; its effects are not interpretable (pretrain longer)"
         ),
     }
-    extra = {"mitigations": _mitigations(cov)} if getattr(cfg, "mitigations", False) else {}
+    extra = (
+        {"mitigations": _mitigations(cov, seeds, cfg.mitigation_level)} if getattr(cfg, "mitigations", False) else {}
+    )
     return {
         "kind": "lab",
         "mode": cfg.mode,

@@ -25,7 +25,6 @@ FAIL_REMARKS = (
     "hmm , {r} is not {c} .",
     "wait , {r} is not {c} .",
     "hmm , that gives {r} , not {c} .",
-    "{r} is not {c} , that seems wrong .",
 )
 NEXT_TRIES = (
     "maybe x = {x} :",
