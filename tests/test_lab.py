@@ -251,7 +251,10 @@ def test_the_coverage_verdict_requires_the_narrow_levels_only():
         for level in ("1x64", "8x8"):
             curves[level]["sdpo-paper"]["E"] = [{"value": 3.5, "ci": [3.4, 3.6]}, {"value": 0.5, "ci": [0.4, 0.6]}]
             curves[level]["sdpo-paper"]["length"] = [{"value": 70, "ci": [68, 72]}, {"value": 30, "ci": [29, 31]}]
-            curves[level]["sdpo-paper"]["ood_acc"] = [{"value": .3, "ci": [.25, .35]}, {"value": .1, "ci": [.05, .15]}]
+            curves[level]["sdpo-paper"]["ood_acc"] = [
+                {"value": 0.3, "ci": [0.25, 0.35]},
+                {"value": 0.1, "ci": [0.05, 0.15]},
+            ]
         curves["64"] = {m: dict(curves["8x8"]["grpo-paper"]) for m in ("sdpo-paper", "grpo-paper")}
         return r
 

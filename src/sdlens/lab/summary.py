@@ -166,7 +166,8 @@ def _coverage(seeds: list[dict[str, Any]]) -> dict[str, Any]:
         return "yes" if v else "no"
 
     parts = [
-        f"{lvl}{'' if v['narrow'] else ' (broad, not required)'}: SDPO hedges less {yn(v['sdpo']['E_down'])}, shorter {yn(v['sdpo']['length_down'])}, "
+        f"{lvl}{'' if v['narrow'] else ' (broad, not required)'}: SDPO hedges less {yn(v['sdpo']['E_down'])}, "
+        f"shorter {yn(v['sdpo']['length_down'])}, "
         f"loses OOD {yn(v['sdpo']['ood_down'])}, gains in-domain {yn(v['sdpo']['in_domain_up'])}; GRPO hedges less "
         f"{yn(v['grpo']['E_down'])}, loses OOD {yn(v['grpo']['ood_down'])}"
         for lvl, v in verdicts.items()
