@@ -241,6 +241,22 @@ def test_mitigations_are_a_stage_of_their_own_and_join_the_summary():
     assert "mitigations" not in summarize(lab_config("quick"), [_seed_result(0, 0.0)])
 
 
+def test_the_report_of_a_lab_run_shows_its_tables_and_verdicts(tmp_path):
+    from sdlens.lab.summary import summarize
+    from sdlens.report import build_report
+
+    summary = summarize(lab_config("quick", mitigations=True), [_seed_result(0, 0.0), _seed_result(1, 0.1)])
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    html = build_report(tmp_path).read_text()
+    md = (tmp_path / "report.md").read_text()
+    mask = summary["mitigations"]["sdpo-hedge-mask"]
+    cell = f"{mask['ood_acc']['value'] * 100:.1f} [{mask['ood_acc']['ci'][0] * 100:.1f}, "
+    for text in (html, md):
+        assert "4. Mitigations" in text and "sdpo-hedge-mask" in text and cell in text
+        assert "1. Richer context" in text and "3. SDPO vs GRPO by coverage" in text
+        assert summary["effects"]["coverage"]["verdict"][:40] in text
+
+
 def test_the_coverage_verdict_requires_the_narrow_levels_only():
     from sdlens.lab.summary import summarize
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["summarize", "summary_table"]
+__all__ = ["lab_tables", "summarize", "summary_markdown", "summary_table", "verdict_lines"]
 
 BASE_MIN_ACC = 0.15  # random guessing with one unchecked answer gets 1/7 = 14%
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -236,71 +236,85 @@ def _fmt(stat: dict[str, Any] | None, pct: bool = False) -> str:
     return f"{v:.1f} [{ci[0] * k:.1f}, {ci[1] * k:.1f}]" if ci else f"{v:.1f}"
 
 
+Rows = list[list[str]]
+
+
+def lab_tables(summary: dict[str, Any], *, curves: bool = True) -> list[tuple[str, list[str], Rows]]:
+    """The summary's tables as ``(title, header, rows)``: richer context, guided SFT, coverage (every evaluated step,
+    or first -> last with ``curves=False``) and, when present, the mitigations. Shared by the printed summary,
+    ``summary.md`` and the report."""
+    rc, gs = summary["richer_context"], summary["guided_sft"]
+    tables = [
+        (
+            "1. Richer context (in-domain problems solved 1-4 of 8)",
+            ["context", "score %", "length (tokens)", "E per response"],
+            [[n, _fmt(rc[n]["score"], True), _fmt(rc[n]["length"]), _fmt(rc[n]["E"])] for n in ("unguided", "guided")],
+        ),
+        (
+            "2. SFT on unguided vs guided traces (held-out OOD problems)",
+            ["model", "OOD acc %", "E per response", "length"],
+            [
+                [m, _fmt(gs["ood_acc"][m], True), _fmt(gs["E"][m]), _fmt(gs["length"][m])]
+                for m in ("base", "unguided_sft", "guided_sft")
+            ],
+        ),
+    ]
+    rows: Rows = []
+    for level, methods in summary["coverage"].items():
+        for short, e in methods.items():
+            if curves:
+                for i, step in enumerate(e["steps"]):
+                    rows.append([level, short, str(step), *(_fmt(e[k][i], k.endswith("acc")) for k in _KEYS)])
+            else:
+                rows.append(
+                    [level, short, f"{e['steps'][0]} -> {e['steps'][-1]}"]
+                    + [f"{_fmt(e[k][0], k.endswith('acc'))} -> {_fmt(e[k][-1], k.endswith('acc'))}" for k in _KEYS]
+                )
+    head = ["in-domain acc %", "OOD acc %", "E (OOD)", "length (OOD)"]
+    title = "3. SDPO vs GRPO by coverage" + ("" if curves else " (first -> last evaluated step)")
+    tables.append((title, ["level", "method", "step" if curves else "steps", *head], rows))
+    if summary.get("mitigations"):
+        tables.append(
+            (
+                "4. Mitigations (last evaluated step, beside the two baselines)",
+                ["method", "level", "step", *head],
+                [
+                    [name, e["level"], str(e["step"]), *(_fmt(e.get(k), k.endswith("acc")) for k in _KEYS)]
+                    for name, e in summary["mitigations"].items()
+                ],
+            )
+        )
+    return tables
+
+
+def verdict_lines(summary: dict[str, Any]) -> list[str]:
+    return [f"base model: {summary['base_model']['verdict']}"] + [
+        f"{k}: {v['verdict']}" for k, v in summary["effects"].items()
+    ]
+
+
 def summary_table(summary: dict[str, Any]):
-    """A rich renderable: one table per effect and the verdicts."""
+    """A rich renderable: one table per effect (coverage first -> last step), the mitigations, the verdicts."""
     from rich.console import Group
     from rich.table import Table
 
-    rc = summary["richer_context"]
-    t1 = Table(title="1. Richer context (in-domain problems solved 1-4 of 8)")
-    for c in ("context", "score %", "length (tokens)", "E per response"):
-        t1.add_column(c)
-    for name in ("unguided", "guided"):
-        r = rc[name]
-        t1.add_row(name, _fmt(r["score"], True), _fmt(r["length"]), _fmt(r["E"]))
-    gs = summary["guided_sft"]
-    t2 = Table(title="2. SFT on unguided vs guided traces (held-out OOD problems)")
-    for c in ("model", "OOD acc %", "E per response", "length"):
-        t2.add_column(c)
-    for m in ("base", "unguided_sft", "guided_sft"):
-        t2.add_row(m, _fmt(gs["ood_acc"][m], True), _fmt(gs["E"][m]), _fmt(gs["length"][m]))
-    t3 = Table(title="3. SDPO vs GRPO by coverage (first -> last evaluated step)")
-    for c in ("level", "method", "steps", "in-domain acc %", "OOD acc %", "E (OOD)", "length (OOD)"):
-        t3.add_column(c)
-    for level, methods in summary["coverage"].items():
-        for short, e in methods.items():
-            t3.add_row(
-                level,
-                short,
-                f"{e['steps'][0]} -> {e['steps'][-1]}",
-                *(f"{_fmt(e[k][0], k.endswith('acc'))} -> {_fmt(e[k][-1], k.endswith('acc'))}" for k in _KEYS),
-            )
-    eff = summary["effects"]
-    lines = "\n".join(
-        [f"base model: {summary['base_model']['verdict']}"] + [f"{k}: {v['verdict']}" for k, v in eff.items()]
-    )
-    return Group(t1, t2, t3, lines)
+    parts: list[Any] = []
+    for title, header, rows in lab_tables(summary, curves=False):
+        t = Table(title=title)
+        for c in header:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*r)
+        parts.append(t)
+    return Group(*parts, "\n".join(verdict_lines(summary)))
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The three tables and the verdicts as Markdown (what docs/organism.md shows)."""
-    rc, gs = summary["richer_context"], summary["guided_sft"]
-    out = ["| context | score % | length (tokens) | E per response |", "|---|---|---|---|"]
-    for name in ("unguided", "guided"):
-        r = rc[name]
-        out.append(f"| {name} | {_fmt(r['score'], True)} | {_fmt(r['length'])} | {_fmt(r['E'])} |")
-    out += ["", "| model | OOD acc % | E per response | length |", "|---|---|---|---|"]
-    for m in ("base", "unguided_sft", "guided_sft"):
-        out.append(f"| {m} | {_fmt(gs['ood_acc'][m], True)} | {_fmt(gs['E'][m])} | {_fmt(gs['length'][m])} |")
-    out += [
-        "",
-        "| level | method | step | in-domain acc % | OOD acc % | E (OOD) | length (OOD) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for level, methods in summary["coverage"].items():
-        for short, e in methods.items():
-            for i, step in enumerate(e["steps"]):
-                cells = [_fmt(e[k][i], k.endswith("acc")) for k in _KEYS]
-                out.append(f"| {level} | {short} | {step} | " + " | ".join(cells) + " |")
-    if summary.get("mitigations"):
-        out += [
-            "",
-            "| method | level | step | in-domain acc % | OOD acc % | E (OOD) | length (OOD) |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name, e in summary["mitigations"].items():
-            cells = [_fmt(e.get(k), k.endswith("acc")) for k in _KEYS]
-            out.append(f"| {name} | {e['level']} | {e['step']} | " + " | ".join(cells) + " |")
-    out += ["", f"- base model: {summary['base_model']['verdict']}"]
-    out += [f"- {k}: {v['verdict']}" for k, v in summary["effects"].items()]
+    """The tables (coverage at every evaluated step) and the verdicts as Markdown (what docs/organism.md shows)."""
+    out: list[str] = []
+    for _title, header, rows in lab_tables(summary):
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out.append("")
+    out += [f"- {line}" for line in verdict_lines(summary)]
     return "\n".join(out) + "\n"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
-from sdlens.report.blocks import Block, Figure, Heading, Table, fmt, fmt_ci
+from sdlens.report.blocks import Block, Figure, Heading, Para, Table, fmt, fmt_ci
 from sdlens.report.html import render_html
 from sdlens.report.markdown import render_markdown
 from sdlens.report.sections import coverage_section, eval_section, guided_sft_section, richer_context_section
@@ -92,6 +92,23 @@ def _scalars(summary: dict[str, Any], limit: int = 80) -> Table | None:
     return Table("Run summary", ["key", "value"], rows) if rows else None
 
 
+def _lab_blocks(summary: dict[str, Any]) -> list[Block]:
+    """A ``sdlens lab`` run's headline: its tables (the three effects with 95% CIs, the mitigations) and verdicts."""
+    from sdlens.lab.summary import lab_tables, verdict_lines
+
+    seeds = summary.get("seeds") or []
+    blocks: list[Block] = [
+        Heading(f"The model organism: {summary.get('mode', '')} mode, {len(seeds)} seed(s)"),
+        Para(
+            "Means with 95% CIs (one seed: a bootstrap over problems; several: a t-interval over the seed means). "
+            "Per-seed details follow in the sections below."
+        ),
+    ]
+    blocks += [Table(title, header, rows) for title, header, rows in lab_tables(summary)]
+    blocks += [Para(line) for line in verdict_lines(summary)]
+    return blocks
+
+
 def report_blocks(run_dir: str | Path) -> tuple[str, list[Block]]:
     """The title and blocks of a run folder's report (see the module doc)."""
     run = Path(run_dir)
@@ -102,12 +119,14 @@ def report_blocks(run_dir: str | Path) -> tuple[str, list[Block]]:
         return f"sdlens report: {run.name} ({kind})", _section(run, kind)
     blocks: list[Block] = []
     top = _summary(run)
-    if top:
+    if top and top.get("kind") == "lab":
+        blocks += _lab_blocks(top)
+    elif top:
         table = _scalars(top)
         if table:
             blocks.append(table)
     children = _children(run)
-    if not children:
+    if not children and not blocks:
         raise InputError(
             run, "no experiment run (summary.json with a kind) or sdlens eval folder found", field="run_dir"
         )
