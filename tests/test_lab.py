@@ -325,3 +325,17 @@ def test_quick_lab_run_end_to_end(tmp_path):
     t = time.perf_counter()
     run_lab(cfg)
     assert time.perf_counter() - t < 60  # every stage reused
+    # the same folder rerun with the mitigations: only their stage runs, beside the finished ones
+    from dataclasses import replace
+
+    from sdlens.mitigations import MITIGATION_PRESETS
+
+    cov_summary = tmp_path / "lab" / "seed-0" / "coverage" / "summary.json"
+    before = cov_summary.stat().st_mtime_ns
+    mit = run_lab(replace(cfg, mitigations=True))["mitigations"]
+    assert cov_summary.stat().st_mtime_ns == before
+    assert set(mit) == {"sdpo-paper", "grpo-paper", *MITIGATION_PRESETS}
+    for name, entry in mit.items():
+        assert entry["level"] == cfg.mitigation_level and entry["step"] == cfg.rl_steps, name
+        assert 0.0 <= entry["ood_acc"]["value"] <= 1.0 and entry["length"]["value"] > 0, name
+    assert (tmp_path / "lab" / "seed-0" / "mitigations" / cfg.mitigation_level).is_dir()

@@ -9,6 +9,7 @@ Run folder (one ``seed-K`` per seed)::
     OUT/seed-K/richer_context/         sdlens experiment richer-context   (Table 1)
     OUT/seed-K/guided_sft/             sdlens experiment guided-sft       (Table 2), traces from richer_context
     OUT/seed-K/coverage/               sdlens experiment coverage         (SDPO vs GRPO curves)
+    OUT/seed-K/mitigations/            with --mitigations: the mitigation presets on one coverage level (issue 10)
     OUT/summary.json  OUT/report.html  OUT/report.md
 
 Every stage is the normal sdlens stage (the eval runner, TRL trainers through ``sdlens.train``, the experiments of
