@@ -163,6 +163,57 @@ def test_a_few_pretraining_steps_lower_the_loss():
     assert stats["final_loss"] < stats["first_loss"] - 0.3
 
 
+def test_the_gate_scores_every_check_of_a_trace():
+    from sdlens.lab.gate import score_checks
+
+    rng = random.Random(1)
+    sp = make_splits(TaskConfig())
+    triples = list(sp.pool[:40])
+    good = [unguided_trace(t, rng) for t in triples]
+    n_checks = sum(u.count(" want ") for u in good)
+    assert score_checks(good, triples) == {"checks": n_checks, "arithmetic_acc": 1.0, "verdict_acc": 1.0}
+    # a model that recalls roots: "yes" at a miss, a doubt at the root -> those verdicts are wrong
+    t = next(t for t in triples if t.x != 0)
+    wrong_x = 0
+    arith, r = check(t, wrong_x)
+    recalls = f"<think> try x = {wrong_x} : {arith} yes . </think> \\boxed{{{wrong_x}}}"
+    arith_root, _ = check(t, t.x)
+    doubts = f"<think> try x = {t.x} : {arith_root} hmm , {t.c} is not {t.c} ."
+    got = score_checks([recalls, doubts], [t, t])
+    assert got == {"checks": 2, "arithmetic_acc": 1.0, "verdict_acc": 0.0}
+    # a check whose written result is wrong but whose verdict follows the comparison: arithmetic wrong, verdict right
+    bad_arith = arith.replace(f"= {r} , want", f"= {t.c} , want")
+    got = score_checks([f"<think> try x = {wrong_x} : {bad_arith} yes ."], [t])
+    assert got["checks"] == 1 and got["verdict_acc"] == 1.0 and got["arithmetic_acc"] == 0.0
+
+
+def test_the_gate_problems_are_kept_out_of_the_corpus_and_a_failing_model_is_pretrained_again(tmp_path):
+    from sdlens.lab.gate import split_gate
+    from sdlens.lab.model import ModelConfig
+    from sdlens.lab.pretrain import pretrain
+
+    sp = make_splits(TaskConfig())
+    gate, rest = split_gate(sp.pool, 20, seed=3)
+    assert len(gate) == 20 and len(rest) == len(sp.pool) - 20 and not {t.id for t in gate} & {t.id for t in rest}
+    assert split_gate(sp.pool, 20, seed=3) == (gate, rest) and split_gate(sp.pool, 20, seed=4)[0] != gate
+    # 3 steps of a tiny model cannot pass: every attempt runs, each from another initialisation
+    cfg = PretrainConfig(
+        steps=3, batch_size=4, warmup=1, unguided_per_problem=1, guided_per_problem=1, threads=1, seed=3,
+        gate_problems=4, gate_samples=1, gate_max_new_tokens=24, max_attempts=2,
+        model=ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64),
+    )  # fmt: skip
+    out = pretrain(tmp_path / "base", sp.pool[:30], 7, cfg, corpus_path=tmp_path / "corpus.jsonl")
+    info = json.loads((out / ".sdlens-model.json").read_text())
+    held = set(info["gate_problem_ids"])
+    assert len(held) == 4 and info["pretrain_problems"] == 26
+    corpus_ids = {json.loads(line)["problem_id"] for line in (tmp_path / "corpus.jsonl").read_text().splitlines()}
+    assert corpus_ids and not corpus_ids & held
+    assert [a["seed"] for a in info["attempts"]] == [3, 1003] and info["gate_passed"] is False
+    assert all(a["gate"]["passed"] is False for a in info["attempts"])
+    log = [json.loads(line) for line in (out / "pretrain_log.jsonl").read_text().splitlines()]
+    assert {r["attempt"] for r in log} == {0, 1}
+
+
 def test_lab_modes():
     q, f = lab_config("quick"), lab_config("full")
     assert q.seeds == 1 and f.seeds == 3

@@ -28,11 +28,12 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sdlens.experiments.contexts import hint_prompt
+from sdlens.lab.gate import gate_report, split_gate
 from sdlens.lab.model import ModelConfig, init_model
 from sdlens.lab.task import Triple, problem_text, to_problem
 from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
@@ -59,6 +60,11 @@ class PretrainConfig:
     threads: int = 2  # torch CPU threads
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
+    # the gate (sdlens.lab.gate): pool problems kept out of the corpus to check that the model compares, not recalls
+    gate_problems: int = 20
+    gate_samples: int = 4  # unguided answers sampled per gate problem
+    gate_max_new_tokens: int = 80
+    max_attempts: int = 3  # pretrain again from another initialisation while the gate fails
 
 
 def _hint_forms(t: Triple, rng: random.Random) -> str:
@@ -202,34 +208,60 @@ def pretrain(
     from sdlens.schema import write_jsonl
 
     out = Path(out)
-    corpus = build_corpus(pool, cfg)
+    gate, train_pool = split_gate(pool, cfg.gate_problems, cfg.seed)
+    corpus = build_corpus(train_pool, cfg)
     if corpus_path is not None and not corpus_path.exists():
         write_jsonl(corpus_path, corpus)
-    info: dict[str, Any] = {"organism": asdict(cfg), "modulus": modulus, "pool_problems": len(pool)}
+    info: dict[str, Any] = {
+        "organism": asdict(cfg),
+        "modulus": modulus,
+        "pool_problems": len(pool),
+        "pretrain_problems": len(train_pool),
+        "gate_problem_ids": [t.id for t in gate],
+    }
 
     def builder(tmp: Path) -> None:
         tok = build_tokenizer(vocabulary(modulus, corpus), tmp)
-        model = init_model(cfg.model, tok)
         lines: list[str] = []
-        columns = (
-            TextColumn("pretraining"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("steps"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("pretrain", total=cfg.steps)
-            stats = pretrain_model(
-                model,
-                tok,
-                corpus,
-                cfg,
-                log=lambda d: lines.append(json.dumps(d)),
-                progress=lambda n: bar.update(task, completed=n),
+        attempts: list[dict[str, Any]] = []
+        for attempt in range(max(1, cfg.max_attempts)):
+            # another attempt: another initialisation and batch order; the corpus stays the same
+            acfg = replace(
+                cfg, seed=cfg.seed + 1000 * attempt, model=replace(cfg.model, seed=cfg.model.seed + 1000 * attempt)
             )
+            model = init_model(acfg.model, tok)
+            columns = (
+                TextColumn("pretraining" + (f" (attempt {attempt + 1})" if attempt else "")),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("steps"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task("pretrain", total=cfg.steps)
+                stats = pretrain_model(
+                    model,
+                    tok,
+                    corpus,
+                    acfg,
+                    log=lambda d, a=attempt: lines.append(json.dumps({"attempt": a, **d})),
+                    progress=lambda n, b=bar, t=task: b.update(t, completed=n),
+                )
+            report = gate_report(
+                model, tok, gate, n=cfg.gate_samples, max_new_tokens=cfg.gate_max_new_tokens, seed=acfg.seed
+            )
+            attempts.append({"attempt": attempt, "seed": acfg.seed, **stats, "gate": report})
+            if console is not None:
+                console.print(
+                    f"  gate: {report['checks']} checks on {len(gate)} held-back pool problems, verdicts right "
+                    f"{report['verdict_acc']:.1%}, arithmetic right {report['arithmetic_acc']:.1%}: "
+                    + ("passed" if report["passed"] else "failed")
+                )
+            if report["passed"]:
+                break
         model.save_pretrained(tmp)
         (tmp / "pretrain_log.jsonl").write_text("\n".join(lines) + "\n")
-        info.update(stats, parameters=sum(p.numel() for p in model.parameters()))
+        info.update(stats, parameters=sum(p.numel() for p in model.parameters()), attempts=attempts)
+        info["gate_passed"] = attempts[-1]["gate"]["passed"]
 
     return build_once(out, builder, info=info)
