@@ -217,7 +217,7 @@ def test_the_gate_problems_are_kept_out_of_the_corpus_and_a_failing_model_is_pre
 def test_lab_modes():
     q, f = lab_config("quick"), lab_config("full")
     assert q.seeds == 1 and f.seeds == 3
-    assert f.rl_steps > q.rl_steps and f.n_eval > q.n_eval
+    assert f.rl_steps > q.rl_steps and len(f.coverage) > len(q.coverage) and f.rc_max_problems > q.rc_max_problems
     with pytest.raises(ValueError):
         lab_config("huge")
     assert lab_config("quick", seeds=2, threads=None).seeds == 2

@@ -34,7 +34,7 @@ class LabConfig:
     sft_epochs: int = _f(3, "Guided SFT: epochs over each SFT set.")
     sft_lr: float = _f(5e-4, "Guided SFT: learning rate (the organism was pretrained at 2e-3).")
     sft_batch: int = _f(8, "Guided SFT: examples per optimizer step.")
-    n_eval: int = _f(4, "Samples per problem in every evaluation.")
+    n_eval: int = _f(8, "Samples per problem in every evaluation.")
     ood_limit: int | None = _f(None, "Evaluate only the first N OOD problems (None: all).")
     coverage: tuple[str, ...] = _f(("1x64", "8x8"), "Coverage levels: K problems x M copies.")
     methods: tuple[str, ...] = _f(("sdpo-paper", "grpo-paper"), "RL presets compared on each coverage level.")
@@ -45,7 +45,7 @@ class LabConfig:
     distill_topk: int = _f(
         16, "SDPO: distil over the student's top-k tokens + tail (paper 100 of ~150k; V < 100 here)."
     )
-    eval_every: int = _f(8, "Evaluate an RL checkpoint every N optimizer steps.")
+    eval_every: int = _f(16, "Evaluate an RL checkpoint every N optimizer steps.")
     mitigations: bool = _f(
         False,
         "Also train every mitigation preset (sdlens.mitigations.MITIGATION_PRESETS) on `mitigation_level`, in its own "
@@ -86,7 +86,6 @@ def lab_config(mode: str = "quick", **changes: Any) -> LabConfig:
             rc_contexts=("none", "s", "s-nothink", "regen"),
             rl_steps=48,
             eval_every=12,
-            n_eval=8,
             coverage=("1x64", "8x8", "64"),
         )
     cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
