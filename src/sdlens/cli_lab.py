@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
         mitigations: Annotated[
             bool,
             typer.Option(
-                "--mitigations", help="Also train every mitigation preset beside sdpo-paper and grpo-paper (issue 10)."
+                "--mitigations",
+                help="Also train every mitigation preset on 8x8, beside sdpo-paper and grpo-paper (issue 10); "
+                "a finished run folder can be rerun with it (only the new stage runs).",
             ),
         ] = False,
     ) -> None:
