@@ -198,13 +198,15 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         mit = _done(mit_dir)
         if mit is None:
             _say(console, f"[bold]mitigations[/bold] on {cfg.mitigation_level}: " + ", ".join(cfg.mitigation_methods()))
-            # the same sweep as the coverage stage on one level; the baselines' curves come from the coverage stage
+            # the same sweep as the coverage stage on one level, evaluated at the end only (the comparison is of
+            # the last checkpoints); the baselines' curves come from the coverage stage
             mit = run_coverage(
                 replace(
                     cov_config,
                     out=str(mit_dir),
                     coverage=[cfg.mitigation_level],
                     methods=list(cfg.mitigation_methods()),
+                    eval_every=cfg.rl_steps,
                 ),
                 console=console,
             )
