@@ -373,6 +373,8 @@ def test_quick_lab_run_end_to_end(tmp_path):
         for method in ("sdpo", "grpo"):
             assert set(data["coverage"][level][method]) >= {"steps", "in_domain_acc", "ood_acc", "E", "length"}
     assert summary["effects"]["richer_context"]["shown"]
+    attempts = data["base_model"]["pretraining_attempts"]["0"]
+    assert attempts and attempts[-1]["passed"] and attempts[-1]["checks"] > 0  # the gate ran and let the model through
     t = time.perf_counter()
     run_lab(cfg)
     assert time.perf_counter() - t < 60  # every stage reused

@@ -54,8 +54,9 @@ class PretrainConfig:
     lr: float = 2e-3
     warmup: int = 100
     min_lr_ratio: float = 0.1  # cosine decay to this share of lr
-    # 0.1: at 0.01 one seed in three memorised which x is each pool problem's root instead of comparing the check's
-    # result with c (OOD accuracy 6%); at 1.0 the same seed learned neither (docs/organism.md, design notes)
+    # 0.1: at 0.01 a seed memorised which x is each pool problem's root instead of comparing the check's result with
+    # c (OOD accuracy 6%); 0.1 fixed that seed but not another (the gate catches those); at 1.0 it learned neither
+    # (docs/organism.md, design notes)
     weight_decay: float = 0.1
     threads: int = 2  # torch CPU threads
     seed: int = 0

@@ -113,6 +113,11 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=out / "corpus.jsonl", console=console
     )
     times["pretrain_s"] = time.perf_counter() - t
+    from sdlens.models import COMPLETE
+
+    # the pretraining gate's verdict per attempt (an older base model folder has none)
+    built = json.loads((base / COMPLETE).read_text())
+    gate = [{"seed": a["seed"], **a["gate"]} for a in built.get("attempts", [])]
     base_s = str(base)
     sampling = _sampling(cfg)
     eval_options = {"threads": 1}
@@ -217,6 +222,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         "guided_sft": gs,
         "coverage": cov,
         "mitigations": mit,
+        "gate": gate,
         "split": data["info"],
         "times": {k: round(v, 1) for k, v in times.items()},
     }

@@ -190,6 +190,7 @@ def summarize(cfg: Any, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     base_acc = [_value(x) for x in (gs["ood_acc"]["base"].get("seeds") or [gs["ood_acc"]["base"].get("value")])]
     weak = [s["seed"] for s, a in zip(seeds, base_acc, strict=False) if a is not None and a < BASE_MIN_ACC]
     base = {
+        "pretraining_attempts": {str(s["seed"]): s.get("gate", []) for s in seeds},
         "ood_acc": gs["ood_acc"]["base"],
         "min_acc": BASE_MIN_ACC,
         "weak_seeds": weak,
