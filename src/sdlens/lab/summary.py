@@ -116,10 +116,18 @@ def _mitigations(coverage: dict[str, Any], seeds: list[dict[str, Any]], level: s
     for name, entry in entries.items():
         if not entry.get("steps"):
             continue
+        last = {k: entry[k][-1] for k in _KEYS if entry.get(k)}
+        base = {k: entry[k][0] for k in _KEYS if entry.get(k)}  # step 0: the base model every method starts from
         out[entry.get("method", name)] = {
             "level": level,
             "step": entry["steps"][-1],
-            **{k: entry[k][-1] for k in _KEYS if entry.get(k)},
+            **last,
+            # against the base model, CIs apart (as the coverage verdict): what a mitigation is meant to keep
+            "keeps_hedging": not _below(last["E"], base["E"]) if "E" in last else None,
+            "keeps_ood_acc": not _below(last["ood_acc"], base["ood_acc"]) if "ood_acc" in last else None,
+            "gains_in_domain": _below(base["in_domain_acc"], last["in_domain_acc"])
+            if "in_domain_acc" in last
+            else None,
         }
     return out
 
@@ -275,12 +283,23 @@ def lab_tables(summary: dict[str, Any], *, curves: bool = True) -> list[tuple[st
     title = "3. SDPO vs GRPO by coverage" + ("" if curves else " (first -> last evaluated step)")
     tables.append((title, ["level", "method", "step" if curves else "steps", *head], rows))
     if summary.get("mitigations"):
+
+        def yn(v: bool | None) -> str:
+            return "-" if v is None else ("yes" if v else "no")
+
         tables.append(
             (
-                "4. Mitigations (last evaluated step, beside the two baselines)",
-                ["method", "level", "step", *head],
+                "4. Mitigations (last evaluated step, beside the two baselines; keeps / gains: against the base "
+                "model, CIs apart)",
+                ["method", "level", "step", *head, "keeps hedging", "keeps OOD acc", "gains in-domain"],
                 [
-                    [name, e["level"], str(e["step"]), *(_fmt(e.get(k), k.endswith("acc")) for k in _KEYS)]
+                    [
+                        name,
+                        e["level"],
+                        str(e["step"]),
+                        *(_fmt(e.get(k), k.endswith("acc")) for k in _KEYS),
+                        *(yn(e.get(k)) for k in ("keeps_hedging", "keeps_ood_acc", "gains_in_domain")),
+                    ]
                     for name, e in summary["mitigations"].items()
                 ],
             )
