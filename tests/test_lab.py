@@ -288,12 +288,12 @@ def test_mitigations_are_a_stage_of_their_own_and_join_the_summary():
     assert last["ood_acc"]["value"] == pytest.approx((0.45 + 0.55) / 2)  # mean over the two seeds, last step
     assert last["ood_acc"]["ci"][0] < last["ood_acc"]["value"] < last["ood_acc"]["ci"][1]
     assert mit["sdpo-paper"]["ood_acc"]["value"] == pytest.approx((0.4 + 0.5) / 2)  # from the coverage stage
-    # against the base model (step 0), CIs apart: SDPO's last OOD accuracy 0.45 [0.14, 0.76] vs 0.55 -> kept
-    assert mit["grpo-paper"]["keeps_ood_acc"] is True and mit["grpo-paper"]["gains_in_domain"] is False
+    # against the base model (step 0), CIs apart
+    assert mit["grpo-paper"]["loses_ood_acc"] is False and mit["grpo-paper"]["gains_in_domain"] is False
     assert "| sdpo-hedge-mask | 8x8 | 8 |" in summary_markdown(summary)
     one = summarize(cfg, [_seed_result(0, 0.0)])["mitigations"]  # one seed: the CIs are the runs' own, +-0.01
-    assert one["sdpo-paper"]["keeps_ood_acc"] is False and one["sdpo-paper"]["keeps_hedging"] is False
-    assert one["grpo-paper"]["keeps_ood_acc"] is True and one["sdpo-hedge-mask"]["gains_in_domain"] is False
+    assert one["sdpo-paper"]["loses_ood_acc"] is True and one["sdpo-paper"]["loses_hedging"] is True
+    assert one["grpo-paper"]["loses_ood_acc"] is False and one["sdpo-hedge-mask"]["gains_in_domain"] is False
     assert "| sdpo-paper | 8x8 | 8 |" in summary_markdown(summarize(cfg, [_seed_result(0, 0.0)]))
     assert "mitigations" not in summarize(lab_config("quick"), [_seed_result(0, 0.0)])
 
