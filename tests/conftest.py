@@ -7,10 +7,6 @@ import pytest
 
 from sdlens.grading import base as _grader_base
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "math"
-if not SHARED.exists():  # a clone elsewhere: ../shared relative to the project root
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math"
-
 _BUILTIN_GRADERS = dict(_grader_base._REGISTRY)
 
 
@@ -53,10 +49,11 @@ def paper_script_numbers(path: Path, key: str = "generated_responses") -> dict:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED.exists():
-        pytest.skip("../shared/data/math is not present")
-    return SHARED
+def shipped_data() -> Path:
+    """The package's data folder (``data/math/evaluation``, ``data/math/coverage``), as installed."""
+    from sdlens.benchmarks import shipped_path
+
+    return shipped_path("math500").parents[1]
 
 
 def write_lines(path: Path, lines: list[str | bytes]) -> Path:

@@ -255,8 +255,8 @@ def test_coverage_sets_nest_and_are_deterministic():
     with pytest.raises(InputError, match="pool has 40"):
         build_coverage_set(pool, 41, 1, seed=0)
     path = shipped_level("8x8")
-    if path is not None:
-        assert path.name == "seen_8x8.parquet"
+    assert path is not None and path.name == "seen_8x8.parquet" and path.is_file()
+    assert shipped_level("3x3") is None
 
 
 def _coverage_run(tmp_path_factory, tmp_path, levels, methods, steps, rerun=False):

@@ -138,10 +138,10 @@ def test_generic_jsonl_and_parquet(tmp_path) -> None:
     assert [x.problem_id for x in iter_samples(tmp_path / "g.parquet")] == ["1", "2"]
 
 
-def test_shipped_verl_parquets(shared_data) -> None:
+def test_shipped_verl_parquets(shipped_data) -> None:
     sizes = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500}
     for name, n in sizes.items():
-        path = shared_data / "evaluation" / f"{name}.parquet"
+        path = shipped_data / "evaluation" / f"{name}.parquet"
         assert detect_format(path) == "verl-dataset"
         problems = list(iter_problems(path))
         assert len(problems) == n
@@ -149,7 +149,7 @@ def test_shipped_verl_parquets(shared_data) -> None:
         assert all(p.answer for p in problems)
         assert len({p.id for p in problems}) == n
     seen = {
-        f: list(iter_problems(shared_data / "section_6_2" / f"seen_{f}.parquet"))
+        f: list(iter_problems(shipped_data / "coverage" / f"seen_{f}.parquet"))
         for f in ("1x64", "8x8", "64", "128", "512")
     }
     assert {k: len({p.meta["problem_id"] for p in v}) for k, v in seen.items()} == {
@@ -162,7 +162,7 @@ def test_shipped_verl_parquets(shared_data) -> None:
     ids = {k: {p.meta["problem_id"] for p in v} for k, v in seen.items()}
     assert ids["1x64"] <= ids["8x8"] <= ids["64"] <= ids["128"] <= ids["512"]
     with pytest.raises(InputError, match="holds problems, not responses"):
-        list(iter_samples(shared_data / "evaluation" / "aime24.parquet"))
+        list(iter_samples(shipped_data / "evaluation" / "aime24.parquet"))
 
 
 BAD = [

@@ -30,7 +30,6 @@ from sdlens.train.teacher import (
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))  # test_train_helpers (also used by the subprocess tests)
-SEEN_8X8 = TESTS.parent.parent / "shared" / "data" / "math" / "section_6_2" / "seen_8x8.parquet"
 
 # A run small enough for CPU tests: 2 prompts x 4 rollouts per rollout batch, 2 optimizer steps per batch.
 SMALL = [
@@ -192,9 +191,8 @@ def test_find_checkpoint_skips_incomplete(tmp_path):
 # ---------------------------------------------------------------- data and rewards
 
 
-@pytest.mark.skipif(not SEEN_8X8.exists(), reason="the paper's data is not here")
 def test_duplicated_rows_stay_separate_groups():
-    rows = load_rl_rows(str(SEEN_8X8))
+    rows = load_rl_rows("seen_8x8")  # the shipped subset, by name
     assert len(rows) == 64
     ids = [r["problem_id"] for r in rows]
     assert len(set(ids)) == 8 and all(ids.count(i) == 8 for i in set(ids))

@@ -1,13 +1,12 @@
 r"""Benchmarks: the paper's four math sets by name, or any verl parquet / JSONL file, as ``Problem`` lists.
 
-Names resolve to ``<data dir>/<name>.parquet`` files in the verl layout the paper ships
-(``data/math/evaluation/{aime24,aime25,amc23,math500}.parquet``: ``data_source``, ``prompt`` chat messages that
-already end with the paper's instruction, ``reward_model.ground_truth``, ``extra_info``). The data dir is the first
-of: ``--data-dir``; ``$SDLENS_DATA_DIR``; ``<cache>/data/math/evaluation`` (``$SDLENS_CACHE``, default
-``~/.cache/sdlens``); ``data/math/evaluation`` in the working directory; ``../shared/data/math/evaluation``.
-
-A name with no local file is fetched once, when the hub is reachable (no ``HF_HUB_OFFLINE``), from the dataset in
-``BENCHMARKS`` and written to the cache dir in the same verl layout, with the paper's prompt.
+Names resolve to ``<name>.parquet`` files in the verl layout the paper ships (``data_source``, ``prompt`` chat
+messages that already end with the paper's instruction, ``reward_model.ground_truth``, ``extra_info``). The first
+match wins: ``--data-dir``; ``$SDLENS_DATA_DIR``; the data shipped in the package (the four evaluation sets and the
+five section-6.2 coverage subsets, listed with their provenance by :func:`shipped_sets`); ``<cache>/data/math/
+evaluation`` (``$SDLENS_CACHE``, default ``~/.cache/sdlens``); then, for the four evaluation names, the hub: fetched
+once when it is reachable (no ``HF_HUB_OFFLINE``) from the dataset in ``BENCHMARKS`` and written to the cache dir
+in the same verl layout, with the paper's prompt.
 
 A path may be a verl parquet, a JSONL / Parquet of sdlens Problems, or a JSONL / Parquet of raw problems with a
 ``problem`` (or ``question``) and an ``answer`` field, to which the paper's instruction is appended.
@@ -16,6 +15,7 @@ A path may be a verl parquet, a JSONL / Parquet of sdlens Problems, or a JSONL /
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +33,8 @@ __all__ = [
     "file_sha256",
     "load_benchmark",
     "resolve_benchmark",
+    "shipped_path",
+    "shipped_sets",
 ]
 
 PAPER_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -102,20 +104,31 @@ class BenchmarkData:
 
 
 def data_dirs(explicit: str | Path | None = None) -> list[Path]:
-    """The folders searched for ``<name>.parquet``, in order."""
+    """The folders searched for ``<name>.parquet`` before the shipped data (``--data-dir``, else
+    ``$SDLENS_DATA_DIR``), then the cache folder searched after it."""
     from sdlens.models import cache_dir
 
     if explicit is not None:
         return [Path(explicit).expanduser()]
-    dirs = []
-    if os.environ.get("SDLENS_DATA_DIR"):
-        dirs.append(Path(os.environ["SDLENS_DATA_DIR"]).expanduser())
-    dirs += [
-        cache_dir() / "data" / "math" / "evaluation",
-        Path("data/math/evaluation"),
-        Path("../shared/data/math/evaluation"),
-    ]
-    return dirs
+    env = os.environ.get("SDLENS_DATA_DIR")
+    return [*([Path(env).expanduser()] if env else []), cache_dir() / "data" / "math" / "evaluation"]
+
+
+_DATA_ROOT = Path(__file__).resolve().parent / "data"
+
+
+def shipped_sets() -> list[dict[str, Any]]:
+    """The data sets shipped in the package, with their provenance (``data/provenance.json``): ``name``, ``kind``
+    (``eval`` or ``coverage``), ``file``, ``n_problems`` (rows), ``n_distinct``, ``source``, ``license``,
+    ``sha256``."""
+    doc = json.loads((_DATA_ROOT / "provenance.json").read_text(encoding="utf-8"))
+    return list(doc["files"])
+
+
+def shipped_path(name: str) -> Path | None:
+    """The shipped file of a data set name (``math500``, ``seen_8x8``, ...), or ``None``."""
+    entry = next((e for e in shipped_sets() if e["name"] == name), None)
+    return None if entry is None else _DATA_ROOT / entry["file"]
 
 
 def file_sha256(path: Path) -> str:
@@ -127,37 +140,43 @@ def file_sha256(path: Path) -> str:
 
 
 def resolve_benchmark(spec: str, data_dir: str | Path | None = None) -> tuple[str, Path]:
-    """``(name, file)`` for a benchmark name or a path; fetches a known name from the hub when it is missing."""
+    """``(name, file)`` for a data set name or a path. A name is looked up in ``--data-dir`` alone when it is given;
+    otherwise in ``$SDLENS_DATA_DIR``, the shipped data and the cache, in that order; an evaluation name found
+    nowhere is fetched from the hub."""
     spec = str(spec).strip()
     path = Path(spec).expanduser()
-    if spec not in BENCHMARKS:
+    shipped = shipped_path(spec)
+    if spec not in BENCHMARKS and shipped is None:
         if path.is_file():
             return path.stem, path
         if path.suffix in (".parquet", ".jsonl", ".json") or "/" in spec:
             raise InputError(path, "no such benchmark file", field="benchmark")
+        known = [*BENCHMARKS, *(e["name"] for e in shipped_sets() if e["name"] not in BENCHMARKS)]
         raise InputError(
             None,
-            f"unknown benchmark {spec!r}: not a known name ({', '.join(BENCHMARKS)}) or a .parquet / .jsonl file",
+            f"unknown benchmark {spec!r}: not a known name ({', '.join(known)}) or a .parquet / .jsonl file",
             field="benchmark",
         )
     dirs = data_dirs(data_dir)
-    for d in dirs:
+    searched = list(dirs)
+    if data_dir is None:  # the shipped copy goes after $SDLENS_DATA_DIR and before the cache
+        searched.insert(len(dirs) - 1, shipped.parent if shipped is not None else dirs[-1])
+    for d in searched:
         for suffix in (".parquet", ".jsonl"):
             f = d / f"{spec}{suffix}"
             if f.is_file():
                 return spec, f
+    if spec not in BENCHMARKS:  # a shipped-only name (coverage subsets) when --data-dir lacks it
+        raise InputError(None, f"benchmark {spec!r}: no {spec}.parquet in {dirs[0]}", field="benchmark")
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    target = (
-        Path(data_dir).expanduser() if data_dir is not None else dirs[1 if os.environ.get("SDLENS_DATA_DIR") else 0]
-    )
     if offline:
         raise InputError(
             None,
             f"benchmark {spec!r}: no {spec}.parquet in {', '.join(str(d) for d in dirs)} and the hub is offline "
-            "(HF_HUB_OFFLINE=1); pass --data-dir with the paper's data/math/evaluation folder",
+            "(HF_HUB_OFFLINE=1); pass --data-dir with a folder holding it",
             field="benchmark",
         )
-    return spec, fetch_from_hub(spec, target)
+    return spec, fetch_from_hub(spec, dirs[-1])
 
 
 def fetch_from_hub(name: str, target_dir: Path) -> Path:

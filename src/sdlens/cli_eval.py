@@ -85,7 +85,12 @@ def register(app: typer.Typer) -> None:
         ] = "smollm2-135m",
         benchmark: Annotated[
             str,
-            typer.Option("--benchmark", "-b", help="aime24, aime25, amc23, math500, or a verl parquet / JSONL file."),
+            typer.Option(
+                "--benchmark",
+                "-b",
+                help="aime24, aime25, amc23, math500 (shipped: `sdlens benchmarks list`), or a verl parquet / JSONL "
+                "file.",
+            ),
         ] = "math500",
         backend: Annotated[str, typer.Option("--backend", help="transformers, vllm or openai.")] = "transformers",
         base_url: Annotated[
@@ -251,6 +256,32 @@ def register(app: typer.Typer) -> None:
         )
         for w in res.metrics.get("warnings") or []:
             err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
+
+    benchmarks_app = typer.Typer(help="The data sets shipped with sdlens.", no_args_is_help=True)
+    app.add_typer(benchmarks_app, name="benchmarks")
+
+    @benchmarks_app.command("list")
+    def benchmarks_list(
+        json_out: Annotated[
+            bool, typer.Option("--json", help="Print a JSON list of objects instead of a table.")
+        ] = False,
+    ) -> None:
+        """Every shipped data set: name, problems, kind (eval / coverage), source, license, sha256."""
+        import json
+
+        from sdlens.benchmarks import shipped_sets
+
+        sets = shipped_sets()
+        if json_out:
+            sys.stdout.write(json.dumps(sets) + "\n")
+            return
+        # plain lines, not a rich table: the sha256 and source must print whole on a narrow terminal
+        typer.echo(f"{'name':<10} {'kind':<8} {'problems':>8} {'distinct':>8}  {'license':<10} source / sha256")
+        for e in sets:
+            typer.echo(
+                f"{e['name']:<10} {e['kind']:<8} {e['n_problems']:>8} {e['n_distinct']:>8}  {e['license']:<10} "
+                f"{e['source']}\n{'':<49}{e['sha256']}"
+            )
 
 
 def main() -> None:

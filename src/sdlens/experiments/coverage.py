@@ -1,7 +1,7 @@
 """Sections 5-6 of the paper: SDPO vs GRPO as task coverage grows, in-domain and out of domain.
 
 For each coverage level (``1x64`` = 1 problem x 64 copies, ``8x8``, ``64`` = 64 distinct problems, ...) the
-training set is the shipped ``seen_<level>.parquet`` (``../shared/data/math/section_6_2``) or, with ``pool``, built
+training set is the shipped ``seen_<level>.parquet`` (``sdlens benchmarks list``) or, with ``pool``, built
 from a problem file: the ``k`` problems with the smallest ``blake2b(seed, id)`` (so the levels nest like the paper's
 ``1x64 ⊂ 8x8 ⊂ 64``), each repeated ``m`` times, with a manifest of the chosen ids and their hash. A level may also
 be a path to a training file. Each method (a training preset: ``sdpo-paper``, ``grpo-paper``...) trains on it,
@@ -112,16 +112,12 @@ def parse_level(level: str) -> tuple[int, int] | None:
 
 
 def shipped_level(level: str) -> Path | None:
-    """The paper's ``seen_<level>.parquet``, next to the evaluation sets (``section_6_2``), if present."""
-    from sdlens.benchmarks import data_dirs
+    """The paper's ``seen_<level>.parquet``: from ``$SDLENS_DATA_DIR`` when it has one, else the shipped copy."""
+    from sdlens.benchmarks import resolve_benchmark, shipped_path
 
-    roots = [d.parent / "section_6_2" for d in data_dirs()]
-    roots.append(Path(__file__).resolve().parents[3].parent / "shared" / "data" / "math" / "section_6_2")
-    for root in roots:
-        path = root / f"seen_{level}.parquet"
-        if path.is_file():
-            return path
-    return None
+    if shipped_path(f"seen_{level}") is None:
+        return None
+    return resolve_benchmark(f"seen_{level}")[1]
 
 
 def _rank(seed: int, pid: str) -> bytes:

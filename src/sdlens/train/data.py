@@ -10,7 +10,8 @@ conversational prompt-completion format, so the loss covers the response only).
 Sources (``spec``):
 
 - a verl parquet (``data_source``, ``prompt`` messages, ``reward_model.ground_truth``, ...), e.g. the paper's
-  ``data/math/section_6_2/seen_*.parquet``, read with :func:`sdlens.io.iter_problems`;
+  section-6.2 subsets, which ship with sdlens and are named directly (``seen_8x8``; ``sdlens benchmarks list``),
+  read with :func:`sdlens.io.iter_problems`;
 - a JSONL / JSON / Parquet file of sdlens Problems or of generic records: the prompt from ``prompt_key`` or the first
   of ``prompt``, ``messages``, ``question``, ``problem``, ``instruction`` (alpaca ``instruction`` + ``input``, with
   its ``system``), the answer from ``answer_key`` or ``reward_model.ground_truth``, ``answer``, ``ground_truth``,
@@ -68,14 +69,19 @@ def _is_local(spec: str) -> bool:
 
 
 def read_records(spec: str, *, split: str = "train", config: str | None = None) -> list[dict[str, Any]]:
-    """Raw records of a local JSONL / JSON / Parquet file or a Hugging Face dataset."""
+    """Raw records of a local JSONL / JSON / Parquet file, a shipped data set by name (``seen_8x8``, ``math500``:
+    ``sdlens benchmarks list``) or a Hugging Face dataset."""
     if spec.startswith("hf:"):
         return _read_hub(spec[3:], split, config)
     path = Path(spec).expanduser()
     if not path.exists():
         if spec.startswith((".", "/", "~")) or path.suffix in (".jsonl", ".json", ".parquet"):
             raise InputError(path, "no such file")
-        return _read_hub(spec, split, config)
+        from sdlens.benchmarks import shipped_path
+
+        if (shipped := shipped_path(spec)) is None:
+            return _read_hub(spec, split, config)
+        path = shipped
     if path.is_dir():
         raise InputError(path, "a folder; give a .parquet, .jsonl or .json file, or a hub dataset id")
     if path.suffix == ".parquet":
