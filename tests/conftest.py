@@ -23,7 +23,7 @@ EPISTEMIC_WORDS = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively
 
 
 def paper_script_numbers(path: Path, key: str = "generated_responses") -> dict:
-    """The paper's check_epistemic_tokens.py algorithm, restated from its spec (PAPER.md section 9.1)."""
+    """The paper's check_epistemic_tokens.py algorithm, restated from its spec (docs/paper.md section 9.1)."""
     data = []
     with open(path, encoding="utf-8") as f:
         for line in f:

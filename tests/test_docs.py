@@ -38,3 +38,23 @@ def test_documented_command_runs(tmp_path, monkeypatch, doc: str, command: str) 
 
 def test_there_are_documented_commands() -> None:
     assert len(_commands()) >= 6
+
+
+def test_nothing_reaches_outside_the_repository() -> None:
+    """The repository (and the wheel built from it) is all a user has: no file points at a sibling folder."""
+    root = Path(__file__).resolve().parents[1]
+    needle = "../" + "shared"  # spelled apart so that this file does not match itself
+    files = [*root.joinpath("src").rglob("*"), *root.joinpath("tests").rglob("*"), *root.joinpath("docs").rglob("*")]
+    files += [
+        *root.joinpath(".ci").rglob("*"),
+        *root.joinpath("configs").rglob("*"),
+        *root.joinpath("bench").rglob("*"),
+    ]
+    files += [root / "README.md", root / "Makefile", root / "pyproject.toml"]
+    offenders = []
+    for f in files:
+        if f.is_file() and f.suffix not in (".so", ".parquet", ".pyc"):
+            text = f.read_text(encoding="utf-8", errors="replace")
+            if needle in text:
+                offenders.append(str(f.relative_to(root)))
+    assert offenders == []

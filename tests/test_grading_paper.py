@@ -1,4 +1,4 @@
-"""The `paper-reward` grader reproduces the paper's training reward (PAPER.md 8.4), quirks included."""
+"""The `paper-reward` grader reproduces the paper's training reward (docs/paper.md 8.4), quirks included."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from test_grading_regression import REGRESSION
 
 
 def paper_reference(response: str, gt: str) -> bool:
-    """PAPER.md 8.4 restated independently, run in this (main) thread: last 100 characters, last ``\\boxed{``
+    """docs/paper.md 8.4 restated independently, run in this (main) thread: last 100 characters, last ``\\boxed{``
     with brace counting, exact string match, else math-verify parse/verify under a 5 s SIGALRM."""
     tail = response[-100:]
     start = tail.rfind("\\boxed{")

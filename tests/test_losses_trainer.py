@@ -68,7 +68,7 @@ def model_dir(tmp_path_factory):
 
 def alternate_reward(completions, **kwargs):
     """Every other rollout succeeds: each rollout has a *different* successful sibling, so every sample has a
-    teacher (PAPER.md 6.3), independently of what the random model writes."""
+    teacher (docs/paper.md 6.3), independently of what the random model writes."""
     return [1.0 if i % 2 == 0 else 0.0 for i in range(len(completions))]
 
 

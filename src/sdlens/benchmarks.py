@@ -65,7 +65,7 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
 }
 
 # One-shot (or few-shot) worked examples put in the chat before the problem, for small models that otherwise never
-# write \boxed{} (SmolLM2-135M: 0 of 40 boxed zero-shot, 33 of 40 with one example; MACHINE_NOTES.md section 2).
+# write \boxed{} (SmolLM2-135M: 0 of 40 boxed zero-shot, 33 of 40 with one example).
 FEW_SHOT_EXAMPLES: list[tuple[str, str]] = [
     (
         "Tom has 3 apples and buys 4 more. How many apples does he have now?",

@@ -1,7 +1,7 @@
 """What every experiment shares: sampling settings, eval stages, run manifests, and the per-context statistics.
 
 Every statistic is over problems: a problem's value is the mean over its samples, the reported value the mean over
-problems (the paper's macro average, PAPER.md 3.3), and the 95% CI a percentile bootstrap over problems
+problems (the paper's macro average, docs/paper.md 3.3), and the 95% CI a percentile bootstrap over problems
 (:func:`sdlens.metrics.bootstrap_ci`). E per 1k tokens is a ratio of sums (hedges / tokens, as ``sdlens compare``
 reports it), bootstrapped over problems with the same resampling.
 """

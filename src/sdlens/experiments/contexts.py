@@ -1,4 +1,4 @@
-r"""The four conditioning contexts of the paper's section 3 and its hint prompt (PAPER.md 3.2, 13.3).
+r"""The four conditioning contexts of the paper's section 3 and its hint prompt (docs/paper.md 3.2, 13.3).
 
 =============  =========================================================================================
 ``none``       unguided: the problem as it is (the round-0 samples are kept, none regenerated)

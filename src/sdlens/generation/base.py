@@ -62,7 +62,7 @@ class SamplingConfig:
 
 
 PRESETS: dict[str, SamplingConfig] = {
-    # The paper's evaluation (PAPER.md section 8.2): thinking models, and Qwen3 with thinking off.
+    # The paper's evaluation (docs/paper.md section 8.2): thinking models, and Qwen3 with thinking off.
     "paper-think": SamplingConfig(0.6, 0.95, None, 38_912, 16, 0, True, "paper-think"),
     "paper-nothink": SamplingConfig(0.7, 0.8, None, 38_912, 16, 0, False, "paper-nothink"),
     "greedy": SamplingConfig(0.0, 1.0, None, 38_912, 1, 0, None, "greedy"),

@@ -124,7 +124,7 @@ def grade_mv(gold: str, pred: str, timeout_s: int) -> tuple[bool, str | None]:
     return False, failure
 
 
-# ---------------------------------------------------------------- the paper's training reward (PAPER.md 8.4)
+# ---------------------------------------------------------------- the paper's training reward (docs/paper.md 8.4)
 
 
 class _PaperTimeout(Exception):  # an Exception, as in the paper's code: its broad ``except Exception`` eats it

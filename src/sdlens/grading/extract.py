@@ -13,7 +13,7 @@ Rules (documented in docs/grading.md):
   period stripped.
 - ``boxed-or-answer-line``: the boxed rule; when the answer part contains no box command at all, the
   ``Answer:`` line.
-- :func:`paper_last_boxed` is the paper's training-reward extraction, reproduced exactly (PAPER.md 8.4).
+- :func:`paper_last_boxed` is the paper's training-reward extraction, reproduced exactly (docs/paper.md 8.4).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ _PAPER_BOX = "\\boxed{"
 
 
 def paper_last_boxed(text: str) -> str | None:
-    r"""The paper's reward extraction (PAPER.md 8.4) on ``text`` as given (the caller takes the last 100 chars).
+    r"""The paper's reward extraction (docs/paper.md 8.4) on ``text`` as given (the caller takes the last 100 chars).
 
     The last ``\boxed{`` found by a reverse search, braces counted naively from it (no escapes); its content, or
     ``""`` when the braces never close; ``None`` when there is no ``\boxed{`` at all.

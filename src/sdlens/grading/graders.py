@@ -134,7 +134,7 @@ class MathVerifyGrader(_PooledGrader):
 
 
 class PaperRewardGrader(_PooledGrader):
-    r"""The paper's training reward exactly (PAPER.md 8.4), for comparison with the default grader.
+    r"""The paper's training reward exactly (docs/paper.md 8.4), for comparison with the default grader.
 
     Only the last 100 characters of the response (thinking not removed); the last ``\boxed{`` there, braces
     matched naively; correct if that string equals the ground truth exactly; otherwise, when it is non-empty,

@@ -1,8 +1,8 @@
 """Memory-lean self-distillation loss (SDPO) from final hidden states and the LM head weight.
 
 The SDPO distillation term compares, at every response position, the student's next-token distribution with the
-teacher's (PAPER.md 6.3). TRL's ``compute_topk_self_distillation_loss`` takes full ``[B, T, V]`` logits of both models;
-at V = 151,936 and T = 20,480 that is ~12 GB per sequence per model in float32, before any gradient.
+teacher's (docs/paper.md 6.3). TRL's ``compute_topk_self_distillation_loss`` takes full ``[B, T, V]`` logits of both
+models; at V = 151,936 and T = 20,480 that is ~12 GB per sequence per model in float32, before any gradient.
 
 Here the loss is computed from the final hidden states ``h`` (``[B, T, H]``) and the LM head weight ``W``
 (``[V, H]``) in chunks of tokens: a chunk's logits ``h_c W^T / temperature`` exist only while that chunk is processed.
@@ -107,7 +107,7 @@ def _topk_divergence(s: torch.Tensor, t: torch.Tensor, add_tail: bool, alpha: fl
 
 
 def is_clip_weights(student_logps: torch.Tensor, old_logps: torch.Tensor, clip: float) -> torch.Tensor:
-    """Detached per-token importance weights ``min(exp(clamp(logp - logp_old, -20, 20)), clip)`` (PAPER.md 6.3)."""
+    """Detached per-token importance weights ``min(exp(clamp(logp - logp_old, -20, 20)), clip)`` (docs/paper.md 6.3)."""
     log_ratio = (student_logps.detach() - old_logps.detach()).clamp(min=-20.0, max=20.0)
     return log_ratio.exp().clamp(max=clip)
 

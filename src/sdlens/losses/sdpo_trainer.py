@@ -49,7 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The paper's distillation loss (PAPER.md 6.3 / 13.5) as ChunkedSDPOConfig keyword arguments, chunked path on.
+# The paper's distillation loss (docs/paper.md 6.3 / 13.5) as ChunkedSDPOConfig keyword arguments, chunked path on.
 PAPER_SDPO_LOSS: dict[str, Any] = {
     "distillation_mode": "topk_logits",
     "distillation_topk": 100,

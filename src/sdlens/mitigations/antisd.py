@@ -1,4 +1,4 @@
-r"""AntiSD-style sign flip (issue 10, part 4), after arXiv 2605.11609 as summarised in PAPER.md 12.2.
+r"""AntiSD-style sign flip (issue 10, part 4), after arXiv 2605.11609 as summarised in docs/paper.md 12.2.
 
 The self-distillation signal at a sampled token is the pointwise mutual information between the token and the
 teacher's privileged context,

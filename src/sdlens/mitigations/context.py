@@ -1,6 +1,6 @@
 r"""The context-richness ladder for the SDPO teacher (issue 10, part 1).
 
-The paper's teacher reads a successful sibling's whole response (``c = s``); PAPER.md 12.1 (iii) reports that a
+The paper's teacher reads a successful sibling's whole response (``c = s``); docs/paper.md 12.1 (iii) reports that a
 poorer context (``c = s\think``) suppresses hedging less. The ladder makes the richness one option,
 ``teacher_richness``, with four rungs; each renders the teacher's user message as ``{prompt}{context}\n\nCorrectly
 solve the original question.`` (the paper's reprompt template):

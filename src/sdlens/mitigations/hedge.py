@@ -1,7 +1,7 @@
 """Hedge-aware distillation (issue 10, part 2): the distillation loss treats hedge-word positions differently.
 
 The paper's teacher, reading a correct solution, assigns low probability to "wait", "hmm", "maybe" where the student
-wrote them; descending the divergence there is what teaches the student to stop hedging (PAPER.md 12.2). Two
+wrote them; descending the divergence there is what teaches the student to stop hedging (docs/paper.md 12.2). Two
 per-token changes of the SDPO loss, chosen by token class (a position is a *hedge* position when its token belongs
 to a hedge word of ``hedge_lexicon``, :func:`sdlens.epistemic.tokens.hedge_position_mask`):
 

@@ -52,7 +52,7 @@ _MITIGATIONS = [
         "Hedge-aware distillation by clipping: the per-token loss is capped at 0.05 at hedge positions, untouched "
         "elsewhere.",
         {
-            "hedge_clip": Setting(0.05, "issue 10 part 2; PW-OPSD's jsd_token_clip 0.05 (PAPER.md 12.3) as the cap"),
+            "hedge_clip": Setting(0.05, "issue 10 part 2; PW-OPSD's jsd_token_clip 0.05 (docs/paper.md 12.3)"),
             "hedge_lexicon": Setting("words", "whole words of the paper's 10 (plus elongations)"),
         },
         base="sdpo-paper",
@@ -82,10 +82,10 @@ _MITIGATIONS = [
         "AntiSD-style sign flip: GRPO with per-token advantage A - phi(u_t), u_t the teacher-student PMI of the "
         "sampled token, entropy gate; grpo-paper's learning rate and clipping.",
         {
-            "antisd": Setting(True, "issue 10 part 4; PAPER.md 12.2"),
-            "antisd_lambda": Setting(1.0, "sdlens default (PAPER.md 12.2 gives no value)"),
-            "antisd_gate": Setting(True, "PAPER.md 12.2 entropy gate"),
-            "antisd_gate_ratio": Setting(0.93, "PAPER.md 12.2 tau_down = 0.93 H_warm"),
+            "antisd": Setting(True, "issue 10 part 4; docs/paper.md 12.2"),
+            "antisd_lambda": Setting(1.0, "sdlens default (docs/paper.md 12.2 gives no value)"),
+            "antisd_gate": Setting(True, "docs/paper.md 12.2 entropy gate"),
+            "antisd_gate_ratio": Setting(0.93, "docs/paper.md 12.2 tau_down = 0.93 H_warm"),
             "antisd_warmup_steps": Setting(10, "sdlens default: H_warm from the first 10 optimizer steps"),
             "trl.learning_rate": Setting(1e-6, "grpo-paper LR: AntiSD is a GRPO variant"),
             "trl.distillation_weight": Setting(0.0, "no distillation term: the PMI enters the advantage"),

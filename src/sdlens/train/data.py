@@ -20,7 +20,7 @@ Sources (``spec``):
 - anything else is a Hugging Face dataset id (``hf:`` prefix optional), loaded with ``datasets.load_dataset(spec,
   config, split=split)`` and converted the same way.
 
-``prompt_format="paper-dapo"`` rewrites raw DAPO-Math-17k prompts as the paper does (PAPER.md 8.1): drop DAPO's
+``prompt_format="paper-dapo"`` rewrites raw DAPO-Math-17k prompts as the paper does (docs/paper.md 8.1): drop DAPO's
 leading "Solve the following math problem step by step. The last line ..." paragraph and the trailing "Remember to
 put your answer on its own line after \"Answer:\"." line, strip, and append the paper's instruction.
 """
@@ -55,7 +55,7 @@ _DAPO_TAIL = re.compile(r"\s*Remember to put your answer on its own line after \
 
 
 def rewrite_dapo_prompt(content: str) -> str:
-    """A raw DAPO-Math-17k user message -> the paper's format (PAPER.md 8.1)."""
+    """A raw DAPO-Math-17k user message -> the paper's format (docs/paper.md 8.1)."""
     content = _DAPO_HEAD.sub("", content, count=1)
     content = _DAPO_TAIL.sub("", content, count=1)
     return content.strip() + PAPER_SUFFIX

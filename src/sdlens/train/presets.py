@@ -1,4 +1,4 @@
-"""Named training presets: the paper's setups (PAPER.md 5-6) on TRL 1.16's trainers.
+"""Named training presets: the paper's setups (docs/paper.md 5-6) on TRL 1.16's trainers.
 
 A preset is a set of values for :class:`sdlens.train.config.TrainConfig` fields (plain keys) and for the TRL config
 of the algorithm (``trl.<field>``: ``SDPOConfig``, ``GRPOConfig``, ``SFTConfig``), each with where it comes from.
@@ -25,7 +25,7 @@ __all__ = ["PRESETS", "Preset", "Setting", "get_preset", "preset_values"]
 @dataclass(frozen=True)
 class Setting:
     value: Any
-    why: str  # where the value comes from (PAPER.md section) or why it is set
+    why: str  # where the value comes from (docs/paper.md section) or why it is set
 
 
 @dataclass(frozen=True)

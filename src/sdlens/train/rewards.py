@@ -1,4 +1,4 @@
-r"""Reward functions for TRL's trainers, from the sdlens graders (PAPER.md 8.4).
+r"""Reward functions for TRL's trainers, from the sdlens graders (docs/paper.md 8.4).
 
 ``paper-reward`` is the paper's training reward exactly (the last 100 characters, the last ``\boxed{}``, exact match
 else math-verify with a 5 s limit; 1 or 0). ``math-verify`` is sdlens' default grader (think-aware extraction,

@@ -1,4 +1,4 @@
-r"""The SDPO teacher context, as the paper builds it (PAPER.md 6.4, 13.4).
+r"""The SDPO teacher context, as the paper builds it (docs/paper.md 6.4, 13.4).
 
 For every rollout ``i`` of a prompt, the demonstration is the first *other* rollout ``j != i`` of the same group
 (the same dataset row: duplicated rows are separate groups) whose reward is at least ``success_reward_threshold``
@@ -38,7 +38,7 @@ __all__ = [
     "tokenize_prompts",
 ]
 
-# The paper's templates (actor.yaml ``|-`` blocks: no trailing newline), PAPER.md 6.4.
+# The paper's templates (actor.yaml ``|-`` blocks: no trailing newline), docs/paper.md 6.4.
 PAPER_REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question."
 PAPER_SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}"
 PAPER_FEEDBACK_TEMPLATE = "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}"
