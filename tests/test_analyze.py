@@ -76,8 +76,10 @@ def cli_json(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.parametrize("pure_python", [False, True], ids=["auto", "pure-python"])
 @pytest.mark.parametrize("seed", range(6))
-def test_analyze_paper_lexicon_reproduces_the_paper_script(tmp_path, seed: int) -> None:
+def test_analyze_paper_lexicon_reproduces_the_paper_script(tmp_path, monkeypatch, seed: int, pure_python: bool) -> None:
+    monkeypatch.setenv("SDLENS_PURE_PYTHON", "1" if pure_python else "0")
     path = random_paper_file(tmp_path / "run.jsonl", seed, ensure_ascii=seed % 2 == 0)
     ref = paper_script_numbers(path)
     got = cli_json("analyze", str(path))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shutil
+import sysconfig
 
 import pytest
 from hypothesis import given, settings
@@ -145,3 +148,48 @@ def test_bad_lexicon_files(tmp_path, content: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
         load_lexicon(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def _c_compiler() -> str | None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc)
+
+
+def test_kernel_is_built_where_a_compiler_exists() -> None:
+    """A failed optional build would silently turn the kernel tests into skips and the parity tests into a
+    comparison of the reference with itself: where a C compiler exists, the extension must be there."""
+    if _c_compiler() is None:
+        pytest.skip("no C compiler: the pure-Python counter is the one in use")
+    assert importlib.util.find_spec("sdlens.epistemic._fastcount") is not None, "rebuild: pip install -e ."
+
+
+PARITY_TEXTS = [
+    "Wait, hmm... maybe. Perhaps it SEEMS likely; let me check.",
+    "<think>wait wait</think> the answer is maybe 3",
+    "İstanbul is likely; the Kelvin sign K and ſ are odd, hmmmm, unlikely",
+    "",
+    "no hedges at all",
+]
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["auto", "pure-python"])
+def test_pure_python_switch(monkeypatch, pure_python: bool) -> None:
+    """SDLENS_PURE_PYTHON=1 turns the kernel off; the batch counter gives the spec's numbers either way."""
+    monkeypatch.setenv("SDLENS_PURE_PYTHON", "1" if pure_python else "0")
+    from sdlens.epistemic.count import _kernel
+
+    if pure_python:
+        assert _kernel() is None
+        with pytest.raises(RuntimeError, match="SDLENS_PURE_PYTHON"):
+            count_texts(PARITY_TEXTS, PAPER, backend="kernel")
+    elif _c_compiler() is not None:
+        assert _kernel() is not None
+    for lex in (PAPER, WORDS, COMPANION):
+        for scope in ("full", "thinking", "answer"):
+            got = count_texts(PARITY_TEXTS, lex, scope)
+            ref = count_texts(PARITY_TEXTS, lex, scope, backend="reference")
+            assert got.counts.tolist() == ref.counts.tolist()
+            assert got.bins.tolist() == ref.bins.tolist()
+    assert count_texts(PARITY_TEXTS, PAPER).counts.sum(axis=1).tolist() == [
+        sum(t.lower().count(w) for w in PAPER.words) for t in PARITY_TEXTS
+    ]

@@ -191,6 +191,22 @@ def test_growing_n_or_limit_keeps_samples_and_other_settings_are_refused(tmp_pat
     assert res.new_samples == 1 and len(rows(tmp_path / "samples.jsonl")) == 1
 
 
+@pytest.mark.parametrize(
+    ("setting", "first", "second"),
+    [("dtype", "float32", "bfloat16"), ("device", "cpu", "cuda"), ("tensor_parallel_size", 1, 2)],
+)
+def test_resume_refuses_other_numerics(tmp_path, tiny_backend, setting, first, second):
+    run_eval(cfg(tmp_path, n=1, limit=2, **{setting: first}), progress=False, backend=tiny_backend)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["identity"]["engine"][setting] == first
+    assert "transformers" in man["identity"]["engine"]["version"]
+    with pytest.raises(InputError, match=rf"holds another run \(engine.{setting} {first!r} -> {second!r}\)") as e:
+        run_eval(cfg(tmp_path, n=1, limit=2, **{setting: second}), progress=False, backend=tiny_backend)
+    assert "\n" not in str(e.value)
+    res = run_eval(cfg(tmp_path, n=1, limit=2, **{setting: first}), progress=False, backend=tiny_backend)
+    assert (res.resumed_samples, res.new_samples) == (2, 0)
+
+
 def _cli(args: list[str]):
     app = typer.Typer()
     register(app)

