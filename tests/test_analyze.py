@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import EPISTEMIC_WORDS, paper_script_numbers, write_lines
 from sdlens.cli import app
 from sdlens.epistemic.analyze import AnalyzeConfig, analyze
 from sdlens.epistemic.compare import compare
+from sdlens.errors import InputError
 from sdlens.examples import write_example_run, write_example_runs
 
 runner = CliRunner()
@@ -91,7 +97,7 @@ def test_analyze_paper_lexicon_reproduces_the_paper_script(tmp_path, monkeypatch
     for w in EPISTEMIC_WORDS:
         assert got["per_word"][w]["mean_per_response"] == pytest.approx(ref["totals"][w] / ref["responses"])
     # the slow (record-by-record) path gives the same numbers as the compiled scanner
-    slow = analyze([path], AnalyzeConfig(fast=False))
+    slow = analyze([path], AnalyzeConfig(fmt="paper-eval", fast=False))
     assert {k: slow[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")} == {
         k: got[k] for k in ("n_problems", "n_responses", "total", "per_word", "position_profile")
     }
@@ -229,3 +235,61 @@ def test_several_files_by_file_and_verl_steps(tmp_path) -> None:
         write_lines(dump / f"{step}.jsonl", [json.dumps({"input": "p", "output": text, "score": 1.0, "step": step})])
     got = cli_json("analyze", str(dump), "--by", "step")
     assert {k: v["total"] for k, v in got["groups"].items()} == {"1": 3, "2": 0}
+
+
+ODD_LINE = st.sampled_from(["", " ", "\x0b", "\x0c", "\t\x0b ", " \x0c\x0b"])
+RESPONSE = st.lists(st.sampled_from([*PIECES, "\ud800", "\udfff"]), max_size=30).map(" ".join)
+
+
+@st.composite
+def odd_record(draw) -> str:
+    """A paper-format line of one of the kinds on which orjson and Python's json (or the two paths) could differ."""
+    kind = draw(st.sampled_from(["plain", "nan", "infinity", "no-responses"]))
+    responses = draw(st.lists(RESPONSE, max_size=4))
+    rec: dict = {"idx": draw(st.integers(0, 5)), "generated_responses": responses}
+    if kind == "nan":
+        rec["score"] = float("nan")
+    elif kind == "infinity":
+        rec["scores"] = [float("-inf"), float("inf")]
+    elif kind == "no-responses":
+        del rec["generated_responses"]
+        rec["other"] = responses
+    # json.dumps writes NaN / Infinity by default, and lone surrogates as escapes (they have no UTF-8 form)
+    surrogates = any("\ud800" in r or "\udfff" in r for r in responses)
+    return json.dumps(rec, ensure_ascii=surrogates or draw(st.booleans()))
+
+
+def _only_python_parses(line: str) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        json.loads(line)
+        return True
+    return False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(odd_record(), ODD_LINE), min_size=1, max_size=12).filter(lambda ls: any(ls)))
+def test_both_analyzer_paths_agree_with_the_paper_on_odd_lines(lines: list[str]) -> None:
+    without = sum('"other"' in x for x in lines)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_lines(Path(tmp) / "run.jsonl", lines)
+        ref = paper_script_numbers(path)
+        if not ref["problems"]:
+            return  # blank lines only: both paths say the file is empty (tested elsewhere)
+        if not ref["responses"] and without:
+            for fast in (True, False):
+                with pytest.raises(InputError, match="field 'generated_responses': no record has this field"):
+                    analyze([path], AnalyzeConfig(fmt="paper-eval", fast=fast))
+            return
+        fast = analyze([path], AnalyzeConfig(fmt="paper-eval", chunk_bytes=64))  # lines cross window edges
+        slow = analyze([path], AnalyzeConfig(fmt="paper-eval", fast=False))
+    keys = ("n_problems", "n_responses", "total", "per_word", "position_profile")
+    keys += ("python_json_records", "records_without_responses")
+    assert {k: fast[k] for k in keys} == {k: slow[k] for k in keys}
+    assert (fast["n_problems"], fast["n_responses"], fast["total"]) == (ref["problems"], ref["responses"], ref["total"])
+    assert {w: d["total"] for w, d in fast["per_word"].items()} == ref["totals"]
+    if ref["responses"]:
+        assert fast["mean_per_response"] == pytest.approx(ref["avg_per_resp"], rel=1e-12)
+    assert fast["python_json_records"] == sum(_only_python_parses(x) for x in lines if x.strip())
+    assert fast["records_without_responses"] == without

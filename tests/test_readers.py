@@ -168,7 +168,6 @@ def test_shipped_verl_parquets(shipped_data) -> None:
 BAD = [
     (b'{"idx": 1, "generated_responses": ["a"]', "malformed JSON", None),
     (b'["not", "an", "object"]', "expected a JSON object, got an array", None),
-    (b'{"idx": 1}', "missing key", "generated_responses"),
     (b'{"idx": 1, "generated_responses": "a"}', "expected list, got a string", "generated_responses"),
     (b'{"idx": 1, "generated_responses": ["a", 3]}', "item 1 is a number", "generated_responses"),
     (b'{"idx": 1, "generated_responses": ["\xff\xfe"]}', "not valid UTF-8", None),
@@ -193,6 +192,18 @@ def test_bad_lines_name_file_line_and_field(tmp_path, line: bytes, reason: str, 
     bad = BadLines(skip=True)
     assert len(list(iter_samples(path, "paper-eval", bad=bad))) == 2
     assert bad.count == 1 and bad.examples[0] == msg
+
+
+def test_paper_records_without_responses_and_python_json(tmp_path) -> None:
+    """As the paper's script reads them: a record without the responses field is a problem with no responses, and
+    NaN / Infinity (which json.dumps writes) are read; both are counted, not skipped."""
+    good = paper_line(0, ["wait"], [True]).encode()
+    lines = [good, b'{"idx": 1}', b'{"idx": 2, "score": NaN, "generated_responses": ["hmm", "ok"]}', b"\x0b", good]
+    path = write_lines(tmp_path / "odd.jsonl", lines)
+    bad = BadLines()
+    samples = list(iter_samples(path, "paper-eval", bad=bad))
+    assert [s.response for s in samples] == ["wait", "hmm", "ok", "wait"]
+    assert (bad.count, bad.without_responses, bad.python_json) == (0, 1, 1)
 
 
 def test_empty_and_missing_files(tmp_path) -> None:

@@ -17,7 +17,7 @@ from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
 from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
-from sdlens.io.jsonl import _json_reason, iter_json_lines
+from sdlens.io.jsonl import is_blank, iter_json_lines, parse_json_line
 from sdlens.io.readers import paper_eval_samples
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
@@ -111,6 +111,8 @@ class AnalysisRun:
             out["by"] = self.by
             out["groups"] = {k: self.groups[k].summary() for k in _sorted_keys(self.groups)}
         out["skipped_records"] = self.skipped.count
+        out["python_json_records"] = self.skipped.python_json
+        out["records_without_responses"] = self.skipped.without_responses
         if self.skipped.examples:
             out["skipped_examples"] = self.skipped.examples
         return out
@@ -164,18 +166,28 @@ def run_analysis(
             _add_samples(batch, keys, label, config, lexicon, scope, units, run)
             if progress:
                 progress(len(batch))
+    if run.skipped.without_responses and not len(run.overall.response_totals()):
+        text_key = config.keys.text_key or "generated_responses"
+        where = paths[0] if len(paths) == 1 else None
+        raise InputError(where, "no record has this field (pass --text-key to name the responses)", field=text_key)
     return run
 
 
 def _paper_samples(path: Path, config: AnalyzeConfig, run: AnalysisRun, prefix: str) -> Iterator[Sample]:
     for line, obj in iter_json_lines(path, run.skipped):
-        try:
-            samples = paper_eval_samples(obj, path, line, config.keys)
-        except InputError as e:
-            run.skipped.handle(e)
-            continue
-        run.overall.touch([f"{prefix}{line}"])
-        yield from samples
+        yield from _paper_record(obj, path, line, prefix, config, run)
+
+
+def _paper_record(obj: dict[str, Any], path: Path, line: int, prefix: str, config, run: AnalysisRun) -> list[Sample]:
+    """One problem of the paper's format (one line each, whatever its ids say, as its own script counts them): the
+    one reading shared by the record-by-record path and the compiled scanner's fallback."""
+    try:
+        samples = paper_eval_samples(obj, path, line, config.keys, run.skipped)
+    except InputError as e:
+        run.skipped.handle(e)
+        return []
+    run.overall.touch([f"{prefix}{line}"])
+    return samples
 
 
 def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
@@ -284,11 +296,12 @@ def _scan_window(window, path, first_line, prefix, label, config, lexicon, scope
     run.overall.touch(f"{prefix}{n}" for n in line_no[ok].tolist())
     owners = np.repeat(line_no[ok], n_strings[ok])
     _add_arrays(run, [f"{prefix}{n}" for n in owners.tolist()], arrays, arrays.n_words, label, config)
+    non_blank = int(ok.sum())
     for i in np.flatnonzero(~ok):
-        _slow_line(
+        non_blank += _slow_line(
             bytes(window[starts[i] : ends[i]]), path, int(line_no[i]), prefix, label, config, lexicon, scope, run
         )
-    return lines, len(line_no)
+    return lines, non_blank
 
 
 def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, config) -> None:
@@ -298,19 +311,17 @@ def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, con
         acc.add(keys, arrays, n_units)
 
 
-def _slow_line(raw: bytes, path, line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> None:
+def _slow_line(raw: bytes, path, line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> bool:
+    """A line the scanner could not vouch for, read the exact way; ``False`` for a blank line."""
+    if is_blank(raw):
+        return False
     try:
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise InputError(path, _json_reason(raw, e), line=line) from None
-        if not isinstance(obj, dict):
-            raise InputError(path, "expected a JSON object", line=line)
-        samples = paper_eval_samples(obj, path, line, config.keys)
+        obj = parse_json_line(raw, path, line, run.skipped)
     except InputError as e:
         run.skipped.handle(e)
-        return
-    run.overall.touch([f"{prefix}{line}"])
+        return True
+    samples = _paper_record(obj, path, line, prefix, config, run)
     texts = [s.response for s in samples]
     arrays = count_texts(texts, lexicon, scope)
     _add_arrays(run, [f"{prefix}{line}"] * len(texts), arrays, arrays.n_words, label, config)
+    return True

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
-
 from sdlens.errors import InputError
+from sdlens.io.jsonl import BadLines, is_blank, parse_json_line
 
 FORMATS = (
     "sdlens",
@@ -24,14 +23,11 @@ def _first_json_keys(path: Path) -> set[str]:
     try:
         with open(path, "rb") as fh:
             for line_no, raw in enumerate(fh, start=1):
-                if raw.strip():
+                if not is_blank(raw):
                     try:
-                        obj = orjson.loads(raw)
-                    except orjson.JSONDecodeError:
-                        raise InputError(path, "malformed JSON: cannot detect the format", line=line_no) from None
-                    if not isinstance(obj, dict):
-                        raise InputError(path, "expected a JSON object per line", line=line_no)
-                    return set(obj)
+                        return set(parse_json_line(raw, path, line_no, BadLines()))
+                    except InputError as e:
+                        raise InputError(path, f"{e.reason}: cannot detect the format", line=line_no) from None
     except OSError as e:
         raise InputError(path, f"cannot open: {e.strerror}") from None
     raise InputError(path, "file is empty (no records)")

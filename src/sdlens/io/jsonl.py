@@ -1,7 +1,13 @@
-"""Line-by-line JSONL reading with precise errors: every bad line is reported as ``FILE:LINE: reason``."""
+"""Line-by-line JSONL reading with precise errors: every bad line is reported as ``FILE:LINE: reason``.
+
+Lines are parsed with orjson (strict JSON, fast). A line orjson rejects is tried once more with Python's ``json``
+module, which also takes what ``json.dumps`` writes by default and what the paper's own script reads: ``NaN``,
+``Infinity`` and lone surrogate escapes. Such lines are kept and counted (``BadLines.python_json``).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +20,17 @@ from sdlens.errors import InputError
 
 @dataclass
 class BadLines:
-    """Collects lines skipped under ``--skip-bad`` instead of failing on the first one."""
+    """What reading met besides good records: lines skipped under ``--skip-bad`` (instead of failing on the first
+    one), and the odd records it kept and counted."""
 
     skip: bool = False
     count: int = 0
     examples: list[str] = field(default_factory=list)
+    python_json: int = 0
+    """Lines only Python's ``json`` accepts (``NaN``, ``Infinity``, lone surrogates), read and kept."""
+    without_responses: int = 0
+    """Records of a one-problem-per-line format with no responses field: a problem with zero responses, as the
+    paper's script counts them."""
 
     def handle(self, err: InputError) -> None:
         if not self.skip:
@@ -39,20 +51,37 @@ def iter_json_lines(path: str | Path, bad: BadLines | None = None) -> Iterator[t
     seen_any = False
     with fh:
         for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
+            if is_blank(raw):
                 continue
             seen_any = True
             try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                bad.handle(InputError(path, _json_reason(raw, e), line=line_no))
-                continue
-            if not isinstance(obj, dict):
-                bad.handle(InputError(path, f"expected a JSON object, got {_kind(obj)}", line=line_no))
+                obj = parse_json_line(raw, path, line_no, bad)
+            except InputError as e:
+                bad.handle(e)
                 continue
             yield line_no, obj
     if not seen_any:
         raise InputError(path, "file is empty (no records)")
+
+
+def is_blank(raw: bytes) -> bool:
+    """Whitespace only, as Python's ``str.strip`` sees it for ASCII (so ``\\x0b`` and ``\\x0c`` lines are blank)."""
+    return not raw.strip()
+
+
+def parse_json_line(raw: bytes, path: str | Path, line: int, bad: BadLines) -> dict[str, Any]:
+    """One line's JSON object; what only Python's ``json`` parses is accepted and counted in ``bad``."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise InputError(path, _json_reason(raw, e), line=line) from None
+        bad.python_json += 1
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {_kind(obj)}", line=line)
+    return obj
 
 
 def _json_reason(raw: bytes, err: orjson.JSONDecodeError) -> str:

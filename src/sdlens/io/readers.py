@@ -97,17 +97,21 @@ def _text_hash(text: str) -> str:
 def read_paper_eval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
     for line, obj in _rows(path, bad):
         try:
-            samples = paper_eval_samples(obj, path, line, keys)
+            samples = paper_eval_samples(obj, path, line, keys, bad)
         except InputError as e:
             bad.handle(e)
             continue
         yield from samples
 
 
-def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap) -> list[Sample]:
-    """The Samples of one line of the paper's eval JSONL (one line per problem)."""
+def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap, bad: BadLines) -> list[Sample]:
+    """The Samples of one line of the paper's eval JSONL (one line per problem). A line without the responses field
+    is a problem with no responses, as the paper's script reads it (``record.get(key, [])``), counted in ``bad``."""
     text_key = keys.text_key or "generated_responses"
     correct_key = keys.correct_key or "answers_correctness"
+    if text_key not in obj:
+        bad.without_responses += 1
+        return []
     responses = require_str_list(obj, text_key, path, line)
     n = len(responses)
     correct = _optional_list(obj, correct_key, n, path, line)
