@@ -289,3 +289,24 @@ def test_antisd_advantages_in_a_real_step_match_the_closed_form(tiny, qa_data, t
     assert trainer.chunked_calls == 0 and trainer.mitigations.antisd
     assert all("antisd/gate_open" in h for h in logs) and any("antisd/teacher_entropy" in h for h in logs)
     assert trainer.antisd_gate.h_warm is not None and trainer.antisd_gate.h_warm > 0  # calibrated after warm-up
+
+
+def test_antisd_gate_state_is_saved_with_checkpoints_and_restored(tiny, qa_data, tmp_path):
+    """H_warm (and the gate's sums and state) go into every checkpoint; a resumed run reads them back instead of
+    recalibrating on later entropies, and a checkpoint without them is refused."""
+    from sdlens.errors import InputError
+    from sdlens.mitigations.antisd import EntropyGate
+    from sdlens.mitigations.state import restore_state
+
+    out = tmp_path / "anti"
+    sets = ["antisd_warmup_steps=1", "save_strategy=steps", "save_steps=2"]
+    trainer, summary, _ = _run("antisd", tiny, qa_data, out, 4, sets)
+    saved = json.loads((out / "checkpoint-4" / "sdlens_mitigations.json").read_text())["antisd_gate"]
+    assert saved["h_warm"] == trainer.antisd_gate.h_warm == summary["mitigations"]["antisd_h_warm"] > 0
+    assert saved["is_open"] == trainer.antisd_gate.is_open and saved["_count"] >= 1
+    trainer.antisd_gate = EntropyGate(warmup_steps=1)  # as a fresh process starts it
+    restore_state(trainer, out / "checkpoint-4")
+    assert trainer.antisd_gate.h_warm == saved["h_warm"] and trainer.antisd_gate._sum == saved["_sum"]
+    (out / "checkpoint-2" / "sdlens_mitigations.json").unlink()
+    with pytest.raises(InputError, match=r"checkpoint-2: holds no sdlens_mitigations\.json"):
+        restore_state(trainer, out / "checkpoint-2")

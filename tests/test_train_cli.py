@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -199,6 +200,59 @@ def test_resume_after_sigkill(tiny, qa_data, tmp_path):
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps[-1] == 8 and set(range(1, 9)) <= set(steps)  # history kept across the kill
     assert (out / "teacher" / "model.safetensors").is_file()  # the final EMA teacher
+
+
+def _kill_after(proc: subprocess.Popen, ready) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds."""
+    deadline = time.time() + 300
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended too early: " + proc.stderr.read()[-2000:]
+            assert time.time() < deadline, "not ready in time"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+DETECTOR = "test_train_helpers:suppressing_from_step_2"
+
+
+def test_resume_keeps_the_mix_switch(tiny, qa_data, tmp_path):
+    """Killed after the detector switched the GRPO mix on (step 2), the resumed run keeps w = 0.5 and the step the
+    switch fired at; it neither distils at w = 1 again nor re-fires the switch at the resume step."""
+    out = tmp_path / "mix"
+    base = [
+        sys.executable, "-m", "sdlens.cli_train", "train", "sdpo", "--preset", "sdpo-grpo-mix-auto",
+        "--model", str(tiny), "--data", str(qa_data), "--out", str(out), "--max-steps", "6",
+        *_sets(["per_device_train_batch_size=2", "save_steps=2", f"mix_detector={DETECTOR}"]),
+    ]  # fmt: skip
+    proc = subprocess.Popen(base, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_file = out / "checkpoint-4" / "sdlens_mitigations.json"
+    _kill_after(proc, state_file.is_file)
+    assert json.loads(state_file.read_text())["mix"] == {"switched_at": 2, "weight": 0.5}
+    assert not (out / "run_summary.json").exists()
+    done = subprocess.run([*base, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    resumed = int(Path(summary["resumed_from"]).name.split("-")[1])
+    assert resumed >= 4 and summary["global_step"] == 6
+    logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    weights = {h["step"]: h["mitigation/distillation_weight"] for h in logs}
+    assert [weights[s] for s in range(resumed + 1, 7)] == [0.5] * (6 - resumed)
+    assert weights[1] == weights[2] == 1.0 and weights[3] == 0.5  # before the kill, as logged then
+    assert summary["mitigations"]["mix_switched_at_step"] == 2
+    assert summary["mitigation_state_restored"]["mix"]["switched_at"] == 2
+    # a checkpoint without the state is refused in one line rather than resumed with the switch reset
+    (out / f"checkpoint-{resumed}" / "sdlens_mitigations.json").unlink()
+    (out / "run_summary.json").unlink()
+    for later in out.glob("checkpoint-*"):
+        if int(later.name.split("-")[1]) > resumed:
+            shutil.rmtree(later)
+    refused = subprocess.run([*base, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "holds no sdlens_mitigations.json" in refused.stderr and refused.stderr.count("error:") == 1
 
 
 @pytest.mark.slow

@@ -27,3 +27,9 @@ def shared_tiny(tmp_path_factory):
     if not info.is_file():
         build_tiny_model(out, mean_length=16)
     return out, json.loads(info.read_text())
+
+
+def suppressing_from_step_2(trainer):
+    """A ``mix_detector``: reports ``suppressing`` from optimizer step 2 on (a stand-in for the epistemic monitor,
+    whose firing step depends on the model's hedging)."""
+    return lambda: "suppressing" if trainer.state.global_step >= 2 else "ok"

@@ -98,8 +98,8 @@ def logps_entropy_from_hidden(
 class EntropyGate:
     """The AntiSD entropy gate (see the module doc). ``update`` returns whether the term is on for this micro-batch.
 
-    ``enabled=False``: always on. After a resume without the calibration, ``H_warm`` is taken from the first
-    entropy seen past the warm-up.
+    ``enabled=False``: always on. Its fields are the run state saved with checkpoints
+    (:mod:`sdlens.mitigations.state`).
     """
 
     warmup_steps: int = 10

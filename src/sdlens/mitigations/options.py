@@ -69,7 +69,7 @@ def validate_mitigations(cfg: Any) -> None:
             raise ValueError(f"mix_on_suppression must be in [0, 1), got {cfg.mix_on_suppression}")
         if loss_change:
             raise ValueError("mix_on_suppression cannot be combined with hedge_weight / hedge_clip / other_clip")
-        if not getattr(cfg, "epistemic_monitor", True):
+        if cfg.mix_detector is None and not getattr(cfg, "epistemic_monitor", True):
             raise ValueError("mix_on_suppression reads the suppression detector: epistemic_monitor must be on")
     if cfg.mix_trigger not in TRIGGER_STATES:
         raise ValueError(f"mix_trigger must be one of {', '.join(TRIGGER_STATES)}, got {cfg.mix_trigger!r}")

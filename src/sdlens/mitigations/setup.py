@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sdlens.imports import import_callable
+from sdlens.mitigations.state import MitigationStateCallback, needs_state
 from sdlens.mitigations.trainer import MitigationSettings
 
 __all__ = ["configure_trainer"]
@@ -29,6 +31,10 @@ def configure_trainer(trainer: Any, cfg: Any, *, state_fn=None) -> None:
     if cfg.mix_on_suppression is not None:
         from sdlens.mitigations.mixing import MixingSwitch, monitor_state
 
+        if state_fn is None:
+            state_fn = import_callable(cfg.mix_detector, "mix_detector")(trainer) if cfg.mix_detector else None
         fn = state_fn if state_fn is not None else monitor_state(trainer)
         trainer.mixing_switch = MixingSwitch(trainer, fn, cfg.mix_on_suppression, cfg.mix_trigger)
         trainer.add_callback(trainer.mixing_switch)
+    if needs_state(cfg):
+        trainer.add_callback(MitigationStateCallback(trainer))

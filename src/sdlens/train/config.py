@@ -86,6 +86,11 @@ class TrainConfig:
         None, "SDPO: switch distillation_weight to this (GRPO mixing) once the suppression detector fires."
     )
     mix_trigger: str = _f("suppressing", "Detector state that switches the mixing on: warning or suppressing.")
+    mix_detector: str | None = _f(
+        None,
+        "The signal that switches the mixing on, as package.module:function: called with the trainer, it returns a "
+        "no-argument callable giving ok / warning / suppressing. None: the epistemic monitor's suppression detector.",
+    )
     antisd: bool = _f(False, "SDPO trainer: AntiSD, GRPO with the advantage A - lambda * phi(u_t) (no distillation).")
     antisd_lambda: float = _f(1.0, "AntiSD: weight of the per-token term phi(u) = (softplus(u) - log 2) / 2.")
     antisd_gate: bool = _f(True, "AntiSD: entropy gate (off below antisd_gate_ratio x H_warm, on again at H_warm).")

@@ -10,9 +10,10 @@ A reward may also be any callable with TRL's reward signature, named ``package.m
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
+
+from sdlens.imports import import_callable
 
 __all__ = ["GraderReward", "completion_text", "make_reward"]
 
@@ -70,14 +71,7 @@ def make_reward(spec: str, *, workers: int | None = None, timeout: int = 5) -> C
     """A reward function by name: a grader (``paper-reward``, ``math-verify``, any registered grader) or
     ``package.module:function`` (a callable with TRL's reward signature)."""
     if ":" in spec:
-        module, _, name = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"cannot import the reward {spec!r}: {e}") from None
-        if not callable(fn):
-            raise ValueError(f"the reward {spec!r} is not callable")
-        return fn
+        return import_callable(spec, "the reward")
     from sdlens.grading import available_graders
 
     if spec not in available_graders():

@@ -473,6 +473,12 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     trainer = build_trainer(p, args, callbacks=cbs, log_path=out / "teacher_prompts.jsonl")
     if teacher_cb is not None:
         teacher_cb.trainer = trainer
+    mitigation_state = None
+    if ckpt is not None and getattr(trainer, "mitigations", None) is not None:
+        from sdlens.mitigations.state import needs_state, restore_state
+
+        if needs_state(cfg):
+            mitigation_state = restore_state(trainer, ckpt)
     monitor = None
     if cfg.epistemic_monitor and cfg.algo != "sft":
         from sdlens.monitor import monitor_trainer
@@ -515,6 +521,7 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         "training_loss": float(result.training_loss) if result is not None else None,
         "resumed_from": str(ckpt) if ckpt else None,
         "teacher_restored": bool(teacher_cb.restored) if teacher_cb is not None else None,
+        "mitigation_state_restored": mitigation_state,  # the GRPO-mix switch / AntiSD gate, as read on resume
         # losses computed by the chunked distillation path on this rank (None: not an SDPO run)
         "chunked_distillation_calls": getattr(trainer, "chunked_calls", None),
         "epistemic": monitor.summary() if monitor is not None else None,  # the suppression detector's verdict
