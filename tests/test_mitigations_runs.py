@@ -487,3 +487,24 @@ def test_ssopd_teaches_the_longest_wrong_rollout_with_the_shortest_correct(tiny,
     # GRPO and the distillation both ran on every step
     assert all("self_distillation/policy_loss" in h for h in logs)
     assert any(h.get("self_distillation/distillation_loss", 0) > 0 for h in logs)
+
+
+@pytest.mark.parametrize(
+    ("preset", "shown"),
+    [
+        ("purified-opsd", "purified"),
+        ("rlcsd", "rlcsd"),
+        ("pw-opsd", "position-weights"),
+        ("egrsd", "egrsd"),
+        ("ssopd", "ssopd"),
+    ],
+)
+def test_dry_run_names_each_followup_method(tiny, qa_data, preset, shown):
+    from typer.testing import CliRunner
+
+    from sdlens.cli import app
+
+    args = ["train", "sdpo", "--preset", preset, "--model", str(tiny), "--data", str(qa_data), "--dry-run"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"mitigations: {shown}" in result.stdout
