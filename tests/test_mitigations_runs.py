@@ -508,3 +508,37 @@ def test_dry_run_names_each_followup_method(tiny, qa_data, preset, shown):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"mitigations: {shown}" in result.stdout
+
+
+def test_ssopd_on_two_gloo_processes(tiny, qa_data, tmp_path):
+    """The follow-up builders gather the rollout batch across processes and hand each rank its own slice; SSOPD
+    also runs the chunked loss and the policy loss from one forward under DDP."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1")
+    out = tmp_path / "ddp"
+    sets = [x for s in [*SMALL, "per_device_train_batch_size=1"] for x in ("--set", s)]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+        "--main_process_port", str(port), "-m", "sdlens.cli_train", "train", "sdpo", "--preset", "ssopd",
+        "--model", str(tiny), "--data", str(qa_data), "--out", str(out), "--max-steps", "4", *sets,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 4 and summary["ranks_agree"]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    # 1 rollout of 8 has a teacher (the first-wins group's longest wrong one), counted over both ranks
+    fractions = [h["self_distillation/reprompt_sample_fraction"] for h in history if "loss" in h and
+                 "self_distillation/reprompt_sample_fraction" in h]  # fmt: skip
+    assert fractions and all(f == pytest.approx(1 / 8) for f in fractions)
+    # its rank gave it the frontier weight (a zero weight would leave every distillation loss at 0)
+    assert any(h.get("self_distillation/distillation_loss", 0) > 0 for h in history)
+    assert all("self_distillation/policy_loss" in h for h in history if "loss" in h)
