@@ -440,8 +440,9 @@ def test_followup_presets_bring_their_papers_settings():
     # what each changes in sdpo-paper's TRL settings, exactly
     trl = {
         "purified-opsd": {"trl.learning_rate"},
-        "rlcsd": {"trl.teacher_model_kind", "trl.distillation_weight", "trl.learning_rate", "trl.scale_rewards",
-                  "trl.loss_type", "trl.epsilon", "trl.epsilon_high"},
+        "rlcsd": {"trl.teacher_model_kind", "trl.teacher_update_rate", "trl.teacher_sync_steps",
+                  "trl.distillation_weight", "trl.learning_rate", "trl.scale_rewards", "trl.loss_type", "trl.epsilon",
+                  "trl.epsilon_high"},
         "pw-opsd": {"trl.distillation_alpha", "trl.distillation_mode", "trl.temperature", "trl.top_p", "trl.top_k",
                     "trl.learning_rate", "trl.max_grad_norm"},
         "egrsd": {"trl.distillation_weight", "trl.learning_rate", "trl.scale_rewards", "trl.loss_type",

@@ -368,7 +368,11 @@ def test_rlcsd_contrasts_a_correct_and_wrong_hints_in_a_real_step(tiny, qa_data,
         _wrap(trainer, "_compute_policy_loss", policy)
 
     trainer, summary, logs = _run("rlcsd", tiny, qa_data, tmp_path / "rl", 2, hook=hook)
-    assert summary["mitigations"]["rlcsd"] and trainer.args.teacher_model_kind == "live"
+    assert summary["mitigations"]["rlcsd"]
+    # the teacher: a snapshot of the policy re-copied every 10 optimizer steps (an EMA of rate 1)
+    a = trainer.args
+    assert (a.teacher_model_kind, a.teacher_update_rate, a.teacher_sync_steps) == ("ema", 1.0, 10)
+    assert trainer.teacher_model is not trainer.model
     batch, recs = records[0]
     # first-wins group: rollout 0 is the only correct one, so rollouts 1-3 have it as positive hint and the
     # two other wrong rollouts as negatives; rollout 0 has no correct sibling and the all-wrong group no positive
