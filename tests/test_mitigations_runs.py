@@ -483,7 +483,7 @@ def test_ssopd_teaches_the_longest_wrong_rollout_with_the_shortest_correct(tiny,
     # first-wins group: rollout 0 is the only correct one; the longest of 1-3 (first on ties) is taught by it
     longest = max(range(1, 4), key=lambda j: (lengths[j], -j))
     assert [r["demo_index"] for r in recs] == [0 if r == longest else None for r in range(8)]
-    assert batch["ssopd_weight"].tolist() == [0.75 if r == longest else 0.0 for r in range(8)]  # 4 x 1/4 x 3/4
+    assert batch["ssopd_frontier"].tolist() == [0.75 if r == longest else 0.0 for r in range(8)]  # 4 x 1/4 x 3/4
     assert trainer.chunked_calls == len(weights) >= 1
     for (_, loss_mask), _, w in weights:
         active = loss_mask.bool()

@@ -112,7 +112,7 @@ class ContrastTeacherContextBuilder(_ExtraBuilder):
 
 class SsopdTeacherContextBuilder(_ExtraBuilder):
     """SSOPD: only each mixed group's longest wrong rollout gets a teacher, reading the shortest correct rollout;
-    ``ssopd_weight`` ``[B]`` holds the frontier weights."""
+    ``ssopd_frontier`` ``[B]`` holds the frontier weights."""
 
     def __init__(self, trainer, **kwargs: Any):
         super().__init__(trainer, **kwargs)
@@ -129,4 +129,4 @@ class SsopdTeacherContextBuilder(_ExtraBuilder):
 
         n = len(self._prompts)
         local = self.frontier[self._start : self._start + n]
-        self.extra_batch = {"ssopd_weight": torch.tensor(local, device=output["completion_ids"].device)}
+        self.extra_batch = {"ssopd_frontier": torch.tensor(local, device=output["completion_ids"].device)}

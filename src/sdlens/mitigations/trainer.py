@@ -159,7 +159,7 @@ class _MitigationMixin:
             w_min, center, width = m.position_weight_min, m.position_weight_center, m.position_weight_width
             factors.append(position_weights(loss_mask, w_min, center, width))
         if m.ssopd:  # the frontier weight of each rollout's prompt
-            per_row = self._loss_inputs["ssopd_weight"].to(torch.float32)
+            per_row = self._loss_inputs["ssopd_frontier"].to(torch.float32)
             factors.append(per_row[:, None].expand(loss_mask.shape[0], loss_mask.shape[1]))
         if not factors:
             return None
