@@ -242,6 +242,18 @@ def test_a_rerun_with_other_settings_is_refused_and_finished_stages_are_found(tm
     assert _done(exp) == {"kind": "coverage"}
 
 
+def test_a_finished_mitigations_stage_reruns_when_presets_were_added(tmp_path):
+    from sdlens.lab.run import _mitigations_done
+
+    cfg = lab_config("quick", mitigations=True)
+    old = [m for m in cfg.mitigation_methods() if m != "ssopd"]  # a stage finished before a preset was added
+    (tmp_path / "manifest.json").write_text('{"status": "complete"}')
+    (tmp_path / "summary.json").write_text(json.dumps({"kind": "coverage", "methods": old}))
+    assert "ssopd" in cfg.mitigation_methods() and _mitigations_done(tmp_path, cfg.mitigation_methods()) is None
+    (tmp_path / "summary.json").write_text(json.dumps({"kind": "coverage", "methods": [*old, "ssopd"]}))
+    assert _mitigations_done(tmp_path, cfg.mitigation_methods())["methods"][-1] == "ssopd"
+
+
 def _seed_result(seed: int, shift: float) -> dict:
     """One seed's experiment summaries as run_seed returns them, with made-up numbers (only the shape matters)."""
 

@@ -23,6 +23,7 @@ from sdlens.mitigations.antisd import (  # noqa: E402
 from sdlens.mitigations.context import ladder_teacher_messages, peer_demonstrations  # noqa: E402
 from sdlens.mitigations.hedge import class_clip, hedge_weights  # noqa: E402
 from sdlens.mitigations.mixing import fires  # noqa: E402
+from sdlens.mitigations.presets import FOLLOWUP_PRESETS  # noqa: E402
 from sdlens.mitigations.trainer import MitigationSettings  # noqa: E402
 from sdlens.train.config import resolve_config  # noqa: E402
 from sdlens.train.presets import PRESETS, preset_values  # noqa: E402
@@ -196,6 +197,8 @@ def test_presets_registered_and_differ_from_sdpo_paper_in_their_mitigation_only(
     policy_keys = {"trl.scale_rewards", "trl.loss_type", "trl.epsilon", "trl.epsilon_high"}
     for name in MITIGATION_PRESETS:
         assert PRESETS[name].algo == "sdpo" and PRESETS[name].base == "sdpo-paper"
+        if name in FOLLOWUP_PRESETS:  # the literature's methods bring their papers' settings (tested below)
+            continue
         values = preset_values(name)
         changed = {k for k, v in values.items() if base.get(k, object()) != v}
         allowed = mitigation_keys | policy_keys | {"trl.distillation_weight", "trl.learning_rate"}
@@ -265,3 +268,222 @@ def test_docs_describe_every_preset_and_option():
     for name in [*options, "mix_trigger"]:
         assert f"`{name}`" in doc, name
     assert "## Results on the model organism" in doc
+
+
+# ---------------------------------------------------------------- issue 21: the literature's follow-up methods
+
+
+def test_position_weights_hand_computed():
+    from sdlens.mitigations.position import position_weights
+
+    mask = torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 0, 0]])
+    w = position_weights(mask, 0.25, 0.30, 0.10)
+    # row 0: T = 4, f = 0.125, 0.375, 0.625, 0.875; w = 0.25 + 0.75 sigmoid((f - 0.3) / 0.1)
+    #   sigmoid(-1.75) = 0.148047, sigmoid(0.75) = 0.679179, sigmoid(3.25) = 0.962673, sigmoid(5.75) = 0.996827
+    # row 1: the two valid tokens are its 1st and 2nd (T = 2): f = 0.25, 0.75; sigmoid(-0.5), sigmoid(4.5)
+    want = [
+        [0.361035, 0.759384, 0.972005, 0.997620, 1.0],
+        [1.0, 0.533156, 0.991760, 1.0, 1.0],
+    ]
+    assert torch.allclose(w, torch.tensor(want), atol=1e-5)
+
+
+def test_egrsd_advantages_hand_computed():
+    from sdlens.mitigations.egrsd import egrsd_advantages, egrsd_gate, lookahead_entropy
+
+    log11 = math.log(1.1)
+    adv = torch.tensor([1.0, -2.0, 0.0])
+    t_lp = torch.tensor([[log11, 1.0, 0.0], [log11, -1.0, 0.0], [0.5, 0.5, 0.5]])
+    s_lp = torch.zeros(3, 3)
+    ent = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    got = egrsd_advantages(adv, t_lp, s_lp, ent, mask, lam=0.5, ratio_clip=0.2, gate_min=0.1, entropy_scale=1.0)
+    g1 = 0.1 + 0.9 * math.exp(-1.0)  # gate at H = 1 nat: 0.431091
+    want = [
+        # A = 1: w = exp(+log 1.1) = 1.1; w = exp(1) clipped to 1.2; the third token has no teacher: A
+        [1.0 * (0.5 + 0.5 * 1.1), 1.0 * (0.5 + 0.5 * 1.2 * g1), 1.0],
+        # A = -2: w = exp(-log 1.1) = 0.909091; exp(+1) clipped to 1.2; delta 0: w = 1, gate 1
+        [-2.0 * (0.5 + 0.5 / 1.1), -2.0 * (0.5 + 0.5 * 1.2 * g1), -2.0],
+        [0.0, 0.0, 0.0],  # A = 0 stays 0
+    ]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+    assert got[0, 0].item() == pytest.approx(1.05) and got[1, 1].item() == pytest.approx(-1.517309, abs=1e-6)
+    assert egrsd_gate(torch.tensor([0.0, 100.0]), 0.1, 1.0).tolist() == pytest.approx([1.0, 0.1])
+    # CL-EGRSD look-ahead: a spike followed by confidence is transient (kept), a sustained high stretch is not
+    ent = torch.tensor([[3.0, 0.0, 0.0, 5.0, 5.0, 5.0]])
+    ones = torch.ones_like(ent)
+    assert lookahead_entropy(ent, ones, 2).tolist() == [[0.0, 0.0, 0.0, 5.0, 5.0, 5.0]]
+    assert lookahead_entropy(ent, ones, 0) is ent
+    # only valid positions count: masking the confident tail keeps the high stretch high
+    ent = torch.tensor([[2.0, 4.0, 4.0, 0.0, 0.0]])
+    assert lookahead_entropy(ent, torch.ones_like(ent), 2).tolist() == [[2.0, 2.0, 0.0, 0.0, 0.0]]
+    assert lookahead_entropy(ent, torch.tensor([[1, 1, 1, 0, 0]]), 2).tolist() == [[2.0, 4.0, 4.0, 0.0, 0.0]]
+
+
+def test_rlcsd_hints_contrast_and_advantages_hand_computed():
+    from sdlens.mitigations.rlcsd import contrast_hints, rlcsd_advantages, rlcsd_contrast
+
+    rewards = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1]
+    # a correct rollout's positive is another correct one; negatives never include the rollout itself; groups
+    # without a correct or without a wrong rollout give nothing
+    assert contrast_hints(rewards, 4, max_negatives=1) == [(3, [1]), (0, [2]), (0, [1]), (0, [1])] + [(None, [])] * 8
+    assert contrast_hints(rewards, 4)[0] == (3, [1, 2])
+
+    pos = torch.tensor([[-1.0, -0.5], [-1.0, -1.0], [-1.0, -1.0]])
+    neg = torch.tensor([[[-2.0, -0.5], [-3.0, -0.5]], [[-1.5, 0.0], [99.0, 99.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    neg_mask = torch.tensor([[1, 1], [1, 0], [0, 0]])
+    e = rlcsd_contrast(pos, neg, neg_mask)
+    # row 0: -1 - (logsumexp(-2, -3) - log 2) = -1 + 2 - log(1 + e^-1) + log 2 = 1.379885; -0.5 - (-0.5) = 0
+    # row 1: one real negative (the 99s are padding): -1 - (-1.5) = 0.5, -1 - 0 = -1; row 2: no negative: 0
+    assert torch.allclose(e, torch.tensor([[1.379885, 0.0], [0.5, -1.0], [0.0, 0.0]]), atol=1e-6)
+
+    adv = torch.tensor([0.3, -0.3, 0.0, 0.3, 0.3])
+    contrast = torch.tensor([[1.38, 1e-4], [1.0, -1.0], [1.0, 1.0], [-0.01, -1.0], [1.0, 1.0]])
+    mask = torch.tensor([[1, 1], [1, 1], [1, 1], [1, 1], [0, 0]])
+    shaped, selected = rlcsd_advantages(adv, contrast, mask)
+    r_small = 0.5 * math.tanh(-0.01 / 0.02)  # -0.231059: above delta, selected
+    want = [
+        [0.3 + 0.5, 0.3],  # r = 0.5 tanh(69) = 0.5; r = 0.5 tanh(0.005) = 0.0025 < 0.02: not selected, A
+        [0.0, -0.3 - 0.5],  # A < 0: -0.3 + 0.5 = 0.2 clamped to 0; -0.8 stays
+        [0.0, 0.0],  # A = 0: 0 whatever r
+        [0.3 + r_small, 0.0],  # 0.068941; 0.3 - 0.5 = -0.2 clamped to 0 (A > 0)
+        [0.3, 0.3],  # no contrast for this rollout: A
+    ]
+    assert torch.allclose(shaped, torch.tensor(want), atol=1e-6)
+    assert selected.tolist() == [[True, False], [True, True], [True, True], [True, True], [False, False]]
+    big, _ = rlcsd_advantages(torch.tensor([0.3]), torch.tensor([[1.0]]), torch.ones(1, 1), scale=5.0, r_max=2.0)
+    assert big.item() == pytest.approx(2.3)  # r = 5 tanh(50) clipped to 2
+
+
+def test_purified_target_hand_computed():
+    from sdlens.mitigations.purified import purified_target_logprobs
+
+    log = torch.log
+    teacher = log(torch.tensor([0.5, 0.25, 0.25]))
+    ref = log(torch.tensor([0.25, 0.5, 0.25]))
+    base = torch.zeros(3)  # uniform P_0
+    # D = (log 2, -log 2, 0), mean 0; without clipping P* ~ P_0 exp(D) = (2, 1/2, 1) -> (4/7, 1/7, 2/7)
+    got = purified_target_logprobs(teacher, ref, base, clip=1e6, beta=1.0).exp()
+    assert torch.allclose(got, torch.tensor([4 / 7, 1 / 7, 2 / 7]), atol=1e-6)
+    # beta = 2: (sqrt 2, 1 / sqrt 2, 1), normalised
+    z = 2**0.5 + 2**-0.5 + 1
+    got = purified_target_logprobs(teacher, ref, base, clip=1e6, beta=2.0).exp()
+    assert torch.allclose(got, torch.tensor([2**0.5 / z, 2**-0.5 / z, 1 / z]), atol=1e-6)
+    # c = 0.1: D~ = 0.1 tanh(D / 0.1) ~ (0.1, -0.1, 0)
+    d = 0.1 * math.tanh(math.log(2) / 0.1)
+    z = math.exp(d) + math.exp(-d) + 1
+    got = purified_target_logprobs(teacher, ref, base, clip=0.1, beta=1.0).exp()
+    assert torch.allclose(got, torch.tensor([math.exp(d) / z, math.exp(-d) / z, 1 / z]), atol=1e-6)
+    # centring before the clip: D = (log 2, -log 4, -log 2) has mean -log(2)*2/3; with P_0 = (1/2, 1/4, 1/4)
+    teacher, ref = log(torch.tensor([0.8, 0.1, 0.1])), log(torch.tensor([0.4, 0.4, 0.2]))
+    p0 = torch.tensor([0.5, 0.25, 0.25])
+    dc = [math.log(2) + 2 / 3 * math.log(2), -math.log(4) + 2 / 3 * math.log(2), -math.log(2) + 2 / 3 * math.log(2)]
+    un = [p * math.exp(0.5 * math.tanh(x / 0.5)) for p, x in zip(p0.tolist(), dc, strict=True)]
+    got = purified_target_logprobs(teacher, ref, log(p0) + 3.0, clip=0.5, beta=1.0).exp()  # P_0 from its logits
+    assert torch.allclose(got, torch.tensor(un) / sum(un), atol=1e-6)
+
+
+def test_purified_chunked_loss_equals_full_logits_with_gradients():
+    from sdlens.mitigations.purified import purified_per_token, purified_target_logprobs
+
+    g = torch.Generator().manual_seed(5)
+    B, T, H, V = 2, 5, 6, 11
+    hs = torch.randn(B, T, H, generator=g, requires_grad=True)
+    w = (torch.randn(V, H, generator=g) / H**0.5).requires_grad_(True)
+    ht, hr, h0 = (torch.randn(B, T, H, generator=g) for _ in range(3))
+    wt = torch.randn(V, H, generator=g) / H**0.5
+    mask = torch.ones(B, T)
+    mask[1, 3:] = 0.0
+    got = purified_per_token(hs, w, ht, hr, h0, wt, mask, temperature=0.7, clip=2.0, beta=1.5, chunk_size=3)
+    (got.sum()).backward()
+    g_h, g_w = hs.grad.clone(), w.grad.clone()
+    hs.grad = w.grad = None
+    target = purified_target_logprobs(ht @ wt.T / 0.7, hr @ wt.T / 0.7, h0 @ wt.T / 0.7, 2.0, 1.5)
+    want = generalized_jsd(torch.log_softmax(hs @ w.T / 0.7, -1), target, 0.5) * mask
+    want.sum().backward()
+    assert torch.allclose(got, want, atol=1e-6) and torch.all(got[1, 3:] == 0)
+    assert torch.allclose(g_h, hs.grad, atol=1e-6) and torch.allclose(g_w, w.grad, atol=1e-6)
+    empty = purified_per_token(hs, w, ht, hr, h0, wt, torch.zeros(B, T))
+    assert empty.shape == (B, T) and float(empty.detach().abs().sum()) == 0.0 and empty.requires_grad
+
+
+def test_ssopd_pairs_hand_computed():
+    from sdlens.mitigations.ssopd import ssopd_pairs
+
+    rewards = [1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 0]
+    lengths = [5, 7, 9, 3, 1, 1, 1, 1, 4, 2, 2, 8]
+    demos, weights = ssopd_pairs(rewards, lengths, 4)
+    # group 0: shortest correct = 3 (length 3), longest wrong = 2 (length 9), pass rate 1/2 -> 4 x 1/2 x 1/2 = 1
+    # group 1: no correct rollout; group 2: shortest correct = 9 (tie with 10: the first), only wrong = 11, p = 3/4
+    assert demos == [None, None, 3, None, None, None, None, None, None, None, None, 9]
+    assert weights == [0, 0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0, 0.75]
+    with pytest.raises(ValueError, match="groups of 4"):
+        ssopd_pairs([1, 0, 0], [1, 1, 1], 4)
+
+
+def test_followup_presets_bring_their_papers_settings():
+    base = preset_values("sdpo-paper")
+    own = {
+        "purified-opsd": {"purified", "purified_clip", "purified_beta"},
+        "rlcsd": {"rlcsd", "rlcsd_negatives", "rlcsd_tau", "rlcsd_scale", "rlcsd_threshold", "rlcsd_eta", "rlcsd_clip"},
+        "pw-opsd": {"position_weights", "position_weight_min", "position_weight_center", "position_weight_width"},
+        "egrsd": {
+            "egrsd",
+            "egrsd_lambda",
+            "egrsd_ratio_clip",
+            "egrsd_gate_min",
+            "egrsd_entropy_scale",
+            "egrsd_lookahead",
+        },
+        "ssopd": {"ssopd", "ssopd_weight"},
+    }
+    # what each changes in sdpo-paper's TRL settings, exactly
+    trl = {
+        "purified-opsd": {"trl.learning_rate"},
+        "rlcsd": {"trl.teacher_model_kind", "trl.teacher_update_rate", "trl.teacher_sync_steps",
+                  "trl.distillation_weight", "trl.learning_rate", "trl.scale_rewards", "trl.loss_type", "trl.epsilon",
+                  "trl.epsilon_high"},
+        "pw-opsd": {"trl.distillation_alpha", "trl.distillation_mode", "trl.temperature", "trl.top_p", "trl.top_k",
+                    "trl.learning_rate", "trl.max_grad_norm"},
+        "egrsd": {"trl.distillation_weight", "trl.learning_rate", "trl.scale_rewards", "trl.loss_type",
+                  "trl.epsilon", "trl.epsilon_high"},
+        "ssopd": {"trl.teacher_model_kind", "trl.learning_rate", "trl.scale_rewards", "trl.loss_type",
+                  "trl.epsilon", "trl.epsilon_high"},
+    }  # fmt: skip
+    assert set(FOLLOWUP_PRESETS) == set(own) and set(FOLLOWUP_PRESETS) <= set(MITIGATION_PRESETS)
+    for name in FOLLOWUP_PRESETS:
+        changed = {k for k, v in preset_values(name).items() if base.get(k, object()) != v}
+        assert changed - own[name] == trl[name], name
+        assert all(s.why for s in PRESETS[name].settings.values())
+        cfg = resolve_config("sdpo", preset=name)
+        assert getattr(cfg, name.replace("-opsd", "").replace("pw", "position_weights")) is True
+        assert cfg.prompts_per_step == 256  # the rest is sdpo-paper's
+    pw = resolve_config("sdpo", preset="pw-opsd")
+    assert pw.trl["distillation_alpha"] == 0.0 and pw.trl["temperature"] == 1.1 and pw.position_weight_min == 0.25
+    rl = resolve_config("sdpo", preset="rlcsd")
+    assert (rl.rlcsd_tau, rl.rlcsd_scale, rl.rlcsd_threshold, rl.rlcsd_negatives) == (0.02, 0.5, 0.02, 4)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["purified=true", "rlcsd=true"], "each replace the loss"),
+        (["antisd=true", "egrsd=true"], "each replace the loss"),
+        (["ssopd=true", "hedge_weight=0"], "ssopd replaces the loss"),
+        (["position_weights=true", "egrsd=true"], "which egrsd replaces"),
+        (["position_weights=true", "mix_on_suppression=0.5"], "position_weights cannot be combined"),
+        (["purified=true", "teacher_context=trl"], "teacher_context: sdlens"),
+        (["rlcsd=true", "teacher_richness=peer"], "drop teacher_richness"),
+        (["purified=true", "chunked_distillation=false"], "chunked_distillation: true"),
+        (["position_weights=true", "distillation_weight=0.5"], "distillation_weight 1.0"),
+        (["purified_clip=0"], "purified_clip must be > 0"),
+        (["rlcsd_negatives=0"], "rlcsd_negatives must be >= 1"),
+        (["position_weight_min=1.5"], r"position_weight_min must be in \[0, 1\]"),
+        (["egrsd_ratio_clip=1"], r"egrsd_ratio_clip must be in \[0, 1\)"),
+        (["ssopd_weight=-1"], "ssopd_weight must be >= 0"),
+    ],
+)
+def test_bad_followup_options_fail_with_one_line(sets, message):
+    with pytest.raises(ValueError, match=message) as info:
+        resolve_config("sdpo", preset="sdpo-paper", sets=sets)
+    assert "\n" not in str(info.value)

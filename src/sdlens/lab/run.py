@@ -55,6 +55,15 @@ def _done(path: Path) -> dict[str, Any] | None:
     return summary if manifest.get("status") == "complete" else None
 
 
+def _mitigations_done(path: Path, methods: tuple[str, ...]) -> dict[str, Any] | None:
+    """The mitigations stage's summary if it completed with every preset of ``methods``; a stage finished before
+    presets were added reruns (its finished trainings and evaluations are reused, only the new presets run)."""
+    done = _done(path)
+    if done is None or not set(methods) <= set(done.get("methods") or []):
+        return None
+    return done
+
+
 def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
     """Write the pool / OOD problem files of ``seed`` and a manifest with their ids and hashes."""
     from sdlens.benchmarks import file_sha256
@@ -200,7 +209,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     if cfg.mitigation_methods():
         t = time.perf_counter()
         mit_dir = out / "mitigations"
-        mit = _done(mit_dir)
+        mit = _mitigations_done(mit_dir, cfg.mitigation_methods())
         if mit is None:
             _say(console, f"[bold]mitigations[/bold] on {cfg.mitigation_level}: " + ", ".join(cfg.mitigation_methods()))
             # the same sweep as the coverage stage on one level, evaluated at the end only (the comparison is of

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RICHNESS", "TRIGGER_STATES", "active_mitigations", "needs_mitigation_trainer", "validate_mitigations"]
+__all__ = [
+    "FOLLOWUPS",
+    "RICHNESS",
+    "TRIGGER_STATES",
+    "active_mitigations",
+    "needs_mitigation_trainer",
+    "validate_mitigations",
+]
 
 # The context-richness ladder, least to most informative about the demonstration's content (see context.py).
 RICHNESS = ("answer-only", "s-nothink", "s", "peer")
 TRIGGER_STATES = ("warning", "suppressing")
+# The literature's follow-up methods (issue 21): the boolean switches, in the order of docs/mitigations.md.
+FOLLOWUPS = ("purified", "rlcsd", "position_weights", "egrsd", "ssopd")
+# Those that replace the loss, and AntiSD: at most one per run.
+_OWN_LOSS = ("antisd", "purified", "rlcsd", "egrsd", "ssopd")
 
 
 def active_mitigations(cfg: Any) -> list[str]:
@@ -28,6 +39,7 @@ def active_mitigations(cfg: Any) -> list[str]:
         out.append("auto-mix")
     if cfg.antisd:
         out.append("antisd")
+    out.extend(name.replace("_", "-") for name in FOLLOWUPS if getattr(cfg, name))
     return out
 
 
@@ -78,7 +90,65 @@ def validate_mitigations(cfg: Any) -> None:
             raise ValueError("antisd replaces the distillation loss: drop hedge_* / other_clip / mix_on_suppression")
         if cfg.antisd_lambda < 0:
             raise ValueError(f"antisd_lambda must be >= 0, got {cfg.antisd_lambda}")
+    _validate_followups(cfg, loss_change)
     if not 0.0 < cfg.antisd_gate_ratio <= 1.0:
         raise ValueError(f"antisd_gate_ratio must be in (0, 1], got {cfg.antisd_gate_ratio}")
     if cfg.antisd_warmup_steps < 1:
         raise ValueError(f"antisd_warmup_steps must be >= 1, got {cfg.antisd_warmup_steps}")
+
+
+def _validate_followups(cfg: Any, hedge_change: bool) -> None:
+    """The follow-up methods' checks (docs/mitigations.md section 5)."""
+    own = [name for name in _OWN_LOSS if getattr(cfg, name)]
+    if len(own) > 1:
+        raise ValueError(f"{' and '.join(own)} each replace the loss: switch on one of them")
+    if own and own[0] != "antisd" and (hedge_change or cfg.mix_on_suppression is not None):
+        raise ValueError(f"{own[0]} replaces the loss: drop hedge_* / other_clip / mix_on_suppression")
+    if cfg.position_weights and own:
+        raise ValueError(f"position_weights act on the distillation loss, which {own[0]} replaces")
+    if cfg.position_weights and cfg.mix_on_suppression is not None:
+        raise ValueError("position_weights cannot be combined with mix_on_suppression (TRL's loss has no hook)")
+    builder = [name for name in ("purified", "rlcsd", "ssopd") if getattr(cfg, name)]
+    if builder:
+        if cfg.teacher_context != "sdlens":
+            raise ValueError(f"{builder[0]} needs teacher_context: sdlens (its teacher prompts extend sdlens' builder)")
+        if cfg.teacher_richness is not None:
+            raise ValueError(f"{builder[0]} builds its own teacher contexts: drop teacher_richness")
+    needs_chunked = [n for n in ("purified", "position_weights", "ssopd") if getattr(cfg, n)]
+    if needs_chunked and not cfg.chunked_distillation:
+        raise ValueError(f"{needs_chunked[0]} works on hidden states (the chunked loss): chunked_distillation: true")
+    if needs_chunked and float(cfg.trl.get("distillation_weight", 1.0)) != 1.0:
+        raise ValueError(f"{needs_chunked[0]} needs distillation_weight 1.0 (it sets its own loss)")
+    positive = {
+        "purified_clip": cfg.purified_clip,
+        "purified_beta": cfg.purified_beta,
+        "rlcsd_tau": cfg.rlcsd_tau,
+        "rlcsd_clip": cfg.rlcsd_clip,
+        "position_weight_width": cfg.position_weight_width,
+        "egrsd_entropy_scale": cfg.egrsd_entropy_scale,
+    }
+    for name, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    nonneg = {
+        "rlcsd_scale": cfg.rlcsd_scale,
+        "rlcsd_threshold": cfg.rlcsd_threshold,
+        "rlcsd_eta": cfg.rlcsd_eta,
+        "ssopd_weight": cfg.ssopd_weight,
+        "egrsd_lookahead": cfg.egrsd_lookahead,
+    }
+    for name, value in nonneg.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if cfg.rlcsd_negatives < 1:
+        raise ValueError(f"rlcsd_negatives must be >= 1, got {cfg.rlcsd_negatives}")
+    unit = {
+        "position_weight_min": cfg.position_weight_min,
+        "egrsd_lambda": cfg.egrsd_lambda,
+        "egrsd_gate_min": cfg.egrsd_gate_min,
+    }
+    for name, value in unit.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if not 0.0 <= cfg.egrsd_ratio_clip < 1.0:
+        raise ValueError(f"egrsd_ratio_clip must be in [0, 1), got {cfg.egrsd_ratio_clip}")

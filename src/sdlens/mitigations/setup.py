@@ -28,6 +28,22 @@ def configure_trainer(trainer: Any, cfg: Any, *, state_fn=None) -> None:
             log_path=getattr(old, "log_path", None),
             log_per_batch=getattr(old, "log_per_batch", cfg.log_teacher_prompts),
         )
+    if cfg.purified or cfg.rlcsd or cfg.ssopd:  # the follow-up methods' builders (sdlens.mitigations.builders)
+        from sdlens.mitigations import builders
+
+        old = trainer.teacher_context_builder
+        kwargs = {
+            "truncation": getattr(old, "truncation", cfg.reprompt_truncation),
+            "log_path": getattr(old, "log_path", None),
+            "log_per_batch": getattr(old, "log_per_batch", cfg.log_teacher_prompts),
+        }
+        if cfg.purified:
+            trainer.teacher_context_builder = builders.PurifiedTeacherContextBuilder(trainer, **kwargs)
+        elif cfg.rlcsd:
+            n = cfg.rlcsd_negatives
+            trainer.teacher_context_builder = builders.ContrastTeacherContextBuilder(trainer, n, **kwargs)
+        else:
+            trainer.teacher_context_builder = builders.SsopdTeacherContextBuilder(trainer, **kwargs)
     if cfg.mix_on_suppression is not None:
         from sdlens.mitigations.mixing import MixingSwitch, monitor_state
 
