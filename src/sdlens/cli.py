@@ -111,7 +111,6 @@ def analyze(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sdlens.epistemic.analyze import run_analysis
-    from sdlens.report.tables import analysis_tables
 
     config = _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad)
     columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
@@ -125,6 +124,8 @@ def analyze(
     if json:
         emit_json(res)
         return
+    from sdlens.report.tables import analysis_tables
+
     Console().print(analysis_tables(res))
     if res.get("skipped_records"):
         err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
@@ -152,7 +153,6 @@ def compare(
     Example: sdlens compare base.jsonl sdpo.jsonl
     """
     from sdlens.epistemic.compare import compare as run_compare
-    from sdlens.report.tables import comparison_table
 
     config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad)
     try:
@@ -162,6 +162,8 @@ def compare(
     if json:
         emit_json(res)
         return
+    from sdlens.report.tables import comparison_table
+
     Console().print(comparison_table(res))
 
 
