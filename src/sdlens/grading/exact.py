@@ -6,17 +6,17 @@ integer (``0`` or no leading zero, at most 15 digits), ``\frac{a}{b}`` / ``\dfra
 spaces, decimals, percent signs, units or anything else: those go to math-verify.
 
 Why this agrees with math-verify (``verify(parse(\boxed{gold}), parse(\boxed{answer}))``): it parses each of
-these to an exact sympy number (Integer, Rational, or a rational times a square root, which sympy simplifies to
-``q * sqrt(r)`` with ``r`` square-free) plus the string itself. Without a Float or a percentage its numeric
-comparison is exact equality when either side is a sympy Number; between two roots it is ``(a - b).evalf(n=15,
-chop=True) == 0``, and two different values ``c1 sqrt(r1) != c2 sqrt(r2)`` with at most 6-digit parts differ by
-``|c1^2 r1 - c2^2 r2| / (c1 sqrt(r1) + c2 sqrt(r2)) >= 5e-10``, far above what 15 digits chop (hence the 6-digit
-limit on roots); ``sympy_str_eq`` holds only for equal values, and the symbolic check ``simplify(a - b) == 0``
-holds exactly for equal values; the string pair matches only identical strings, which
-are equal values too. So the verdict is "the two values are equal", which is what :func:`same_value` computes
-with fractions: ``q1 * sqrt(r1) == q2 * sqrt(r2)`` for square-free ``r`` exactly when ``q1 == q2`` and
-``r1 == r2`` (or both are zero). ``tests/test_grading_exact.py`` holds this equal to math-verify on random
-answers of the grammar.
+these to an exact sympy value (an Integer, a Rational, or a square root, possibly unevaluated, times an integer)
+plus the string itself, and compares every pair. The string pair matches only identical strings, which have equal
+values. For the sympy pair, with no Float and no percentage involved: ``a == b`` and the numeric check are exact
+equality when either side is a sympy Number; between two roots the numeric check is ``(a - b).evalf(n=15,
+chop=True) == 0``, and two different values ``c1 sqrt(r1) != c2 sqrt(r2)`` with parts of at most 6 digits differ by
+``|c1^2 r1 - c2^2 r2| / (|c1| sqrt(r1) + |c2| sqrt(r2)) >= 5e-10``, far above what 15 digits chop (hence the
+6-digit limit on roots); the symbolic check ``simplify(a - b).is_zero`` holds exactly for equal values. So the
+verdict is "the two values are equal", which :func:`same_value` computes with fractions: ``q1 sqrt(r1) ==
+q2 sqrt(r2)`` for square-free ``r`` exactly when ``q1 == q2`` and ``r1 == r2`` (both forms of zero are
+``(0, 1)``). ``tests/test_grading_exact.py`` holds this equal to math-verify on random answers of the grammar and
+on close calls.
 """
 
 from __future__ import annotations
