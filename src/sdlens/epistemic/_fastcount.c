@@ -895,10 +895,13 @@ AVX2_FN static size_t run_avx2(Scan *S, size_t i) {
 }
 #endif
 
+/* Stops early at a special code point of the mode (found only by scan_char: block runs stop at their lead bytes),
+   since the text is then counted again, rewritten (see count_one). */
 static void scan_range(Scan *S) {
     size_t i = S->s;
     const size_t e = S->e;
-    while (i < e && !S->oom) {
+    const unsigned mask = S->lx->special_mask;
+    while (i < e && !S->oom && !(S->special & mask)) {
         if (RUN) {
             i = RUN(S, i);
             if (i >= e) break;
