@@ -5,7 +5,14 @@ The reference is the paper's check_epistemic_tokens.py algorithm restated: ``jso
 the same file (warm page cache, each timed best-of-N); the counts must be identical. The file has 16 responses
 per problem, thinking and answer copies (as the paper's eval writes), LaTeX, newlines and some non-ASCII text.
 
+Two corpora: ``ordinary`` (the above) and ``special``, the same with one of the code points whose lower case
+is ASCII or longer, or which match ASCII letters case-insensitively (Turkish ``İ`` U+0130, the Kelvin sign
+U+212A, long ``ſ`` U+017F, dotless ``ı`` U+0131) in 90% of the responses. Each is timed as a library call and as
+a CLI process (``python -m sdlens.cli analyze FILE --json``, interpreter start and imports included). The CLI's
+start-up alone is timed too: ``sdlens --help`` against a bare ``python -c "import rich, typer"``.
+
     python bench/analyze.py --mb 150            # prints a table, then one JSON line
+    python bench/analyze.py --mb 150 --json     # only the JSON line
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ HEDGES = [
     "checking",
     "double-check",
 ]
+SPECIAL_WORDS = ["İstanbul", "İ", "300\u212a", "\u212aelvin", "ſ", "Dieſe", "ılık", "İYİ"]
 
 
-def make_file(path: Path, mb: float, seed: int = 0) -> None:
+def make_file(path: Path, mb: float, seed: int = 0, special: bool = False) -> None:
     rng = random.Random(seed)
     target = int(mb * 1e6)
     size = 0
@@ -58,6 +66,8 @@ def make_file(path: Path, mb: float, seed: int = 0) -> None:
                 words = [rng.choice(HEDGES) if rng.random() < 0.02 else rng.choice(FILLER) for _ in range(n)]
                 for k in range(0, n, rng.randint(15, 40)):
                     words[k] += "\n"
+                if special and rng.random() < 0.9:
+                    words[rng.randrange(n)] = rng.choice(SPECIAL_WORDS)
                 thinking = " ".join(words)
                 responses.append(f"{thinking}\n</think>\n\nThe answer is \\boxed{{{rng.randint(0, 999)}}}.")
             rec = {
@@ -99,26 +109,13 @@ def best_of(fn, repeats: int):
     return best, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=150, help="size of the generated JSONL in MB (>= 150 for the target)")
-    ap.add_argument("--file", type=Path, help="use this paper-format file instead of generating one")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
-
+def run_case(corpus: str, path: Path, repeats: int) -> dict:
     from sdlens.epistemic.analyze import AnalyzeConfig, analyze
-    from sdlens.epistemic.count import _kernel
 
-    tmp = None
-    path = args.file
-    if path is None:
-        tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "paper_eval.jsonl"
-        make_file(path, args.mb)
     size_mb = path.stat().st_size / 1e6
     reference(path)  # warm the page cache
-    t_ref, ref = best_of(lambda: reference(path), args.repeats)
-    t_lib, res = best_of(lambda: analyze([path], AnalyzeConfig(lexicon="paper")), args.repeats)
+    t_ref, ref = best_of(lambda: reference(path), repeats)
+    t_lib, res = best_of(lambda: analyze([path], AnalyzeConfig(lexicon="paper")), repeats)
     got = {w: d["total"] for w, d in res["per_word"].items()}
     t_cli, proc = best_of(
         lambda: subprocess.run(
@@ -127,34 +124,72 @@ def main() -> None:
             text=True,
             check=True,
         ),
-        args.repeats,
+        repeats,
     )
     cli_totals = {w: d["total"] for w, d in json.loads(proc.stdout)["per_word"].items()}
-    identical = got == ref and cli_totals == ref
-    print(
-        f"file: {size_mb:.1f} MB, {res['n_problems']} problems, {res['n_responses']} responses, "
-        f"{res['total']} hedges; kernel built: {_kernel() is not None}; cores: {os.cpu_count()}"
-    )
-    print(f"reference (json.loads + lower().count): {t_ref:.3f} s  ({size_mb / t_ref:.0f} MB/s)")
-    print(f"sdlens analyze (library call):         {t_lib:.3f} s  ({size_mb / t_lib:.0f} MB/s)  x{t_ref / t_lib:.1f}")
-    print(f"sdlens analyze (CLI process, incl. startup): {t_cli:.3f} s  x{t_ref / t_cli:.1f}")
-    print(f"identical counts: {identical}")
-    print(
-        json.dumps(
-            {
-                "mb": round(size_mb, 1),
-                "reference_s": round(t_ref, 4),
-                "sdlens_s": round(t_lib, 4),
-                "sdlens_cli_s": round(t_cli, 4),
-                "speedup": round(t_ref / t_lib, 2),
-                "speedup_cli": round(t_ref / t_cli, 2),
-                "identical": identical,
-            }
+    return {
+        "corpus": corpus,
+        "mb": round(size_mb, 1),
+        "n_problems": res["n_problems"],
+        "n_responses": res["n_responses"],
+        "reference_s": round(t_ref, 4),
+        "sdlens_s": round(t_lib, 4),
+        "sdlens_cli_s": round(t_cli, 4),
+        "speedup": round(t_ref / t_lib, 2),
+        "speedup_cli": round(t_ref / t_cli, 2),
+        "identical": got == ref and cli_totals == ref,
+    }
+
+
+def startup(repeats: int) -> dict:
+    """`sdlens --help` as a process against a bare `python -c "import rich, typer"` (best of N each)."""
+
+    def run(*argv: str) -> None:
+        subprocess.run([sys.executable, *argv], capture_output=True, check=True)
+
+    t_bare, _ = best_of(lambda: run("-c", "import rich, typer"), repeats)
+    t_help, _ = best_of(lambda: run("-m", "sdlens.cli", "--help"), repeats)
+    return {"help_s": round(t_help, 4), "bare_import_s": round(t_bare, 4), "help_ratio": round(t_help / t_bare, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=150, help="size of each generated JSONL in MB (>= 150 for the target)")
+    ap.add_argument("--file", type=Path, help="use this paper-format file instead of generating the corpora")
+    ap.add_argument("--corpus", choices=["ordinary", "special", "both"], default="both")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = ap.parse_args()
+
+    from sdlens.epistemic.count import _kernel
+
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.file is not None:
+            cases.append(run_case("file", args.file, args.repeats))
+        else:
+            for corpus in ("ordinary", "special") if args.corpus == "both" else (args.corpus,):
+                path = Path(tmp) / f"paper_eval_{corpus}.jsonl"
+                make_file(path, args.mb, special=corpus == "special")
+                cases.append(run_case(corpus, path, args.repeats))
+                path.unlink()
+    start = startup(max(5, args.repeats))
+    out = {"kernel": _kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
+    if not args.json:
+        print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
+        print("corpus    MB      reference   library call        CLI process         identical")
+        for c in cases:
+            print(
+                f"{c['corpus']:<9} {c['mb']:<7} {c['reference_s']:.3f} s     "
+                f"{c['sdlens_s']:.3f} s ({c['speedup']:.1f}x)    {c['sdlens_cli_s']:.3f} s ({c['speedup_cli']:.1f}x)"
+                f"    {c['identical']}"
+            )
+        print(
+            f"sdlens --help: {start['help_s']:.3f} s; python -c 'import rich, typer': {start['bare_import_s']:.3f} s "
+            f"({start['help_ratio']:.2f}x)"
         )
-    )
-    if tmp:
-        tmp.cleanup()
-    if not identical:
+    print(json.dumps(out))
+    if not all(c["identical"] for c in cases):
         sys.exit(1)
 
 

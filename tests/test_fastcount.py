@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sdlens.epistemic.count import N_BINS, count_text, count_texts_reference, kernel_count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
-from sdlens.epistemic.segment import Scope, scope_text
+from sdlens.epistemic.segment import Scope
 
 fc = pytest.importorskip("sdlens.epistemic._fastcount")
 
@@ -21,8 +21,8 @@ LEXICONS = {name: load_lexicon(name) for name in ("paper", "words", "companion")
 SCOPES = [s.value for s in Scope]
 KEY = "generated_responses"
 
-# the four code points that case-fold to / match ASCII letters, and which of them each mode cares about
-SPECIAL = {"substring": "\u0130\u212a", "letter": "\u0130\u0131\u017f\u212a", "word": ""}
+# the four code points that case-fold to / match ASCII letters (the kernel counts them itself, no fallback)
+SPECIAL = "\u0130\u0131\u017f\u212a"
 
 
 def user_lexicon(mode: str) -> Lexicon:
@@ -60,11 +60,6 @@ def simd(level: str):
         fc._simd(prev)
 
 
-def expected_fallback(texts: list[str], lexicon: Lexicon, scope: str) -> set[int]:
-    special = SPECIAL[lexicon.mode]
-    return {i for i, t in enumerate(texts) if any(c in special for c in scope_text(t, scope))}
-
-
 def reference_rows(texts: list[str], lexicon: Lexicon, scope: str) -> np.ndarray:
     w = len(lexicon.words)
     rows = np.zeros((len(texts), w + 2 + N_BINS), dtype=np.int64)
@@ -78,17 +73,15 @@ def reference_rows(texts: list[str], lexicon: Lexicon, scope: str) -> np.ndarray
 
 
 def check_kernel(texts: list[str], lexicon: Lexicon, scope: str, threads: int = 1) -> None:
-    """Raw kernel rows equal the reference; it falls back exactly on the special characters; glue agrees."""
+    """Raw kernel rows equal the reference, special characters included (nothing falls back); glue agrees."""
     w = len(lexicon.words)
     ref = reference_rows(texts, lexicon, scope)
-    want_fallback = expected_fallback(texts, lexicon, scope)
-    keep = [i for i in range(len(texts)) if i not in want_fallback]
     for level in SIMD_LEVELS:
         with simd(level):
             out = fc.count_strings(texts, lexicon.words, lexicon.mode, scope, threads)
         stats = np.frombuffer(out["stats"], dtype=np.int64).reshape(len(texts), w + 2 + N_BINS)
-        assert set(out["fallback"]) == want_fallback, level
-        np.testing.assert_array_equal(stats[keep], ref[keep], err_msg=level)
+        assert out["fallback"] == [], level
+        np.testing.assert_array_equal(stats, ref, err_msg=level)
     got = kernel_count_texts(fc, texts, lexicon, Scope(scope))
     want = count_texts_reference(texts, lexicon, scope)
     for field in ("counts", "n_chars", "n_words", "bins"):
@@ -146,6 +139,13 @@ UNICODE = [
     "<think>\u212a hmm</think> answer wait",  # the special character only in the thinking part
     "<think>hmm</think> answer \u0130 wait",  # only in the answer part
     "café wait naïve check Ünïcödé",
+    # the special characters as Python sees them: lower() makes U+0130 two code points (positions shift), U+212A
+    # "k"; under re.IGNORECASE U+0130/U+0131 are "i", U+017F "s", U+212A "k", in the boundary classes too
+    "\u0130\u0130\u0130\u0130\u0130\u0130\u0130\u0130 wait \u0130\u0130 hmm \u0130",
+    "l\u0131kely \u017feem\u017f \u017fseems seems\u017f \u0131wait wait\u0131 \u212await chec\u212a\u212a",
+    "<thin\u212a>wait</thin\u212a> hmm </think> check",  # a Kelvin sign does not make a tag
+    "\u0130\u0130 <think>\u017f\u0131 maybe</think> \u0130\u212a might",
+    "wai\u0130 wai\u0131 \u0130t CHEC\u212a\u0130 L\u0130\u212aELY",
     "\x00wait\x00 \x7fhmm\x7f",
 ]
 
@@ -178,7 +178,7 @@ def test_paper_quirks_through_kernel() -> None:
 def test_threads_and_long_texts() -> None:
     rng = np.random.default_rng(0)
     vocab = ["wait", "Hmm", "the", "answer", "check", "maybe,", "x", "<think>", "</think>", "\n", "é", "中", "😀"]
-    vocab += ["ü", "\u00a0", "\u3000", "\u2009", "\u212a", "\u0131", "1", "-", "'", "likely", "HMMM", "WaIt"]
+    vocab += ["ü", "\u00a0", "\u3000", "\u2009", *SPECIAL, "1", "-", "'", "likely", "HMMM", "WaIt", "seem\u017f"]
     seps = ["", " ", "  ", "\n"]
     texts = []
     for _ in range(60):
@@ -401,14 +401,13 @@ def test_scan_jsonl_lines(lexicon: Lexicon, scope: str) -> None:
     check_scan(lines, lexicon, scope, status, trailing_newline=False)
 
 
-def test_scan_jsonl_special_characters_go_to_python() -> None:
-    texts = ["<think>hmm \u212a</think> wait", "wait \u0131 \u017f", "L\u0130KELY"]
+def test_scan_jsonl_counts_special_characters() -> None:
+    texts = ["<think>hmm \u212a</think> wait", "wait \u0131 \u017f", "L\u0130KELY", "\u017feems chec\u212a"]
     lines = [json.dumps({KEY: [t]}, ensure_ascii=a).encode() for t in texts for a in (True, False)]
     for lexicon in ALL_LEXICONS:
         for scope in SCOPES:
             res = check_scan(lines, lexicon, scope)
-            want = [1 if expected_fallback([t], lexicon, scope) else 0 for t in texts for _ in (0, 1)]
-            assert res["status"].tolist() == want
+            assert res["status"].tolist() == [0] * len(lines)  # counted by the kernel, none left to Python
 
 
 def test_scan_jsonl_mmap_threads_and_key(tmp_path) -> None:
@@ -449,7 +448,7 @@ def test_scan_jsonl_mmap_threads_and_key(tmp_path) -> None:
 def test_scan_jsonl_random(responses: list[list[str]], ensure_ascii: bool, lex_i: int, scope: str) -> None:
     lexicon = ALL_LEXICONS[lex_i]
     lines = [json.dumps(paper_record(r), ensure_ascii=ensure_ascii).encode() for r in responses]
-    status = {i + 1: 1 if expected_fallback(r, lexicon, scope) else 0 for i, r in enumerate(responses)}
+    status = dict.fromkeys(range(1, len(responses) + 1), 0)
     check_scan(lines, lexicon, scope, status)
 
 
@@ -458,7 +457,7 @@ def test_scan_jsonl_random(responses: list[list[str]], ensure_ascii: bool, lex_i
 
 def python_status(line: bytes, lexicon: Lexicon, scope: str) -> int:
     """0 when the kernel must count the line itself (strict JSON object, key holding str or list of str, no lone
-    surrogate or special character in a response), 1 when it must leave it to Python."""
+    surrogate in a response), 1 when it must leave it to Python."""
     try:
         obj = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -469,9 +468,7 @@ def python_status(line: bytes, lexicon: Lexicon, scope: str) -> int:
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         return 1
-    if any(0xD800 <= ord(c) < 0xE000 for t in texts for c in t):
-        return 1
-    return 1 if expected_fallback(texts, lexicon, scope) else 0
+    return 1 if any(0xD800 <= ord(c) < 0xE000 for t in texts for c in t) else 0
 
 
 def check_lines(lines: list[bytes], lexicon: Lexicon | None = None, scope: str = "full") -> None:

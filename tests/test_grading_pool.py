@@ -100,13 +100,13 @@ def test_hard_timeout_kills_a_stuck_worker_and_the_pool_recovers() -> None:
     assert stuck.correct is False and stuck.error and stuck.error.startswith("hard timeout")
     assert after.correct is True  # graded by the replacement worker
     assert pool.recycled == before + 1
-    assert g.grade([(r"\boxed{2}", "3")])[0].correct is False  # still usable
+    assert g.grade([(r"\boxed{2.5}", "3")])[0].correct is False  # still usable (a decimal: graded by a worker)
 
 
 def test_dead_worker_marks_only_its_answer() -> None:
     g = get_grader("math-verify", timeout=30, workers=1)
     pool = get_pool(1)
-    g.grade([(r"\boxed{1}", "2")])  # warm the worker
+    g.grade([(r"\boxed{0.5}", "2")])  # warm the worker (a decimal: decided by math-verify, in the pool)
     (pid,) = pool.pids()
     box: dict[str, list] = {}
     t = threading.Thread(target=lambda: box.setdefault("v", g.grade([(BOMB, "0"), (r"\boxed{5}", "5.0")])))
@@ -121,10 +121,39 @@ def test_dead_worker_marks_only_its_answer() -> None:
 
 def test_pool_is_kept_warm() -> None:
     g = get_grader("math-verify", workers=1)
-    g.grade([(r"\boxed{1}", "2")])
+    g.grade([(r"\boxed{0.5}", "2")])
     pids = get_pool(1).pids()
-    g.grade([(r"\boxed{3}", "4")])
+    assert pids
+    g.grade([(r"\boxed{0.3}", "4")])
     assert get_pool(1).pids() == pids
+
+
+def test_start_runs_workers_ahead_and_run_uses_them() -> None:
+    pool = WorkerPool(2)
+    try:
+        pool.start()
+        started = pool.pids()
+        assert len(started) == 2  # spawned at once, importing math-verify while the caller goes on
+        pool.start()  # already running: nothing new
+        assert pool.pids() == started
+        assert pool.run([Task("mv", ("1/2", "0.5", 5), 20.0), Task("mv", ("1/2", "0.4", 5), 20.0)]) == [
+            (True, None),
+            (False, None),
+        ]
+        assert pool.pids() == started and pool.recycled == 0
+    finally:
+        pool.close()
+    pool.start()  # closed: starts nothing
+    assert pool.pids() == []
+
+
+def test_plain_numbers_are_decided_without_workers() -> None:
+    """Integers, fractions and roots get math-verify's verdict from sdlens.grading.exact, with no pool at all."""
+    g = get_grader("math-verify", workers=3)  # a pool setting no other test uses
+    items = [(r"\boxed{17}", "17"), (r"\boxed{18}", "17"), (r"\boxed{\sqrt{18}}", r"3\sqrt{2}")]
+    items += [(r"\boxed{\frac{6}{8}}", r"\frac{3}{4}"), (r"\boxed{-\frac{1}{3}}", r"\frac{1}{3}")]
+    assert [v.correct for v in g.grade(items)] == [True, False, True, True, False]
+    assert get_pool(3).pids() == []
 
 
 def test_workers_that_cannot_start_are_an_error() -> None:

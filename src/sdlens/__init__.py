@@ -1,8 +1,24 @@
 """sdlens: measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs."""
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from sdlens.errors import InputError
-from sdlens.schema import Problem, Sample, read_records, write_jsonl, write_parquet
+
+if TYPE_CHECKING:
+    from sdlens.schema import Problem, Sample, read_records, write_jsonl, write_parquet
 
 __version__ = "0.1.0"
 
 __all__ = ["InputError", "Problem", "Sample", "__version__", "read_records", "write_jsonl", "write_parquet"]
+
+# loaded on first use (PEP 562): `import sdlens.cli` must not pay for the records module (CLI start-up)
+_LAZY = {name: "sdlens.schema" for name in ("Problem", "Sample", "read_records", "write_jsonl", "write_parquet")}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,7 +19,6 @@ from sdlens.cli_report import register as _register_report
 from sdlens.cli_train import register as _register_train
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
-from sdlens.io import KeyMap
 
 app = typer.Typer(
     name="sdlens",
@@ -39,6 +37,8 @@ def fail(e: Exception) -> None:
 
 
 def emit_json(obj: object) -> None:
+    import orjson
+
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
 
 
@@ -80,6 +80,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad):
     from sdlens.epistemic.analyze import AnalyzeConfig
+    from sdlens.io import KeyMap
 
     keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
     return AnalyzeConfig(
@@ -110,7 +111,6 @@ def analyze(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sdlens.epistemic.analyze import run_analysis
-    from sdlens.report.tables import analysis_tables
 
     config = _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad)
     columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
@@ -124,6 +124,8 @@ def analyze(
     if json:
         emit_json(res)
         return
+    from sdlens.report.tables import analysis_tables
+
     Console().print(analysis_tables(res))
     if res.get("skipped_records"):
         err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
@@ -151,7 +153,6 @@ def compare(
     Example: sdlens compare base.jsonl sdpo.jsonl
     """
     from sdlens.epistemic.compare import compare as run_compare
-    from sdlens.report.tables import comparison_table
 
     config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad)
     try:
@@ -161,6 +162,8 @@ def compare(
     if json:
         emit_json(res)
         return
+    from sdlens.report.tables import comparison_table
+
     Console().print(comparison_table(res))
 
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -55,6 +54,8 @@ def _fail(e: BaseException) -> NoReturn:
 
 
 def _emit_json(obj: object) -> None:
+    import orjson
+
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich import box
 from rich.console import Console
@@ -105,6 +104,8 @@ def monitor(
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if json_out:
+        import orjson
+
         sys.stdout.write(orjson.dumps(res).decode() + "\n")
         return
     out = Console(soft_wrap=True, width=max(Console().width, 100))  # the table needs ~90 columns

@@ -4,10 +4,12 @@
  * The results equal sdlens.epistemic.count.count_text exactly; that Python function is the specification.
  * All matching happens on UTF-8 bytes with ASCII case folding: lexicon words are printable ASCII, and every
  * non-ASCII code point is one code point that is never a letter, never lower-cases to ASCII and never changes
- * length when lower-cased -- except U+0130 and U+212A (substring mode: lower() gives ASCII) and U+0130,
- * U+0131, U+017F, U+212A (letter mode: re.IGNORECASE matches them to ASCII letters). A response whose scoped
- * text holds one of those falls back to Python; word mode (re.ASCII) needs no fallback. A lexicon with a
- * word outside printable ASCII falls back entirely. Positions are code points (UTF-8 non-continuation bytes).
+ * length when lower-cased -- except U+0130 and U+212A (substring mode: lower() gives "i" U+0307 and "k") and
+ * U+0130, U+0131, U+017F, U+212A (letter mode: re.IGNORECASE matches them to "i", "i", "s", "k", as letters
+ * and in the [A-Za-z] boundary classes alike). When the scoped text of a response holds one of those, it is
+ * rewritten with that replacement (the text Python matches) and counted again; word mode (re.ASCII) needs
+ * neither. Only a lexicon with a word outside printable ASCII, or a string with a lone surrogate, falls back
+ * to Python. Positions are code points (UTF-8 non-continuation bytes).
  *
  *   count_strings(texts, words, mode, scope, threads=1) -> {"stats": bytes, "fallback": [int, ...]}
  *   scan_jsonl(data, key, words, mode, scope, threads=2) -> {"line_no", "line_start", "line_end", "status",
@@ -502,11 +504,13 @@ typedef struct {
     size_t *mpos;
     size_t mcap;
     size_t *next_ok;
+    Buf folded; /* a scoped text with its special code points replaced (see rewrite_special) */
 } Scratch;
 
 static void scratch_free(Scratch *sc) {
     free(sc->mpos);
     free(sc->next_ok);
+    free(sc->folded.p);
     memset(sc, 0, sizeof(*sc));
 }
 
@@ -891,10 +895,13 @@ AVX2_FN static size_t run_avx2(Scan *S, size_t i) {
 }
 #endif
 
+/* Stops early at a special code point of the mode (found only by scan_char: block runs stop at their lead bytes),
+   since the text is then counted again, rewritten (see count_one). */
 static void scan_range(Scan *S) {
     size_t i = S->s;
     const size_t e = S->e;
-    while (i < e && !S->oom) {
+    const unsigned mask = S->lx->special_mask;
+    while (i < e && !S->oom && !(S->special & mask)) {
         if (RUN) {
             i = RUN(S, i);
             if (i >= e) break;
@@ -906,9 +913,69 @@ static void scan_range(Scan *S) {
     }
 }
 
-/* Count one response into row (nw + EXTRA_COLS int64). Returns 0, 1 (fallback) or -1 (out of memory). */
+/* Count the text [s, e) of p (p[e] readable) into row (nw + EXTRA_COLS int64). Returns 0, 1 (it holds a special
+   code point of this mode: row is incomplete) or -1 (out of memory). */
+static int count_range(const Lex *lx, const uint8_t *p, size_t s, size_t e, int64_t *row, Scratch *sc) {
+    size_t nw = lx->nw;
+    memset(row, 0, (nw + EXTRA_COLS) * sizeof(int64_t));
+    memset(sc->next_ok, 0, nw * sizeof(size_t));
+    Scan S;
+    memset(&S, 0, sizeof(S));
+    S.lx = lx;
+    S.p = p;
+    S.s = s;
+    S.e = e;
+    S.prev_ws = 1u;
+    S.row = row;
+    S.sc = sc;
+    scan_range(&S);
+    if (S.oom) return -1;
+    if (S.special & lx->special_mask) return 1;
+    row[nw] = S.cp;
+    row[nw + 1] = S.words;
+    for (size_t k = 0; k < S.nm; k++) row[nw + 2 + (size_t)((int64_t)sc->mpos[k] * N_BINS / S.cp)]++;
+    return 0;
+}
+
+/* [s, e) of p (valid UTF-8) into out (NUL-terminated) as Python matches it: substring mode lower-cases U+0130 to
+   "i" U+0307 and U+212A to "k"; letter mode (re.IGNORECASE) treats U+0130 and U+0131 exactly like "i", U+017F
+   like "s" and U+212A like "k", in its [A-Za-z] boundary classes too. Every other byte is copied. Whitespace
+   stays whitespace and each code point becomes one (U+0130 two in substring mode, as lower() makes it), so the
+   positions, lengths and word counts of the result are Python's. The scope was applied to the original text:
+   "<thin\u212a>" is no tag. */
+static int rewrite_special(const Lex *lx, const uint8_t *p, size_t s, size_t e, Buf *out) {
+    if (buf_reserve(out, 2 * (e - s) + 1)) return -1; /* U+0130: 2 bytes -> 3 at most */
+    const int letter = lx->mode == M_LETTER;
+    uint8_t *o = out->p;
+    size_t n = 0, i = s;
+    while (i < e) {
+        uint8_t c = p[i];
+        if (c == 0xC4 && e - i >= 2 && p[i + 1] == 0xB0) { /* U+0130 */
+            o[n++] = 'i';
+            if (!letter) {
+                o[n++] = 0xCC; /* U+0307 */
+                o[n++] = 0x87;
+            }
+            i += 2;
+        } else if (letter && e - i >= 2 && ((c == 0xC4 && p[i + 1] == 0xB1) || (c == 0xC5 && p[i + 1] == 0xBF))) {
+            o[n++] = c == 0xC4 ? 'i' : 's'; /* U+0131, U+017F */
+            i += 2;
+        } else if (c == 0xE2 && e - i >= 3 && p[i + 1] == 0x84 && p[i + 2] == 0xAA) { /* U+212A */
+            o[n++] = 'k';
+            i += 3;
+        } else {
+            o[n++] = c;
+            i++;
+        }
+    }
+    o[n] = 0;
+    out->len = n;
+    return 0;
+}
+
+/* Count one response into row (nw + EXTRA_COLS int64). Returns 0 or -1 (out of memory). */
 static int count_one(const Lex *lx, const uint8_t *p, size_t n, int64_t *row, Scratch *sc) {
-    size_t nw = lx->nw, s = 0, e = n;
+    size_t s = 0, e = n;
     if (lx->scope != S_FULL) {
         size_t ts, te, as, ae;
         size_t close = find_tag(p, 0, n, "</think>", 8);
@@ -938,24 +1005,11 @@ static int count_one(const Lex *lx, const uint8_t *p, size_t n, int64_t *row, Sc
             e = ae;
         }
     }
-    memset(row, 0, (nw + EXTRA_COLS) * sizeof(int64_t));
-    memset(sc->next_ok, 0, nw * sizeof(size_t));
-    Scan S;
-    memset(&S, 0, sizeof(S));
-    S.lx = lx;
-    S.p = p;
-    S.s = s;
-    S.e = e;
-    S.prev_ws = 1u;
-    S.row = row;
-    S.sc = sc;
-    scan_range(&S);
-    if (S.oom) return -1;
-    if (S.special & lx->special_mask) return 1;
-    row[nw] = S.cp;
-    row[nw + 1] = S.words;
-    for (size_t k = 0; k < S.nm; k++) row[nw + 2 + (size_t)((int64_t)sc->mpos[k] * N_BINS / S.cp)]++;
-    return 0;
+    int rc = count_range(lx, p, s, e, row, sc);
+    if (rc != 1) return rc;
+    /* a special code point: count the text Python matches against instead (it holds none of them) */
+    if (rewrite_special(lx, p, s, e, &sc->folded)) return -1;
+    return count_range(lx, sc->folded.p, 0, sc->folded.len, row, sc);
 }
 
 /* ------------------------------------------------------------------------------------------------------ */

@@ -104,7 +104,8 @@ def count_texts(
 
 
 def kernel_count_texts(kernel, texts: Sequence[str], lexicon: Lexicon, scope: Scope) -> CountArrays:
-    """Run the compiled kernel; responses it flags (rare Unicode case-folding characters) go to the reference."""
+    """Run the compiled kernel; responses it leaves out (a lone surrogate, or any response when a lexicon word is
+    outside printable ASCII) go to the reference."""
     texts = list(texts)
     out = kernel.count_strings(texts, lexicon.words, lexicon.mode, scope.value)
     arrays = _arrays_from_kernel(out, len(texts), len(lexicon.words))

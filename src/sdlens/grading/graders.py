@@ -1,7 +1,8 @@
 """The two built-in graders: ``math-verify`` (the default) and ``paper-reward`` (the paper's training reward).
 
 Both do extraction and the cheap checks in the calling thread and send only the symbolic comparisons to the
-worker pool (:mod:`sdlens.grading.pool`), once per distinct ``(gold, answer)`` pair.
+worker pool (:mod:`sdlens.grading.pool`), once per distinct ``(gold, answer)`` pair. The pool's workers are
+started as soon as the first such pair is found, so their start-up overlaps the rest of the extraction.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sdlens.grading.base import GradeItem, ProgressFn, Verdict, register_grader
+from sdlens.grading.exact import same_value
 from sdlens.grading.extract import (
     ExtractMode,
     extract_answer,
@@ -34,6 +36,9 @@ class _PooledGrader:
     def __init__(self, workers: int | None, memory_limit_mb: int | None):
         self.workers = workers
         self.memory_limit_mb = memory_limit_mb
+
+    def _start_workers(self) -> None:
+        get_pool(self.workers, memory_limit_mb=self.memory_limit_mb).start()
 
     def _run_tasks(
         self,
@@ -65,6 +70,10 @@ class _PooledGrader:
 
 class MathVerifyGrader(_PooledGrader):
     r"""The default grader: think-aware extraction, then math-verify on ``\boxed{gold}`` vs ``\boxed{answer}``.
+
+    Answers written exactly like the gold answer, and pairs of plain integers, fractions and integer multiples of
+    square roots (:mod:`sdlens.grading.exact`, which gives math-verify's verdict exactly), are decided here
+    without a worker.
 
     ``timeout``: math-verify's own (signal) time limit in whole seconds for each parse / verify call, inside the
     worker. ``hard_timeout``: wall-clock seconds after which the parent kills a worker stuck on one answer
@@ -117,6 +126,8 @@ class MathVerifyGrader(_PooledGrader):
                 verdicts[i] = Verdict(ext, False, "empty gold answer")
             elif p == g:
                 verdicts[i] = Verdict(ext, True, None)
+            elif (same := same_value(g, p)) is not None:
+                verdicts[i] = Verdict(ext, same, None)
             elif len(p) > self.max_answer_chars:
                 verdicts[i] = Verdict(
                     ext, False, f"answer too long to grade ({len(p)} > {self.max_answer_chars} chars)"
@@ -124,6 +135,8 @@ class MathVerifyGrader(_PooledGrader):
             elif not p:
                 verdicts[i] = Verdict(ext, False, None)
             else:
+                if not keyed:
+                    self._start_workers()
                 keyed.setdefault((g, p), []).append(i)
 
         def make_task(key: tuple) -> Task:
@@ -172,6 +185,8 @@ class PaperRewardGrader(_PooledGrader):
             elif not pred:
                 verdicts[i] = Verdict(pred, False, None)
             else:
+                if not keyed:
+                    self._start_workers()
                 keyed.setdefault((str(gold), pred), []).append(i)
 
         def make_task(key: tuple) -> Task:

@@ -129,6 +129,21 @@ class WorkerPool:
             for slot in self._slots:
                 self._stop(slot, kill=False)
 
+    def start(self) -> None:
+        """Start the workers that are not running, without waiting for them: they import math-verify (about a
+        second) while the caller does other work, and the next :meth:`run` uses them. Does nothing while a run
+        is in progress (it starts its own) or after :meth:`close`."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._closed:
+                return
+            for slot in self._slots:
+                if slot.proc is None:
+                    self._start(slot)
+        finally:
+            self._lock.release()
+
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]
 

@@ -1,0 +1,46 @@
+"""CLI start-up: `sdlens --help` and the package imports load no heavy module (timings live in bench/analyze.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+# none of these is needed to parse arguments or print help; each costs 10-1000 ms to import
+HEAVY = ("numpy", "orjson", "pyarrow", "polars", "torch", "transformers", "trl", "math_verify", "matplotlib")
+
+
+def imported_modules(*argv: str) -> set[str]:
+    """Every module a fresh interpreter imports for `python -X importtime ARGV` (its stderr lists them)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv], capture_output=True, text=True, check=True, timeout=120
+    )
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("-m", "sdlens.cli", "--help"), ("-m", "sdlens.cli", "analyze", "--help"), ("-c", "import sdlens, sdlens.cli")],
+    ids=["help", "analyze-help", "import"],
+)
+def test_start_up_imports_no_heavy_module(argv: tuple[str, ...]) -> None:
+    mods = imported_modules(*argv)
+    assert "sdlens.cli" in mods or "sdlens" in mods  # the listing works
+    heavy = sorted(m for m in mods if m.split(".")[0] in HEAVY)
+    assert not heavy, heavy
+    assert "sdlens.schema" not in mods and "sdlens.epistemic.count" not in mods
+
+
+def test_lazy_package_attributes_still_resolve() -> None:
+    import sdlens
+    import sdlens.epistemic as ep
+    from sdlens.schema import Sample
+
+    assert sdlens.Sample is Sample
+    assert ep.count_texts.__module__ == "sdlens.epistemic.count"
+    assert ep.load_lexicon("paper").mode == "substring"
+    with pytest.raises(AttributeError):
+        _ = sdlens.no_such_name
+    with pytest.raises(AttributeError):
+        _ = ep.no_such_name
