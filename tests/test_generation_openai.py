@@ -1,6 +1,6 @@
 """The openai backend against real server processes on 127.0.0.1, started and stopped by the tests.
 
-Default (fast): sdlens's own OpenAI-compatible server (``python -m sdlens.generation.server``: a real HTTP server
+Default (fast): sdlens's own OpenAI-compatible server (``tests/openai_server.py``: a real HTTP server
 process generating with transformers) on the tiny random model. Slow: vLLM CPU's
 ``python -m vllm.entrypoints.openai.api_server`` from ``.venv-vllm`` (``make setup-vllm``) on SmolLM2; skipped with
 the reason when that venv is absent.
@@ -30,13 +30,23 @@ from sdlens.generation.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+SERVER = ROOT / "tests" / "openai_server.py"  # the test suite's own OpenAI-compatible server
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 SAMPLING = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=48, n=2, enable_thinking=True)
 
 
 def start_sdlens_server(model: str = "tiny-random", timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sdlens.generation.server", "--model", model, "--port", "0", "--batch-size", "16"],
+        [
+            sys.executable,
+            str(ROOT / "tests" / "openai_server.py"),
+            "--model",
+            model,
+            "--port",
+            "0",
+            "--batch-size",
+            "16",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

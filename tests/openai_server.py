@@ -1,4 +1,4 @@
-"""A small OpenAI-compatible server over the transformers backend: ``python -m sdlens.generation.server``.
+"""A small OpenAI-compatible server over the transformers backend: ``python tests/openai_server.py``.
 
 What it is: a real HTTP server (``http.server``, one thread per connection) that generates with
 :class:`~sdlens.generation.hf.TransformersBackend`. Requests that arrive together are batched: a worker thread
@@ -12,13 +12,14 @@ batch-composition float effects).
 What it is for: testing the ``openai`` backend end to end without vLLM, and serving a small model on a laptop.
 It is not a production server: use vLLM (``python -m vllm.entrypoints.openai.api_server``) or SGLang for that.
 
-    python -m sdlens.generation.server --model smollm2-135m --port 8000     # prints the URL when ready
+    python tests/openai_server.py --model smollm2-135m --port 8000     # prints the URL when ready
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import secrets
 import signal
@@ -283,7 +284,7 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdlens.generation.server", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tests/openai_server.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m", help="smollm2-135m, tiny-random, a local folder or a hub id")
     ap.add_argument("--served-model-name", default=None, help="the id in /v1/models (default: --model)")
     ap.add_argument("--host", default="127.0.0.1")
@@ -293,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     args = ap.parse_args(argv)
-    from sdlens.cli_eval import quiet_omp
-
-    quiet_omp()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: the machine runs other tests
     try:
         serve(
             args.model,
