@@ -49,7 +49,7 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="Input format (default: auto-detect). One of: sdlens, paper-eval, "
-        "paper-hint, verl-dump, verl-generation, trl-completions, generic.",
+        "paper-hint, verl-dump, verl-generation, trl-completions, openai-batch, lighteval, trace-dataset, generic.",
     ),
 ]
 LexiconOpt = Annotated[

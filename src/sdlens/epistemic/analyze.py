@@ -17,8 +17,9 @@ from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
 from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
-from sdlens.io.jsonl import _json_reason, iter_json_lines
-from sdlens.io.readers import paper_eval_samples
+from sdlens.io.containers import is_json_array
+from sdlens.io.jsonl import _json_reason
+from sdlens.io.readers import iter_records, paper_eval_samples
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
 
@@ -168,7 +169,7 @@ def run_analysis(
 
 
 def _paper_samples(path: Path, config: AnalyzeConfig, run: AnalysisRun, prefix: str) -> Iterator[Sample]:
-    for line, obj in iter_json_lines(path, run.skipped):
+    for line, obj in iter_records(path, run.skipped):
         try:
             samples = paper_eval_samples(obj, path, line, config.keys)
         except InputError as e:
@@ -216,6 +217,8 @@ def _can_scan(path: Path, fmt: str, config: AnalyzeConfig, units: _Units) -> boo
         config.fast
         and fmt == "paper-eval"
         and path.suffix != ".parquet"
+        and path.is_file()
+        and not is_json_array(path)
         and units.tok is None
         and config.by in (None, "file")
         and not config.keys.group_key
