@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from sdlens.epistemic.analyze import AnalyzeConfig, run_analysis
-from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS
+from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS, ratio_names, ratio_parts
 
 METRICS = ("mean_per_response", "per_1k", "share_with_any", "mean_length")
 
@@ -22,7 +22,13 @@ def _problem_table(paths: Iterable[str | Path], config: AnalyzeConfig) -> tuple[
     run = run_analysis(paths, config)
     pp = run.overall.per_problem()
     keys = list(run.overall.problems)
-    return keys, pp, run.result()
+    res = run.result()
+    if run.overall.measures:
+        # the behaviour measures' per-problem numerators and denominators ride along as extra columns
+        num, den = ratio_parts(run.overall.measures, run.overall.measure_table())
+        pp = np.concatenate([pp.astype(float), num, den], axis=1)
+        res["_measure_names"] = ratio_names(run.overall.measures)
+    return keys, pp, res
 
 
 def _stats(pp: np.ndarray) -> dict[str, np.ndarray]:
@@ -37,6 +43,14 @@ def _stats(pp: np.ndarray) -> dict[str, np.ndarray]:
             "mean_length": units / resp,
             "words": pp[..., P_WORDS:] / resp[..., None],
         }
+
+
+def _measure_stats(pp: np.ndarray, n_words: int, n_ratios: int) -> np.ndarray:
+    """The behaviour measures' ratios from (summed) rows whose last ``2 * n_ratios`` columns are their parts."""
+    base = P_WORDS + n_words
+    num, den = pp[..., base : base + n_ratios], pp[..., base + n_ratios : base + 2 * n_ratios]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
 
 
 def _resampled_sums(pp: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -102,6 +116,12 @@ def compare(
             "ratio_ci": _ci(ratio_dist),
         }
     words = res_a["per_word"].keys()
+    n_words = len(words)
+    if n_words != pp_a.shape[1] - P_WORDS:  # measure columns follow the words: keep them out of the word stats
+        point_a["words"] = point_a["words"][..., :n_words]
+        point_b["words"] = point_b["words"][..., :n_words]
+        dist_a["words"] = dist_a["words"][..., :n_words]
+        dist_b["words"] = dist_b["words"][..., :n_words]
     per_word = {}
     for j, w in enumerate(words):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -115,7 +135,8 @@ def compare(
         }
     e = metrics["mean_per_response"]
     fell, rose = _significance(e["ratio_ci"])
-    return {
+    measures = _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words)
+    out = {
         "lexicon": res_a["lexicon"],
         "scope": res_a["scope"],
         "length_unit": res_a["length_unit"],
@@ -130,6 +151,35 @@ def compare(
         "hedging_rose": rose,
         "verdict": _verdict(e, fell, rose, paired),
     }
+    if measures:
+        out["measures"] = measures
+    return out
+
+
+def _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words: int) -> dict[str, Any]:
+    """Each behaviour measure's statistic in A and B with bootstrap CIs and the ratio B/A (same resamples as E)."""
+    names = res_a.pop("_measure_names", None)
+    if not names:
+        return {}
+    k = len(names)
+    point_a, point_b = _measure_stats(pp_a.sum(axis=0), n_words, k), _measure_stats(pp_b.sum(axis=0), n_words, k)
+    dist_a, dist_b = _measure_stats(boot_a, n_words, k), _measure_stats(boot_b, n_words, k)
+    out: dict[str, Any] = {}
+    for j, (measure, stat) in enumerate(names):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = point_b[j] / point_a[j]
+            ratio_dist = dist_b[:, j] / dist_a[:, j]
+        out.setdefault(measure, {})[stat] = {
+            "a": _num(point_a[j]),
+            "a_ci": _ci(dist_a[:, j]),
+            "b": _num(point_b[j]),
+            "b_ci": _ci(dist_b[:, j]),
+            "difference": _num(point_b[j] - point_a[j]),
+            "difference_ci": _ci(dist_b[:, j] - dist_a[:, j]),
+            "ratio": _num(ratio),
+            "ratio_ci": _ci(ratio_dist),
+        }
+    return out
 
 
 def _significance(ci: list[float | None]) -> tuple[bool, bool]:
