@@ -16,6 +16,7 @@ from sdlens.cli_experiment import register as _register_experiment
 from sdlens.cli_grading import register as _register_grading
 from sdlens.cli_lab import register as _register_lab
 from sdlens.cli_monitor import register as _register_monitor
+from sdlens.cli_probe import register as _register_probe
 from sdlens.cli_report import register as _register_report
 from sdlens.cli_train import register as _register_train
 from sdlens.epistemic.segment import Scope
@@ -244,6 +245,7 @@ _register_monitor(app)
 _register_experiment(app)
 _register_report(app)
 _register_lab(app)
+_register_probe(app)
 
 
 def main() -> None:

@@ -143,7 +143,9 @@ def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap)
             answer=None if gold is None else str(gold),
             source=obj.get("data_source"),
             context=context,
-            meta={"line": line},
+            meta={"line": line, "question": obj["question"]}
+            if isinstance(obj.get("question"), str)
+            else {"line": line},
         )
         for j, resp in enumerate(responses)
     ]
