@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--context", help="hint (a correct solution), answer (the ground truth) or none.")
         ] = "hint",
         problems: Annotated[
-            Path | None, typer.Option("--problems", help="Problems giving prompts when the traces lack them.")
+            str | None,
+            typer.Option("--problems", help="Problems file or benchmark (math500...) giving prompts the traces lack."),
         ] = None,
         lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Hedge lexicon (default: words).")] = "words",
         fmt: Annotated[str | None, typer.Option("--format", "-f", help="Input format (default: auto-detect).")] = None,

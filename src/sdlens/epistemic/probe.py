@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from sdlens.benchmarks import load_benchmark
 from sdlens.epistemic.compare import _ci, _resampled_sums
 from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.epistemic.measures import TOKEN_ENTROPY, TOKEN_IS_TOP
@@ -55,8 +56,9 @@ class ProbeConfig:
     """Trace file or folder, any format ``sdlens analyze`` reads."""
     context: str = "hint"
     """Privileged context: ``hint`` (a correct solution), ``answer`` (the ground truth only) or ``none``."""
-    problems: Path | None = None
-    """Problems (sdlens Problems or a verl dataset) giving each problem id's prompt, when the traces lack it."""
+    problems: str | None = None
+    """Where each problem id's prompt comes from when the traces lack it: a file of sdlens Problems or a verl
+    dataset, or a benchmark name / file as ``sdlens eval --benchmark`` takes it (e.g. for eval samples)."""
     lexicon: str = "words"
     """Hedge lexicon (``words`` by default: whole words, as the live monitor)."""
     fmt: str | None = None
@@ -191,7 +193,7 @@ def run_probe(config: ProbeConfig, *, progress: Callable[[int], None] | None = N
     samples = list(_limited(iter_samples(config.data, config.fmt, keys=config.keys, bad=BadLines()), config.limit))
     if not samples:
         raise InputError(config.data, "no responses to score")
-    problems = {p.id: p for p in iter_problems(config.problems)} if config.problems else {}
+    problems = _load_problems(config.problems)
     correct = _solutions(samples)
     scorer = _Scorer(config)
     gap = torch.zeros(6, dtype=torch.float64)
@@ -256,6 +258,15 @@ def run_probe(config: ProbeConfig, *, progress: Callable[[int], None] | None = N
     return _summary(
         config, lexicon, scored_samples, n_tokens, gap, per_word, by_position, per_problem, seq_pmi, skipped
     )
+
+
+def _load_problems(spec: str | Path | None) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    path = Path(spec)
+    if path.is_file():
+        return {p.id: p for p in iter_problems(path)}
+    return {p.id: p for p in load_benchmark(str(spec)).problems}
 
 
 def _limited(it: Iterator[Sample], limit: int | None) -> Iterator[Sample]:
