@@ -71,7 +71,7 @@ def test_eval_folder_and_folder_of_runs(rc_run: Path, tmp_path):
     assert html.count("<img ") == 2
     assert len(list((lab / "report_files").glob("*.png"))) == 2
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
-    assert bad.exit_code == 2 and "not a folder" in bad.output
+    assert bad.exit_code == 2 and "empty: no such file or folder" in bad.output
     (tmp_path / "empty").mkdir()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert bad.exit_code == 2 and "no experiment run" in bad.output

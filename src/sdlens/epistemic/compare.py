@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sdlens.epistemic.analyze import AnalyzeConfig, run_analysis
+from sdlens.epistemic.analyze import AnalysisRun, AnalyzeConfig, run_analysis
 from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS, ratio_names, ratio_parts
 
 METRICS = ("mean_per_response", "per_1k", "share_with_any", "mean_length")
@@ -19,7 +19,12 @@ def _strip(key: str) -> str:
 
 
 def _problem_table(paths: Iterable[str | Path], config: AnalyzeConfig) -> tuple[list[str], np.ndarray, dict]:
-    run = run_analysis(paths, config)
+    return problem_table(run_analysis(paths, config))
+
+
+def problem_table(run: AnalysisRun) -> tuple[list[str], np.ndarray, dict]:
+    """Problem keys, the per-problem table the bootstrap resamples (hedge columns, then each measure's ratio
+    numerators and denominators) and the run's summary."""
     pp = run.overall.per_problem()
     keys = list(run.overall.problems)
     res = run.result()
@@ -129,7 +134,9 @@ def compare(
             ratio_dist = dist_b["words"][:, j] / dist_a["words"][:, j]
         per_word[w] = {
             "a": _num(point_a["words"][j]),
+            "a_ci": _ci(dist_a["words"][:, j]),
             "b": _num(point_b["words"][j]),
+            "b_ci": _ci(dist_b["words"][:, j]),
             "ratio": _num(ratio),
             "ratio_ci": _ci(ratio_dist),
         }
@@ -140,8 +147,8 @@ def compare(
         "lexicon": res_a["lexicon"],
         "scope": res_a["scope"],
         "length_unit": res_a["length_unit"],
-        "a": {k: res_a[k] for k in ("files", "n_problems", "n_responses")},
-        "b": {k: res_b[k] for k in ("files", "n_problems", "n_responses")},
+        "a": {k: res_a[k] for k in ("files", "n_problems", "n_responses", "position_profile")},
+        "b": {k: res_b[k] for k in ("files", "n_problems", "n_responses", "position_profile")},
         "paired": paired,
         "n_boot": n_boot,
         "seed": seed,
@@ -179,6 +186,31 @@ def _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words: int) -> dict[s
             "ratio": _num(ratio),
             "ratio_ci": _ci(ratio_dist),
         }
+    return out
+
+
+def bootstrap_run(run: AnalysisRun, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """One run's estimates with bootstrap 95% CIs over problems (``{"value", "ci"}`` each): the compare metrics,
+    each word per response, and each behaviour measure's statistics."""
+    _, pp, res = problem_table(run)
+    n_words = len(res["per_word"])
+    idx = np.random.default_rng(seed).integers(0, max(1, len(pp)), size=(n_boot, len(pp)))
+    boot = _resampled_sums(pp, idx) if len(pp) else np.zeros((n_boot, pp.shape[1]))
+    point, dist = _stats(pp.sum(axis=0)), _stats(boot)
+    out: dict[str, Any] = {
+        "metrics": {m: {"value": _num(point[m]), "ci": _ci(dist[m])} for m in METRICS},
+        "per_word": {
+            w: {"value": _num(point["words"][j]), "ci": _ci(dist["words"][:, j])} for j, w in enumerate(res["per_word"])
+        },
+    }
+    names = res.pop("_measure_names", None)
+    if names:
+        k = len(names)
+        pm, dm = _measure_stats(pp.sum(axis=0), n_words, k), _measure_stats(boot, n_words, k)
+        measures: dict[str, Any] = {}
+        for j, (measure, stat) in enumerate(names):
+            measures.setdefault(measure, {})[stat] = {"value": _num(pm[j]), "ci": _ci(dm[:, j])}
+        out["measures"] = measures
     return out
 
 
