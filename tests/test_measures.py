@@ -261,3 +261,9 @@ def test_forks_from_stored_token_entropies(tmp_path: Path) -> None:
         [tmp_path / "s.jsonl"], AnalyzeConfig(measures=("forks",), measure_options=MeasureOptions(fork_entropy=2.5))
     )
     assert high["measures"]["forks"]["totals"]["forks"] == 1
+
+
+def test_forks_without_token_entropies_says_how_to_get_them(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "a.jsonl", [json.dumps({"idx": 0, "generated_responses": ["wait"]})])
+    result = runner.invoke(app, ["analyze", str(path), "--measures", "reflection,forks"])
+    assert result.exit_code == 2 and "token_entropy" in result.output and "sdlens probe" in result.output

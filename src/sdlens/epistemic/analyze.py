@@ -179,6 +179,8 @@ def run_analysis(
             _add_samples(batch, keys, label, config, lexicon, scope, units, run)
             if progress:
                 progress(len(batch))
+    for measure in run.measures:
+        measure.finish(run.overall.measure_table())
     return run
 
 

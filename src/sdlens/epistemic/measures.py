@@ -43,6 +43,10 @@ class Measure:
     def columns(self, batch: Sequence[Sample], hedge_totals: np.ndarray, scope: Scope) -> np.ndarray:
         raise NotImplementedError
 
+    def finish(self, table: np.ndarray) -> None:
+        """Called with the per-problem sums of all measures' columns when the input is read (to refuse input the
+        measure cannot use)."""
+
     def _table(self, n: int) -> tuple[np.ndarray, dict[str, int]]:
         return np.zeros((n, len(self.spec.columns))), {c: i for i, c in enumerate(self.spec.columns)}
 
@@ -270,6 +274,17 @@ class Forks(Measure):
 
     def __init__(self, threshold: float = 1.0):
         self.threshold = threshold
+        self.offset = 0  # where this measure's columns start in the table (set by build_measures)
+
+    def finish(self, table: np.ndarray) -> None:
+        scored = table[:, self.offset + self.spec.columns.index("scored")].sum() if len(table) else 0
+        if len(table) and scored == 0:
+            raise InputError(
+                None,
+                "no response carries per-token entropies (meta.token_entropy): score the traces first with "
+                "`sdlens probe --model M --data FILE --context none --save-tokens SCORED.jsonl`",
+                field="measures",
+            )
 
     def columns(self, batch: Sequence[Sample], hedge_totals: np.ndarray, scope: Scope) -> np.ndarray:
         out, col = self._table(len(batch))
@@ -333,6 +348,11 @@ def build_measures(names: Sequence[str], options: MeasureOptions) -> list[Measur
             built.append(Judged(options.judge))
         else:
             raise InputError(None, f"unknown measure {name!r} (choose from {', '.join(MEASURES)})", field="measures")
+    offset = 0
+    for m in built:
+        if isinstance(m, Forks):
+            m.offset = offset
+        offset += len(m.spec.columns)
     return built
 
 
