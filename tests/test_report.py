@@ -61,6 +61,7 @@ def test_eval_folder_and_folder_of_runs(rc_run: Path, tmp_path):
     html = ev.read_text()
     _self_contained(html)
     assert fmt_ci(metrics["metrics"]["avg@n"], 3) in html and "Hedges per response" in html
+    assert "Behaviour measures (95% CI)" in html and "share_reflective" in html  # the new measures, where they exist
     # a folder of runs: one section per run found, figures named apart in the Markdown
     res = CliRunner().invoke(app, ["report", str(lab)])
     assert res.exit_code == 0, res.output

@@ -161,6 +161,17 @@ def trace_report_blocks(
     return f"sdlens report: {', '.join(p.name for p in paths)}", blocks
 
 
+def measures_block(
+    paths: Sequence[str | Path], measures: Sequence[str] = ("reflection", "revisions"), *, n_boot: int = 1000
+) -> Table | None:
+    """The behaviour measures of trace files as one table with 95% CIs over problems (for run reports)."""
+    run = run_analysis([Path(p) for p in paths], AnalyzeConfig(measures=tuple(measures)))
+    cis = bootstrap_run(run, n_boot=n_boot)
+    if not cis.get("measures"):
+        return None
+    return Table("Behaviour measures (95% CI)", ["measure", "statistic", "value"], _measure_rows(cis["measures"]))
+
+
 def _excerpt_blocks(samples: list[Sample], lexicon: Lexicon, scope: Scope, n: int) -> list[Block]:
     if not samples or n <= 0:
         return []
