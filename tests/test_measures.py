@@ -134,6 +134,13 @@ def _write_all_formats(root: Path) -> dict[str, Path]:
     )
     (root / "array.json").write_text(json.dumps([json.loads(x) for x in out["paper-eval"].read_text().splitlines()]))
     out["json-array"] = root / "array.json"
+    try:
+        import datasets
+    except ImportError:  # a TRL install brings it; without it only this container goes untested here
+        return out
+    rows = [json.loads(x) for x in out["trace-dataset"].read_text().splitlines()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(root / "saved"))
+    out["saved-dataset"] = root / "saved"
     return out
 
 
