@@ -146,3 +146,14 @@ def test_probe_needs_prompts(tmp_path: Path) -> None:
     assert res["n_responses"] == 0 and res["skipped"]["no_prompt"] == 1
     with pytest.raises(InputError, match=r"e\.jsonl:1: field 'response': missing key"):
         run_probe(ProbeConfig(model="tiny-random", data=write_lines(tmp_path / "e.jsonl", ["{}"])))
+
+
+def test_difference_ci_needs_hedges_in_most_resamples() -> None:
+    from sdlens.epistemic.probe import _difference_ci
+
+    both = {"a": np.array([-2.0, 2, 1.0, 10]), "b": np.array([-1.0, 1, 0.5, 10])}
+    lo, hi = _difference_ci(both, 500, 0)
+    assert lo is not None and lo <= -3 / 3 - 1.5 / 20 <= hi  # the point estimate lies inside
+    # problem b has no hedge token: a quarter of the resamples hold none, so no interval is claimed
+    one = {"a": np.array([-2.0, 2, 1.0, 10]), "b": np.array([0.0, 0, 0.5, 10])}
+    assert _difference_ci(one, 500, 0) == [None, None]

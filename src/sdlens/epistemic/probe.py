@@ -315,7 +315,8 @@ def _summary(config, lexicon, scored, n_tokens, gap, per_word, by_position, per_
 
 
 def _difference_ci(per_problem: dict[str, np.ndarray], n_boot: int, seed: int) -> list[float | None]:
-    """95% CI of (mean u at hedges) - (mean u elsewhere), resampling problems."""
+    """95% CI of (mean u at hedges) - (mean u elsewhere), resampling problems; None when more than 5% of the
+    resamples hold no hedge token (hedges in too few problems for an interval)."""
     if not per_problem:
         return [None, None]
     table = np.stack(list(per_problem.values()))
@@ -323,4 +324,7 @@ def _difference_ci(per_problem: dict[str, np.ndarray], n_boot: int, seed: int) -
     sums = _resampled_sums(table, idx)
     with np.errstate(divide="ignore", invalid="ignore"):
         diff = sums[:, 0] / sums[:, 1] - sums[:, 2] / sums[:, 3]
+    if np.mean(~np.isfinite(diff)) > 0.05:
+        # hedges sit in so few problems that many resamples have none: no honest interval
+        return [None, None]
     return _ci(diff)
