@@ -65,8 +65,19 @@ def register(app: typer.Typer) -> None:
             device=device,
             save_tokens=save_tokens,
         )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("responses"),
+            TimeElapsedColumn(),
+        )
         try:
-            res = run_probe(config)
+            with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+                task = bar.add_task("score", total=limit)
+                res = run_probe(config, progress=lambda n: bar.advance(task, n))
         except InputError as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
