@@ -157,3 +157,35 @@ def test_difference_ci_needs_hedges_in_most_resamples() -> None:
     # problem b has no hedge token: a quarter of the resamples hold none, so no interval is claimed
     one = {"a": np.array([-2.0, 2, 1.0, 10]), "b": np.array([0.0, 0, 0.5, 10])}
     assert _difference_ci(one, 500, 0) == [None, None]
+
+
+def test_hint_nothink_shows_the_solution_without_its_thinking(tmp_path: Path) -> None:
+    from sdlens.experiments.contexts import hint_prompt
+    from sdlens.models import load_causal_lm, load_tokenizer, resolve_model
+
+    data = write_lines(
+        tmp_path / "t.jsonl",
+        [
+            json.dumps(
+                {
+                    "idx": 0,
+                    "question": "What is 2+3?",
+                    "generated_responses": [
+                        "<think>Wait, 5.</think>\\boxed{5}",
+                        "<think>Hmm, maybe 5.</think>\\boxed{5}",
+                    ],
+                    "answers_correctness": [True, True],
+                }
+            )
+        ],
+    )
+    out = tmp_path / "tok.jsonl"
+    run_probe(ProbeConfig(model="tiny-random", data=data, context="hint-nothink", save_tokens=out))
+    row = json.loads(out.read_text().splitlines()[0])
+    ref = resolve_model("tiny-random")
+    tok, model = load_tokenizer(ref), load_causal_lm(ref)
+    chat = [{"role": "user", "content": "What is 2+3?"}]
+    shown = [{"role": "user", "content": hint_prompt("What is 2+3?", "\\boxed{5}")}]  # response 1, thinking cut
+    s = _direct_logps(model, tok, chat, row["response"])
+    t = _direct_logps(model, tok, shown, row["response"])
+    np.testing.assert_allclose(row["meta"]["token_pmi"], t - s, atol=3e-4)

@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="smollm2-135m, tiny-random, a local folder or a hub id.")],
         data: Annotated[Path, typer.Option("--data", help="Trace file or folder (any format analyze reads).")],
         context: Annotated[
-            str, typer.Option("--context", help="hint (a correct solution), answer (the ground truth) or none.")
+            str,
+            typer.Option(
+                "--context", help="hint (a correct solution), hint-nothink, answer (the ground truth) or none."
+            ),
         ] = "hint",
         problems: Annotated[
             str | None,

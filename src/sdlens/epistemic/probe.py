@@ -11,6 +11,8 @@ tokens ("wait", "maybe") than at other tokens under a solution hint. Contexts:
 - ``hint``: the paper's section-3 hint prompt (``{question}\n\nCorrect solution: {s}\n\nCorrectly solve the original
   question.``) with ``s`` = the sample's reference ``solution`` when the data has one, else the first *other*
   correct response to the same problem in the file; a response with neither is not scored.
+- ``hint-nothink``: the same with the solution's thinking removed (the paper's ``s\think`` context), so the model
+  cannot simply copy the solution's hedges.
 - ``answer``: the same prompt with only the ground-truth answer as the solution (``\boxed{answer}``).
 - ``none``: no second pass; only the student-side scores (log-prob, entropy, whether the sampled token was the
   most likely), which ``--save-tokens`` stores for ``sdlens analyze --measures forks``.
@@ -37,12 +39,12 @@ from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.epistemic.measures import TOKEN_ENTROPY, TOKEN_IS_TOP
 from sdlens.epistemic.tokens import hedge_position_words
 from sdlens.errors import InputError
-from sdlens.experiments.contexts import hint_prompt
+from sdlens.experiments.contexts import context_solution, hint_prompt
 from sdlens.io import BadLines, KeyMap, iter_problems, iter_samples
 from sdlens.monitor.mechanism import GapAccumulator, gap_sums
 from sdlens.schema import Sample, write_jsonl
 
-CONTEXTS = ("hint", "answer", "none")
+CONTEXTS = ("hint", "hint-nothink", "answer", "none")
 N_POSITION_BINS = 10
 
 
@@ -55,7 +57,8 @@ class ProbeConfig:
     data: Path
     """Trace file or folder, any format ``sdlens analyze`` reads."""
     context: str = "hint"
-    """Privileged context: ``hint`` (a correct solution), ``answer`` (the ground truth only) or ``none``."""
+    """Privileged context: ``hint`` (a correct solution), ``hint-nothink`` (its thinking removed), ``answer`` (the
+    ground truth only) or ``none``."""
     problems: str | None = None
     """Where each problem id's prompt comes from when the traces lack it: a file of sdlens Problems or a verl
     dataset, or a benchmark name / file as ``sdlens eval --benchmark`` takes it (e.g. for eval samples)."""
@@ -111,9 +114,11 @@ def _context_text(i: int, sample: Sample, context: str, correct: dict[str, list[
     if context == "answer":
         return None if sample.answer is None else f"\\boxed{{{sample.answer}}}"
     ref = sample.meta.get("solution")
-    if isinstance(ref, str) and ref.strip():
+    if not (isinstance(ref, str) and ref.strip()):
+        ref = next((text for j, text in correct.get(sample.problem_id, []) if j != i), None)
+    if ref is None or context == "hint":
         return ref
-    return next((text for j, text in correct.get(sample.problem_id, []) if j != i), None)
+    return context_solution(ref, "s-nothink")  # the paper's s\think: the solution without its thinking
 
 
 @dataclass
