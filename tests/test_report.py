@@ -61,6 +61,7 @@ def test_eval_folder_and_folder_of_runs(rc_run: Path, tmp_path):
     html = ev.read_text()
     _self_contained(html)
     assert fmt_ci(metrics["metrics"]["avg@n"], 3) in html and "Hedges per response" in html
+    assert "Behaviour measures (95% CI)" in html and "share_reflective" in html  # the new measures, where they exist
     # a folder of runs: one section per run found, figures named apart in the Markdown
     res = CliRunner().invoke(app, ["report", str(lab)])
     assert res.exit_code == 0, res.output
@@ -71,7 +72,7 @@ def test_eval_folder_and_folder_of_runs(rc_run: Path, tmp_path):
     assert html.count("<img ") == 2
     assert len(list((lab / "report_files").glob("*.png"))) == 2
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
-    assert bad.exit_code == 2 and "not a folder" in bad.output
+    assert bad.exit_code == 2 and "empty: no such file or folder" in bad.output
     (tmp_path / "empty").mkdir()
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert bad.exit_code == 2 and "no experiment run" in bad.output

@@ -15,6 +15,7 @@ from sdlens.cli_experiment import register as _register_experiment
 from sdlens.cli_grading import register as _register_grading
 from sdlens.cli_lab import register as _register_lab
 from sdlens.cli_monitor import register as _register_monitor
+from sdlens.cli_probe import register as _register_probe
 from sdlens.cli_report import register as _register_report
 from sdlens.cli_train import register as _register_train
 from sdlens.epistemic.segment import Scope
@@ -49,7 +50,7 @@ FormatOpt = Annotated[
         "--format",
         "-f",
         help="Input format (default: auto-detect). One of: sdlens, paper-eval, "
-        "paper-hint, verl-dump, verl-generation, trl-completions, generic.",
+        "paper-hint, verl-dump, verl-generation, trl-completions, openai-batch, lighteval, trace-dataset, generic.",
     ),
 ]
 LexiconOpt = Annotated[
@@ -76,16 +77,58 @@ CorrectKeyOpt = Annotated[
 ]
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip and count malformed records instead of failing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+MeasuresOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--measures",
+        help="Behaviour measures beside the hedges, comma-separated: reflection, revisions, forks, judged.",
+    ),
+]
+ReflectionLexOpt = Annotated[
+    str,
+    typer.Option("--reflection-lexicon", help="reflection, reflection-qwen|-deepseek|-llama, family, or a TOML file."),
+]
+ForkEntropyOpt = Annotated[
+    float, typer.Option("--fork-entropy", help="Entropy (nats) at or above which a position is a fork.")
+]
+JudgeModelOpt = Annotated[
+    str | None, typer.Option("--judge-model", help="Judge for --measures judged (name, hub id or local folder).")
+]
+JudgeBackendOpt = Annotated[
+    str, typer.Option("--judge-backend", help="transformers, vllm or openai (an OpenAI-compatible server).")
+]
+JudgeUrlOpt = Annotated[str | None, typer.Option("--judge-base-url", help="Server URL for --judge-backend openai.")]
+JudgeCacheOpt = Annotated[
+    Path, typer.Option("--judge-cache", help="JSONL cache of judgements (per response hash, judge, prompt version).")
+]
 
 
-def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad):
+def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour=None):
     from sdlens.epistemic.analyze import AnalyzeConfig
+    from sdlens.epistemic.measures import MeasureOptions, parse_measures
     from sdlens.io import KeyMap
 
     keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
+    measures, reflection, fork_entropy, judge = behaviour or (None, "reflection", 1.0, None)
     return AnalyzeConfig(
-        fmt=fmt, lexicon=lexicon, scope=scope, by=by, tokenizer=tokenizer, keys=keys, skip_bad=skip_bad
+        fmt=fmt,
+        lexicon=lexicon,
+        scope=scope,
+        by=by,
+        tokenizer=tokenizer,
+        keys=keys,
+        skip_bad=skip_bad,
+        measures=parse_measures(measures),
+        measure_options=MeasureOptions(reflection_lexicon=reflection, fork_entropy=fork_entropy, judge=judge),
     )
+
+
+def _judge(model, backend, base_url, cache):
+    if model is None:
+        return None
+    from sdlens.epistemic.judge import JudgeConfig
+
+    return JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache)
 
 
 @app.command()
@@ -101,18 +144,32 @@ def analyze(
     group_key: GroupKeyOpt = None,
     correct_key: CorrectKeyOpt = None,
     skip_bad: SkipBadOpt = False,
+    measures: MeasuresOpt = None,
+    reflection_lexicon: ReflectionLexOpt = "reflection",
+    fork_entropy: ForkEntropyOpt = 1.0,
+    judge_model: JudgeModelOpt = None,
+    judge_backend: JudgeBackendOpt = "transformers",
+    judge_base_url: JudgeUrlOpt = None,
+    judge_cache: JudgeCacheOpt = Path(".sdlens-judge-cache.jsonl"),
     json: JsonOpt = False,
 ) -> None:
     """Epistemic verbalization in trace files: E per response (the paper's number), per 1k tokens, share of
     responses with any hedge, median / p90, per word, where in the response hedges fall, grouped by any key.
 
-    Example: sdlens analyze outputs.jsonl --by correct
+    Example: sdlens analyze outputs.jsonl --by correct --measures reflection,revisions
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sdlens.epistemic.analyze import run_analysis
 
-    config = _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad)
+    try:
+        judge = _judge(judge_model, judge_backend, judge_base_url, judge_cache)
+        behaviour = (measures, reflection_lexicon, fork_entropy, judge)
+        config = _config(
+            fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour
+        )
+    except InputError as e:
+        fail(e)
     columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -145,6 +202,16 @@ def compare(
     skip_bad: SkipBadOpt = False,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    measures: MeasuresOpt = None,
+    reflection_lexicon: ReflectionLexOpt = "reflection",
+    fork_entropy: ForkEntropyOpt = 1.0,
+    judge_model: JudgeModelOpt = None,
+    judge_backend: JudgeBackendOpt = "transformers",
+    judge_base_url: JudgeUrlOpt = None,
+    judge_cache: JudgeCacheOpt = Path(".sdlens-judge-cache.jsonl"),
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained side-by-side HTML report here.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Two runs side by side: E, hedges per 1k, share with any, length and each word, with bootstrap 95% CIs
@@ -154,9 +221,16 @@ def compare(
     """
     from sdlens.epistemic.compare import compare as run_compare
 
-    config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad)
     try:
+        judge = _judge(judge_model, judge_backend, judge_base_url, judge_cache)
+        behaviour = (measures, reflection_lexicon, fork_entropy, judge)
+        config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad, behaviour)
         res = run_compare([a], [b], config, n_boot=n_boot, seed=seed)
+        if html is not None:
+            from sdlens.report.traces import write_comparison_report
+
+            write_comparison_report([a], [b], config, res, html)
+            err.print(f"wrote {html}")
     except InputError as e:
         fail(e)
     if json:
@@ -174,6 +248,7 @@ _register_monitor(app)
 _register_experiment(app)
 _register_report(app)
 _register_lab(app)
+_register_probe(app)
 
 
 def main() -> None:

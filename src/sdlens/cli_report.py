@@ -1,4 +1,5 @@
-"""CLI: ``sdlens report DIR`` (thin over :func:`sdlens.report.build_report`)."""
+"""CLI: ``sdlens report PATH...``: run folders go to :func:`sdlens.report.build_report`, trace files and folders
+(anything ``sdlens analyze`` reads) to :func:`sdlens.report.traces.write_trace_report`."""
 
 from __future__ import annotations
 
@@ -16,20 +17,66 @@ err = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     @app.command("report", context_settings={"help_option_names": ["-h", "--help"]})
     def report_cmd(
-        run_dir: Annotated[Path, typer.Argument(help="An experiment run, a sdlens eval folder, or a folder of runs.")],
+        paths: Annotated[
+            list[Path],
+            typer.Argument(help="An experiment run, a sdlens eval folder, a folder of runs, or trace files / folders."),
+        ],
         out: Annotated[
-            Path | None, typer.Option("--out", "-o", help="Where to write report.html / report.md (default: DIR).")
+            Path | None,
+            typer.Option(
+                "--out", "-o", help="Where to write report.html / report.md (default: DIR, or FILE's stem + _report)."
+            ),
         ] = None,
+        lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Lexicon for trace reports.")] = "paper",
+        measures: Annotated[
+            str, typer.Option("--measures", help="Behaviour measures for trace reports (comma-separated).")
+        ] = "reflection,revisions",
+        fmt: Annotated[str | None, typer.Option("--format", "-f", help="Trace format (default: auto-detect).")] = None,
+        by: Annotated[str | None, typer.Option("--by", help="Group trace statistics by a field.")] = None,
     ) -> None:
-        """Write a self-contained report.html (tables with CIs, figures, hedge-highlighted traces) and report.md."""
+        """Write a self-contained report.html (tables with CIs, figures, hedge-highlighted traces) and report.md.
+
+        Example: sdlens report runs/sec3   |   sdlens report run.jsonl -o run_report
+        """
         from rich.markup import escape
 
         from sdlens.report import build_report
 
         try:
-            path = build_report(run_dir, out)
+            for p in paths:
+                if not p.exists():
+                    raise InputError(p, "no such file or folder")
+            if len(paths) == 1 and _is_run_folder(paths[0]):
+                path = build_report(paths[0], out)
+            else:
+                from sdlens.epistemic.analyze import AnalyzeConfig
+                from sdlens.epistemic.measures import parse_measures
+                from sdlens.report.traces import write_trace_report
+
+                config = AnalyzeConfig(fmt=fmt, lexicon=lexicon, by=by, measures=parse_measures(measures))
+                first = paths[0]
+                target = out if out is not None else first.parent / f"{first.stem}_report"
+                path = write_trace_report(paths, config, target)
         except InputError as e:
             err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         typer.echo(str(path))
         typer.echo(str(path.with_name("report.md")))
+
+
+def _is_run_folder(path: Path) -> bool:
+    """An experiment, eval or lab folder (or a folder of them), as opposed to a trace folder (verl dumps, TRL
+    completions, a saved data set)."""
+    from sdlens.report.build import _summary, detect_kind
+
+    if not path.is_dir():
+        return False
+    if detect_kind(path) or _summary(path):
+        return True
+    try:
+        from sdlens.io import detect_format
+
+        detect_format(path)
+        return False
+    except InputError:
+        return True  # not traces either: the run report says what it looked for

@@ -13,12 +13,14 @@ import orjson
 
 from sdlens.epistemic.count import N_BINS, CountArrays, _kernel, count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
+from sdlens.epistemic.measures import Measure, MeasureOptions, build_measures, measure_columns
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
 from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
-from sdlens.io.jsonl import is_blank, iter_json_lines, parse_json_line
-from sdlens.io.readers import paper_eval_samples
+from sdlens.io.containers import is_json_array
+from sdlens.io.jsonl import is_blank, parse_json_line
+from sdlens.io.readers import iter_records, paper_eval_samples
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
 
@@ -49,6 +51,11 @@ class AnalyzeConfig:
     """Threads for the compiled scanner."""
     chunk_bytes: int = 256 << 20
     """Bytes of a paper-format file the compiled scanner takes at once (whole lines; bounds memory)."""
+    measures: tuple[str, ...] = ()
+    """Behaviour measures beside the hedge counts: ``reflection``, ``revisions``, ``forks``, ``judged``
+    (see ``sdlens.epistemic.measures``)."""
+    measure_options: MeasureOptions = field(default_factory=MeasureOptions)
+    """Settings of those measures (reflection keywords, fork entropy threshold, judge)."""
 
 
 def group_value(sample: Sample, key: str, file_label: str) -> str:
@@ -97,6 +104,10 @@ class AnalysisRun:
     by: str | None
     files: list[str]
     skipped: BadLines
+    measures: list[Measure] = field(default_factory=list)
+
+    def new_accumulator(self) -> Accumulator:
+        return Accumulator(self.lexicon.words, measures=tuple(m.spec for m in self.measures))
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -147,7 +158,11 @@ def run_analysis(
     units = _Units(config.tokenizer)
     bad = BadLines(skip=config.skip_bad)
     paths = [Path(p) for p in paths]
-    run = AnalysisRun(lexicon, scope, units.label, Accumulator(lexicon.words), {}, config.by, [], bad)
+    measures = build_measures(config.measures, config.measure_options)
+    specs = tuple(m.spec for m in measures)
+    run = AnalysisRun(
+        lexicon, scope, units.label, Accumulator(lexicon.words, measures=specs), {}, config.by, [], bad, measures
+    )
     for file_no, path in enumerate(paths):
         fmt = config.fmt or detect_format(path)
         run.files.append(str(path))
@@ -166,6 +181,8 @@ def run_analysis(
             _add_samples(batch, keys, label, config, lexicon, scope, units, run)
             if progress:
                 progress(len(batch))
+    for measure in run.measures:
+        measure.finish(run.overall.measure_table())
     if run.skipped.without_responses and not len(run.overall.response_totals()):
         text_key = config.keys.text_key or "generated_responses"
         where = paths[0] if len(paths) == 1 else None
@@ -174,7 +191,7 @@ def run_analysis(
 
 
 def _paper_samples(path: Path, config: AnalyzeConfig, run: AnalysisRun, prefix: str) -> Iterator[Sample]:
-    for line, obj in iter_json_lines(path, run.skipped):
+    for line, obj in iter_records(path, run.skipped):
         yield from _paper_record(obj, path, line, prefix, config, run)
 
 
@@ -205,15 +222,21 @@ def _add_samples(batch, keys, label, config, lexicon, scope, units, run: Analysi
     texts = [s.response for s in batch]
     arrays = count_texts(texts, lexicon, scope)
     n_units = units(texts, scope, arrays)
-    run.overall.add(keys, arrays, n_units)
+    extra = measure_columns(run.measures, batch, arrays.totals, scope) if run.measures else None
+    run.overall.add(keys, arrays, n_units, extra)
     if config.by:
         values = [group_value(s, config.by, label) for s in batch]
         for value in dict.fromkeys(values):
             sel = np.fromiter((v == value for v in values), dtype=bool, count=len(values))
             acc = run.groups.get(value)
             if acc is None:
-                acc = run.groups[value] = Accumulator(lexicon.words)
-            acc.add([k for k, m in zip(keys, sel, strict=True) if m], _select(arrays, sel), n_units[sel])
+                acc = run.groups[value] = run.new_accumulator()
+            acc.add(
+                [k for k, m in zip(keys, sel, strict=True) if m],
+                _select(arrays, sel),
+                n_units[sel],
+                None if extra is None else extra[sel],
+            )
 
 
 def _select(arrays: CountArrays, sel: np.ndarray) -> CountArrays:
@@ -226,8 +249,11 @@ def _select(arrays: CountArrays, sel: np.ndarray) -> CountArrays:
 def _can_scan(path: Path, fmt: str, config: AnalyzeConfig, units: _Units) -> bool:
     return (
         config.fast
+        and not config.measures
         and fmt == "paper-eval"
         and path.suffix != ".parquet"
+        and path.is_file()
+        and not is_json_array(path)
         and units.tok is None
         and config.by in (None, "file")
         and not config.keys.group_key

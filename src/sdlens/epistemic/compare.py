@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from sdlens.epistemic.analyze import AnalyzeConfig, run_analysis
-from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS
+from sdlens.epistemic.analyze import AnalysisRun, AnalyzeConfig, run_analysis
+from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS, ratio_names, ratio_parts
 
 METRICS = ("mean_per_response", "per_1k", "share_with_any", "mean_length")
 
@@ -19,10 +19,21 @@ def _strip(key: str) -> str:
 
 
 def _problem_table(paths: Iterable[str | Path], config: AnalyzeConfig) -> tuple[list[str], np.ndarray, dict]:
-    run = run_analysis(paths, config)
+    return problem_table(run_analysis(paths, config))
+
+
+def problem_table(run: AnalysisRun) -> tuple[list[str], np.ndarray, dict]:
+    """Problem keys, the per-problem table the bootstrap resamples (hedge columns, then each measure's ratio
+    numerators and denominators) and the run's summary."""
     pp = run.overall.per_problem()
     keys = list(run.overall.problems)
-    return keys, pp, run.result()
+    res = run.result()
+    if run.overall.measures:
+        # the behaviour measures' per-problem numerators and denominators ride along as extra columns
+        num, den = ratio_parts(run.overall.measures, run.overall.measure_table())
+        pp = np.concatenate([pp.astype(float), num, den], axis=1)
+        res["_measure_names"] = ratio_names(run.overall.measures)
+    return keys, pp, res
 
 
 def _stats(pp: np.ndarray) -> dict[str, np.ndarray]:
@@ -37,6 +48,14 @@ def _stats(pp: np.ndarray) -> dict[str, np.ndarray]:
             "mean_length": units / resp,
             "words": pp[..., P_WORDS:] / resp[..., None],
         }
+
+
+def _measure_stats(pp: np.ndarray, n_words: int, n_ratios: int) -> np.ndarray:
+    """The behaviour measures' ratios from (summed) rows whose last ``2 * n_ratios`` columns are their parts."""
+    base = P_WORDS + n_words
+    num, den = pp[..., base : base + n_ratios], pp[..., base + n_ratios : base + 2 * n_ratios]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
 
 
 def _resampled_sums(pp: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -102,6 +121,12 @@ def compare(
             "ratio_ci": _ci(ratio_dist),
         }
     words = res_a["per_word"].keys()
+    n_words = len(words)
+    if n_words != pp_a.shape[1] - P_WORDS:  # measure columns follow the words: keep them out of the word stats
+        point_a["words"] = point_a["words"][..., :n_words]
+        point_b["words"] = point_b["words"][..., :n_words]
+        dist_a["words"] = dist_a["words"][..., :n_words]
+        dist_b["words"] = dist_b["words"][..., :n_words]
     per_word = {}
     for j, w in enumerate(words):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -109,18 +134,21 @@ def compare(
             ratio_dist = dist_b["words"][:, j] / dist_a["words"][:, j]
         per_word[w] = {
             "a": _num(point_a["words"][j]),
+            "a_ci": _ci(dist_a["words"][:, j]),
             "b": _num(point_b["words"][j]),
+            "b_ci": _ci(dist_b["words"][:, j]),
             "ratio": _num(ratio),
             "ratio_ci": _ci(ratio_dist),
         }
     e = metrics["mean_per_response"]
     fell, rose = _significance(e["ratio_ci"])
-    return {
+    measures = _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words)
+    out = {
         "lexicon": res_a["lexicon"],
         "scope": res_a["scope"],
         "length_unit": res_a["length_unit"],
-        "a": {k: res_a[k] for k in ("files", "n_problems", "n_responses")},
-        "b": {k: res_b[k] for k in ("files", "n_problems", "n_responses")},
+        "a": {k: res_a[k] for k in ("files", "n_problems", "n_responses", "position_profile")},
+        "b": {k: res_b[k] for k in ("files", "n_problems", "n_responses", "position_profile")},
         "paired": paired,
         "n_boot": n_boot,
         "seed": seed,
@@ -130,6 +158,60 @@ def compare(
         "hedging_rose": rose,
         "verdict": _verdict(e, fell, rose, paired),
     }
+    if measures:
+        out["measures"] = measures
+    return out
+
+
+def _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words: int) -> dict[str, Any]:
+    """Each behaviour measure's statistic in A and B with bootstrap CIs and the ratio B/A (same resamples as E)."""
+    names = res_a.pop("_measure_names", None)
+    if not names:
+        return {}
+    k = len(names)
+    point_a, point_b = _measure_stats(pp_a.sum(axis=0), n_words, k), _measure_stats(pp_b.sum(axis=0), n_words, k)
+    dist_a, dist_b = _measure_stats(boot_a, n_words, k), _measure_stats(boot_b, n_words, k)
+    out: dict[str, Any] = {}
+    for j, (measure, stat) in enumerate(names):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = point_b[j] / point_a[j]
+            ratio_dist = dist_b[:, j] / dist_a[:, j]
+        out.setdefault(measure, {})[stat] = {
+            "a": _num(point_a[j]),
+            "a_ci": _ci(dist_a[:, j]),
+            "b": _num(point_b[j]),
+            "b_ci": _ci(dist_b[:, j]),
+            "difference": _num(point_b[j] - point_a[j]),
+            "difference_ci": _ci(dist_b[:, j] - dist_a[:, j]),
+            "ratio": _num(ratio),
+            "ratio_ci": _ci(ratio_dist),
+        }
+    return out
+
+
+def bootstrap_run(run: AnalysisRun, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """One run's estimates with bootstrap 95% CIs over problems (``{"value", "ci"}`` each): the compare metrics,
+    each word per response, and each behaviour measure's statistics."""
+    _, pp, res = problem_table(run)
+    n_words = len(res["per_word"])
+    idx = np.random.default_rng(seed).integers(0, max(1, len(pp)), size=(n_boot, len(pp)))
+    boot = _resampled_sums(pp, idx) if len(pp) else np.zeros((n_boot, pp.shape[1]))
+    point, dist = _stats(pp.sum(axis=0)), _stats(boot)
+    out: dict[str, Any] = {
+        "metrics": {m: {"value": _num(point[m]), "ci": _ci(dist[m])} for m in METRICS},
+        "per_word": {
+            w: {"value": _num(point["words"][j]), "ci": _ci(dist["words"][:, j])} for j, w in enumerate(res["per_word"])
+        },
+    }
+    names = res.pop("_measure_names", None)
+    if names:
+        k = len(names)
+        pm, dm = _measure_stats(pp.sum(axis=0), n_words, k), _measure_stats(boot, n_words, k)
+        measures: dict[str, Any] = {}
+        for j, (measure, stat) in enumerate(names):
+            measures.setdefault(measure, {})[stat] = {"value": _num(pm[j]), "ci": _ci(dm[:, j])}
+        out["measures"] = measures
+    return out
 
 
 def _significance(ci: list[float | None]) -> tuple[bool, bool]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sdlens.errors import InputError
 
-BUILTIN = ("paper", "words", "companion")
+BUILTIN = ("paper", "words", "companion", "reflection", "reflection-qwen", "reflection-deepseek", "reflection-llama")
 MODES = ("substring", "word", "letter")
 
 

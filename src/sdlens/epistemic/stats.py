@@ -7,7 +7,7 @@ median and p90. Memory grows with the number of responses (a few integers each),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,56 @@ class _Growable:
 P_TOTAL, P_RESP, P_UNITS, P_CHARS, P_ANY, P_WORDS = range(6)
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A statistic of a behaviour measure, from the measure's per-problem column sums (``MeasureSpec``).
+
+    ``kind="sum"``: ``scale * sum(num) / sum(den)`` over problems (a ratio of sums, as for E).
+    ``kind="any"``: among problems with ``den > 0``, the share that also have ``num > 0`` (oat-zero's prompt-level
+    "any of k samples" statistics)."""
+
+    name: str
+    num: str
+    den: str
+    scale: float = 1.0
+    kind: str = "sum"
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """Columns a behaviour measure adds per response (summed per problem) and the statistics made of them."""
+
+    name: str
+    columns: tuple[str, ...]
+    ratios: tuple[Ratio, ...]
+
+
+def ratio_parts(specs: Sequence[MeasureSpec], table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-problem numerator and denominator of every ratio (``[P, R]`` each); summing them over any set of problems
+    (all, a bootstrap resample) and dividing gives the statistic, so analyze and compare share one rule."""
+    nums, dens = [], []
+    offset = 0
+    for spec in specs:
+        col = {c: offset + i for i, c in enumerate(spec.columns)}
+        for r in spec.ratios:
+            num, den = table[:, col[r.num]], table[:, col[r.den]]
+            if r.kind == "any":
+                has = den > 0
+                nums.append((has & (num > 0)).astype(float))
+                dens.append(has.astype(float))
+            else:
+                nums.append(r.scale * num)
+                dens.append(den.astype(float))
+        offset += len(spec.columns)
+    if not nums:
+        return np.zeros((len(table), 0)), np.zeros((len(table), 0))
+    return np.stack(nums, axis=1), np.stack(dens, axis=1)
+
+
+def ratio_names(specs: Sequence[MeasureSpec]) -> list[tuple[str, str]]:
+    return [(spec.name, r.name) for spec in specs for r in spec.ratios]
+
+
 @dataclass
 class Accumulator:
     words: tuple[str, ...]
@@ -43,10 +93,14 @@ class Accumulator:
     _per_problem: _Growable | None = None
     _totals: list[np.ndarray] = field(default_factory=list)
     bins: np.ndarray | None = None
+    measures: tuple[MeasureSpec, ...] = ()
+    """Behaviour measures whose per-response columns are summed per problem beside the hedge counts."""
+    _measure_table: _Growable | None = None
 
     def __post_init__(self) -> None:
         self._per_problem = _Growable(P_WORDS + len(self.words))
         self.bins = np.zeros(N_BINS, dtype=np.int64)
+        self._measure_table = _Growable(sum(len(m.columns) for m in self.measures), dtype=np.float64)
 
     def touch(self, problem_keys: Iterable[str]) -> None:
         """Register problems that may have no responses (the paper's script counts them as problems)."""
@@ -54,9 +108,17 @@ class Accumulator:
             if key not in self.problems:
                 self.problems[key] = len(self.problems)
         self._per_problem.ensure(len(self.problems))
+        self._measure_table.ensure(len(self.problems))
 
-    def add(self, problem_keys: list[str] | np.ndarray, arrays: CountArrays, units: np.ndarray) -> None:
-        """Add a batch: ``problem_keys[i]`` owns response i; ``units`` are its tokens or words."""
+    def add(
+        self,
+        problem_keys: list[str] | np.ndarray,
+        arrays: CountArrays,
+        units: np.ndarray,
+        measure_columns: np.ndarray | None = None,
+    ) -> None:
+        """Add a batch: ``problem_keys[i]`` owns response i; ``units`` are its tokens or words;
+        ``measure_columns[i]`` its behaviour-measure columns (all measures' columns side by side)."""
         if len(problem_keys) == 0:
             return
         idx = np.empty(len(problem_keys), dtype=np.int64)
@@ -77,15 +139,51 @@ class Accumulator:
         np.add.at(data[:, P_WORDS:], idx, arrays.counts)
         self._totals.append(totals.copy())
         self.bins += arrays.bins.sum(axis=0)
+        if self.measures:
+            if measure_columns is None:
+                raise ValueError("this accumulator has behaviour measures: pass their columns")
+            self._measure_table.ensure(len(self.problems))
+            np.add.at(self._measure_table.data, idx, measure_columns)
 
     def per_problem(self) -> np.ndarray:
         return self._per_problem.view()
+
+    def measure_table(self) -> np.ndarray:
+        """Per-problem sums of the behaviour-measure columns, rows in the order of ``problems``."""
+        self._measure_table.ensure(len(self.problems))
+        return self._measure_table.view()
 
     def response_totals(self) -> np.ndarray:
         return np.concatenate(self._totals) if self._totals else np.zeros(0, dtype=np.int64)
 
     def summary(self) -> dict[str, Any]:
-        return summarize(self.per_problem(), self.response_totals(), self.bins, self.words)
+        out = summarize(self.per_problem(), self.response_totals(), self.bins, self.words)
+        if self.measures:
+            out["measures"] = summarize_measures(self.measures, self.measure_table())
+        return out
+
+
+def summarize_measures(specs: Sequence[MeasureSpec], table: np.ndarray) -> dict[str, Any]:
+    """Each measure's statistics (None where the denominator is 0) and its column totals."""
+    num, den = ratio_parts(specs, table)
+    num_sum, den_sum = num.sum(axis=0), den.sum(axis=0)
+    out: dict[str, Any] = {}
+    offset = 0
+    j = 0
+    for spec in specs:
+        totals = table[:, offset : offset + len(spec.columns)].sum(axis=0)
+        block: dict[str, Any] = {}
+        for r in spec.ratios:
+            block[r.name] = float(num_sum[j] / den_sum[j]) if den_sum[j] else None
+            j += 1
+        block["totals"] = {c: _plain(t) for c, t in zip(spec.columns, totals, strict=True)}
+        out[spec.name] = block
+        offset += len(spec.columns)
+    return out
+
+
+def _plain(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)
 
 
 def summarize(pp: np.ndarray, totals: np.ndarray, bins: np.ndarray, words: tuple[str, ...]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
 
-__all__ = ["hedge_id_mask", "hedge_position_mask", "hedge_token_ids", "token_pieces"]
+__all__ = ["hedge_id_mask", "hedge_position_mask", "hedge_position_words", "hedge_token_ids", "token_pieces"]
 
 _STRIP = " \t\n\r\u0120\u2581\u010a\u0109"  # whitespace and its byte-level / SentencePiece markers (Ġ ▁ Ċ ĉ)
 
@@ -117,37 +117,52 @@ def _lower_same_offsets(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _match_spans(text: str, lexicon: Lexicon) -> list[tuple[int, int]]:
+def _match_spans(text: str, lexicon: Lexicon) -> list[tuple[int, int, str]]:
+    """``(start, end, lexicon word)`` of every match."""
     if lexicon.mode == "substring":
         # the paper's rule: non-overlapping occurrences in the lower-cased text (ASCII words keep offsets)
         hay, spans = _lower_same_offsets(text), []
         for word in lexicon.words:
             pos = hay.find(word)
             while pos >= 0:
-                spans.append((pos, pos + len(word)))
+                spans.append((pos, pos + len(word), word))
                 pos = hay.find(word, pos + len(word))
         return spans
-    return [m.span() for p in lexicon.patterns or () for m in p.finditer(text)]
+    return [
+        (*m.span(), w) for w, p in zip(lexicon.words, lexicon.patterns or (), strict=True) for m in p.finditer(text)
+    ]
 
 
-def _row_mask(row: Sequence[int], tokenizer: Any, lexicon: Lexicon) -> list[bool]:
+def _row_words(row: Sequence[int], tokenizer: Any, lexicon: Lexicon) -> list[str | None]:
     pieces = token_pieces(tokenizer, row)
     ends, pos = [], 0
     for piece in pieces:
         pos += len(piece)
         ends.append(pos)
     text = "".join(pieces)
-    mask = [False] * len(pieces)
+    words: list[str | None] = [None] * len(pieces)
     if not text:
-        return mask
-    for start, end in _match_spans(text, lexicon):
+        return words
+    for start, end, word in _match_spans(text, lexicon):
         # the first token ending after `start` holds the match's first character; mark through the last one
         k = bisect.bisect_right(ends, start)
         while k < len(pieces) and ends[k] - len(pieces[k]) < end:
             if pieces[k]:
-                mask[k] = True
+                words[k] = word
             k += 1
-    return mask
+    return words
+
+
+def _row_mask(row: Sequence[int], tokenizer: Any, lexicon: Lexicon) -> list[bool]:
+    return [w is not None for w in _row_words(row, tokenizer, lexicon)]
+
+
+def hedge_position_words(
+    token_ids: Sequence[int], tokenizer: Any, lexicon: str | Path | Lexicon = "words"
+) -> list[str | None]:
+    """For one row of ids, the lexicon word each position holds (part of), else None: the positions of
+    :func:`hedge_position_mask`, labelled."""
+    return _row_words([int(i) for i in token_ids], tokenizer, _lexicon(lexicon))
 
 
 def hedge_position_mask(token_ids: Any, tokenizer: Any, lexicon: str | Path | Lexicon = "words"):

@@ -12,8 +12,17 @@
                     file, lines with ``input``, ``output``, ``score``, ``step``
 ``verl-generation`` verl ``main_generation`` parquet (dataset columns plus ``responses``)
 ``trl-completions`` TRL's ``OUTPUT/completions/completions_{step}.parquet`` (``log_completions=True``)
+``openai-batch``    OpenAI Batch API output JSONL (``custom_id``, ``response.body`` = a chat completion or a
+                    Responses API object)
+``lighteval``       lighteval ``--save-details`` parquet (``doc`` / ``model_response`` / ``metric``, or the older
+                    ``full_prompt`` / ``predictions`` / ``metrics``)
+``trace-dataset``   trace data sets: ``generations`` lists (OpenR1-Math) or chats in ``messages`` / ``conversations``
+                    (OpenThoughts), assistant turns = responses
 ``generic``         any JSONL / Parquet: ``--text-key`` (default ``response``), ``--id-key``, ``--group-key``
 ==================  =====================================================================================
+
+Any of these may also come as one JSON array of records (a ``.json`` file) or as a folder written by ``datasets``'
+``save_to_disk`` (``Dataset`` or ``DatasetDict``); the records inside are classified like the others.
 
 verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: ``iter_problems`` reads them.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdlens.errors import InputError
+from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, saved_dataset_columns
 from sdlens.io.jsonl import BadLines, is_blank, parse_json_line
 
 FORMATS = (
@@ -15,6 +16,9 @@ FORMATS = (
     "verl-generation",
     "verl-dataset",
     "trl-completions",
+    "openai-batch",
+    "lighteval",
+    "trace-dataset",
     "generic",
 )
 
@@ -43,6 +47,12 @@ def _parquet_columns(path: Path) -> set[str]:
 
 
 def _classify(keys: set[str]) -> str:
+    if {"custom_id", "response"} <= keys:
+        return "openai-batch"
+    if {"doc", "model_response"} <= keys or {"full_prompt", "predictions", "metrics"} <= keys:
+        return "lighteval"
+    if "generations" in keys:
+        return "trace-dataset"
     if "generated_responses" in keys:
         return "paper-eval"
     if any(k.startswith("round") and k.endswith("_responses") for k in keys) or "correct_solutions" in keys:
@@ -59,11 +69,15 @@ def _classify(keys: set[str]) -> str:
         return "verl-generation"
     if {"prompt", "reward_model"} <= keys:
         return "verl-dataset"
+    if keys & {"messages", "conversations"} and not keys & {"response", "completion"}:
+        return "trace-dataset"
     return "generic"
 
 
 def detect_format(path: str | Path) -> str:
     path = Path(path)
+    if is_saved_dataset(path):
+        return _classify(saved_dataset_columns(path))
     if path.is_dir():
         if list(path.glob("completions_*.parquet")) or list(path.glob("completions/completions_*.parquet")):
             return "trl-completions"
@@ -74,4 +88,6 @@ def detect_format(path: str | Path) -> str:
         raise InputError(path, "no such file")
     if path.suffix == ".parquet":
         return _classify(_parquet_columns(path))
+    if is_json_array(path):
+        return _classify(set(next(iter_json_array(path))[1]))
     return _classify(_first_json_keys(path))

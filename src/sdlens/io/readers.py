@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from sdlens.errors import InputError
+from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, iter_saved_dataset
 from sdlens.io.detect import FORMATS, detect_format
 from sdlens.io.jsonl import BadLines, _kind, iter_json_lines, require, require_str_list
 from sdlens.schema import Problem, Sample, from_dict
@@ -38,8 +39,16 @@ class KeyMap:
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
 
+def iter_records(path: Path, bad: BadLines) -> Rows:
+    """``(line or row number, record)`` from any record file a reader takes (see ``_rows``)."""
+    return _rows(path, bad)
+
+
 def _rows(path: Path, bad: BadLines) -> Rows:
-    """``(line or row number, record)`` from a JSONL or Parquet file."""
+    """``(line or row number, record)`` from a JSONL or Parquet file, a JSON array or a saved ``datasets`` folder."""
+    if is_saved_dataset(path):
+        yield from iter_saved_dataset(path)
+        return
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -54,6 +63,9 @@ def _rows(path: Path, bad: BadLines) -> Rows:
                 yield row, rec
         if row == 0:
             raise InputError(path, "file is empty (no records)")
+        return
+    if is_json_array(path):
+        yield from iter_json_array(path)
         return
     yield from iter_json_lines(path, bad)
 
@@ -135,7 +147,9 @@ def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap,
             answer=None if gold is None else str(gold),
             source=obj.get("data_source"),
             context=context,
-            meta={"line": line},
+            meta={"line": line, "question": obj["question"]}
+            if isinstance(obj.get("question"), str)
+            else {"line": line},
         )
         for j, resp in enumerate(responses)
     ]
@@ -445,6 +459,211 @@ def read_generic(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
             )
 
 
+# ---------------------------------------------------------------- OpenAI Batch API output
+
+
+def read_openai_batch(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    """OpenAI Batch API output JSONL: ``{custom_id, response: {status_code, body}, error}`` per request; the body
+    is a chat completion (``choices``) or a Responses API object (``output``). ``custom_id`` is the problem id."""
+    for line, rec in _rows(path, bad):
+        try:
+            samples = _batch_samples(rec, path, line)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        yield from samples
+
+
+def _batch_samples(rec: dict[str, Any], path: Path, line: int) -> list[Sample]:
+    cid = require(rec, "custom_id", str, path, line)
+    response = rec.get("response")
+    if rec.get("error") or not isinstance(response, dict):
+        err = rec.get("error")
+        reason = err.get("message") if isinstance(err, dict) else err
+        raise InputError(path, f"request failed: {reason or 'no response'}", line=line, field="error")
+    status = response.get("status_code")
+    if status is not None and status != 200:
+        raise InputError(path, f"request failed with HTTP status {status}", line=line, field="response.status_code")
+    body = response.get("body")
+    if not isinstance(body, dict):
+        raise InputError(path, f"expected an object, got {_kind(body)}", line=line, field="response.body")
+    outputs: list[tuple[str, str | None]] = []  # (text with any reasoning as <think>, finish reason)
+    if isinstance(body.get("choices"), list):
+        for c in sorted(body["choices"], key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0):
+            msg = c.get("message") if isinstance(c, dict) else None
+            content = msg.get("content") if isinstance(msg, dict) else (c.get("text") if isinstance(c, dict) else None)
+            if not isinstance(content, str):
+                raise InputError(path, "a choice without text content", line=line, field="response.body.choices")
+            reasoning = (msg.get("reasoning_content") or msg.get("reasoning")) if isinstance(msg, dict) else None
+            text = f"<think>{reasoning}</think>{content}" if isinstance(reasoning, str) and reasoning else content
+            outputs.append((text, c.get("finish_reason")))
+    elif isinstance(body.get("output"), list):
+        content, reasoning = [], []
+        for item in body["output"]:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "message":
+                content += [p.get("text", "") for p in item.get("content") or [] if p.get("type") == "output_text"]
+            elif item.get("type") == "reasoning":
+                reasoning += [p.get("text", "") for p in item.get("summary") or [] if isinstance(p, dict)]
+        text = "".join(content)
+        outputs.append((f"<think>{''.join(reasoning)}</think>{text}" if reasoning else text, body.get("status")))
+    else:
+        raise InputError(
+            path, "expected 'choices' (chat completions) or 'output' (Responses API)", line=line, field="response.body"
+        )
+    usage = body.get("usage") or {}
+    n_tokens = usage.get("completion_tokens", usage.get("output_tokens")) if len(outputs) == 1 else None
+    return [
+        Sample(
+            problem_id=cid,
+            index=j,
+            response=text,
+            finish_reason=finish if isinstance(finish, str) else None,
+            n_tokens=n_tokens if isinstance(n_tokens, int) and not isinstance(n_tokens, bool) else None,
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
+            meta={"line": line, "batch_request_id": response.get("request_id")},
+        )
+        for j, (text, finish) in enumerate(outputs)
+    ]
+
+
+# ---------------------------------------------------------------- lighteval details
+
+
+def read_lighteval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    """lighteval ``--save-details`` parquet (``details_{task}_{date}.parquet``): one row per problem. Current
+    versions store ``doc`` / ``model_response`` (``text`` = the samples) / ``metric``; older ones ``full_prompt`` /
+    ``predictions`` / ``gold`` / ``metrics``. Correctness is the ``--correct-key`` metric, else the first metric whose
+    name holds ``match``, ``pass`` or ``acc``."""
+    for row, rec in _rows(path, bad):
+        try:
+            samples = _lighteval_samples(rec, path, row, keys)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        yield from samples
+
+
+def _lighteval_samples(rec: dict[str, Any], path: Path, row: int, keys: KeyMap) -> list[Sample]:
+    if "model_response" in rec:
+        response = rec.get("model_response")
+        if not isinstance(response, dict):
+            raise InputError(path, f"expected an object, got {_kind(response)}", line=row, field="model_response")
+        texts = _listish(response.get("text"), path, row, "model_response.text")
+        doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
+        prompt = doc.get("query")
+        gold = _lighteval_gold(doc.get("choices"), doc.get("gold_index"))
+        metrics = rec.get("metric")
+    else:
+        texts = _listish(rec.get("predictions"), path, row, "predictions")
+        prompt = rec.get("full_prompt")
+        golds = rec.get("gold")
+        gold = golds[0] if isinstance(golds, list) and golds and isinstance(golds[0], str) else None
+        metrics = rec.get("metrics")
+    if isinstance(metrics, str):  # lighteval falls back to str() columns for nested values it cannot store
+        try:
+            metrics = orjson.loads(metrics.replace("'", '"'))
+        except orjson.JSONDecodeError:
+            metrics = None
+    correct = None
+    if isinstance(metrics, dict):
+        name = keys.correct_key or next(
+            (k for k in metrics if any(s in k for s in ("match", "pass", "acc")) and metrics[k] is not None), None
+        )
+        if name is not None:
+            if name not in metrics:
+                raise InputError(path, "no such metric in this row", line=row, field=keys.correct_key)
+            correct = _as_bool(metrics[name], path, row, name)
+    pid = str(rec[keys.id_key]) if keys.id_key and keys.id_key in rec else str(row - 1)
+    return [
+        Sample(
+            problem_id=pid,
+            index=j,
+            response=text,
+            correct=correct if len(texts) == 1 else None,
+            answer=gold,
+            meta={"row": row, "prompt": prompt, "metrics": metrics if isinstance(metrics, dict) else None},
+        )
+        for j, text in enumerate(texts)
+    ]
+
+
+def _lighteval_gold(choices: Any, gold_index: Any) -> str | None:
+    if hasattr(choices, "tolist"):
+        choices = choices.tolist()
+    if isinstance(gold_index, list):
+        gold_index = gold_index[0] if gold_index else None
+    if isinstance(choices, list) and isinstance(gold_index, int) and 0 <= gold_index < len(choices):
+        return str(choices[gold_index])
+    return None
+
+
+# ---------------------------------------------------------------- trace data sets (OpenR1-Math, OpenThoughts)
+
+
+def read_trace_dataset(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    """Trace data sets: a ``generations`` list per problem (OpenR1-Math style, with ``correctness_math_verify``)
+    or a chat in ``messages`` (``role`` / ``content``) or ``conversations`` (``from`` / ``value``, OpenThoughts
+    style) whose assistant turns are the responses."""
+    for row, rec in _rows(path, bad):
+        try:
+            samples = _trace_samples(rec, path, row, keys)
+        except InputError as e:
+            bad.handle(e)
+            continue
+        yield from samples
+
+
+_CORRECT_LISTS = ("correctness_math_verify", "correctness_llama", "correctness")
+
+
+def _trace_samples(rec: dict[str, Any], path: Path, row: int, keys: KeyMap) -> list[Sample]:
+    key = keys.text_key or ("generations" if "generations" in rec else None)
+    correct: list[bool | None]
+    if key is not None:
+        if key not in rec:
+            raise InputError(path, "missing key", line=row, field=key)
+        texts = _listish(rec[key], path, row, key)
+        flags_key = keys.correct_key or next((k for k in _CORRECT_LISTS if rec.get(k) is not None), None)
+        flags = _optional_list(rec, flags_key, len(texts), path, row) if flags_key else None
+        correct = [_as_bool(f, path, row, flags_key) for f in flags] if flags else [None] * len(texts)
+        prompt = rec.get("problem", rec.get("question"))
+    else:
+        chat_key = "messages" if "messages" in rec else "conversations"
+        chat = rec.get(chat_key)
+        if not isinstance(chat, list) or not all(isinstance(m, dict) for m in chat):
+            raise InputError(path, f"expected a list of chat messages, got {_kind(chat)}", line=row, field=chat_key)
+        role = [m.get("role", m.get("from")) for m in chat]
+        text = [m.get("content", m.get("value")) for m in chat]
+        texts = [t for r, t in zip(role, text, strict=True) if r in ("assistant", "gpt") and isinstance(t, str)]
+        if not texts:
+            raise InputError(path, "no assistant message (is this a problem file?)", line=row, field=chat_key)
+        prompt = next((t for r, t in zip(role, text, strict=True) if r in ("user", "human")), None)
+        correct = [
+            _as_bool(rec.get(keys.correct_key), path, row, keys.correct_key) if keys.correct_key else None
+        ] * len(texts)
+    id_key = keys.id_key or next((k for k in ("problem_id", "uuid", "id", "idx") if k in rec), None)
+    pid = str(rec[id_key]) if id_key and rec.get(id_key) is not None else (_text_hash(prompt) if prompt else str(row))
+    gold = rec.get("answer")
+    source = rec.get("source", rec.get("data_source"))
+    finish = rec.get("finish_reasons")
+    return [
+        Sample(
+            problem_id=pid,
+            index=j,
+            response=t,
+            correct=correct[j],
+            answer=None if gold is None else str(gold),
+            source=source if isinstance(source, str) else None,
+            finish_reason=finish[j] if isinstance(finish, list) and len(finish) == len(texts) else None,
+            context=_group(rec, keys, path, row),
+            meta={"row": row, "prompt": prompt},
+        )
+        for j, t in enumerate(texts)
+    ]
+
+
 _READERS: dict[str, Callable[[Path, KeyMap, BadLines], Iterator[Sample]]] = {
     "sdlens": read_sdlens,
     "paper-eval": read_paper_eval,
@@ -452,6 +671,9 @@ _READERS: dict[str, Callable[[Path, KeyMap, BadLines], Iterator[Sample]]] = {
     "verl-dump": read_verl_dump,
     "verl-generation": read_verl_generation,
     "trl-completions": read_trl,
+    "openai-batch": read_openai_batch,
+    "lighteval": read_lighteval,
+    "trace-dataset": read_trace_dataset,
     "generic": read_generic,
 }
 

@@ -40,6 +40,8 @@ class Excerpt:
     label: str
     text: str
     info: str = ""  # e.g. "correct, 1,234 tokens, E = 12"
+    marks: list[tuple[int, int]] | None = None
+    """Character spans to highlight, exactly those the counter counted; None: highlight by the lexicon's words."""
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Pair:
     mode: str = "substring"
 
 
-Block = Heading | Para | Table | Figure | Pair
+Block = Heading | Para | Table | Figure | Pair | Excerpt
 
 
 def fmt(x: Any, digits: int = 2) -> str:

@@ -62,11 +62,41 @@ def _highlight(text: str, pat: re.Pattern[str] | None) -> str:
     return "".join(out)
 
 
+def _marked(text: str, spans: list[tuple[int, int]], offset: int) -> str:
+    """``text`` (which starts at ``offset`` of the full response) with the given spans of the response marked."""
+    out, pos = [], 0
+    for start, end in _merged(spans):
+        a, b = max(start - offset, pos), min(end - offset, len(text))
+        if b <= a:
+            continue
+        out.append(html.escape(text[pos:a]))
+        out.append(f"<mark>{html.escape(text[a:b])}</mark>")
+        pos = b
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
 def _excerpt(e: Excerpt, pat: re.Pattern[str] | None) -> str:
     head, cut, tail = excerpt_text(e.text)
-    body = _highlight(head, pat)
-    if cut:
-        body += f'<span class="cut">\n[… {cut:,} characters left out …]\n</span>' + _highlight(tail, pat)
+    if e.marks is not None:
+        body = _marked(head, e.marks, 0)
+        if cut:
+            tail_at = len(e.text) - len(tail)
+            body += f'<span class="cut">\n[… {cut:,} characters left out …]\n</span>' + _marked(tail, e.marks, tail_at)
+    else:
+        body = _highlight(head, pat)
+        if cut:
+            body += f'<span class="cut">\n[… {cut:,} characters left out …]\n</span>' + _highlight(tail, pat)
     return (
         f"<div><h4>{html.escape(e.label)}</h4><p class=meta>{html.escape(e.info)}</p>"
         f'<div class="trace">{body or "<span class=cut>(empty response)</span>"}</div></div>'
@@ -94,6 +124,8 @@ def _block(b: Block) -> str:
             f"<figure><h3>{html.escape(b.title)}</h3>"
             f'<img src="data:image/png;base64,{data}" alt="{html.escape(b.title)}">{cap}</figure>'
         )
+    if isinstance(b, Excerpt):
+        return _excerpt(b, None)
     if isinstance(b, Pair):
         pat = hedge_pattern(b.words, b.mode)
         return (

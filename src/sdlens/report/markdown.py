@@ -24,13 +24,28 @@ def _table(t: Table) -> str:
 
 
 def _excerpt(e: Excerpt, words: tuple[str, ...], mode: str) -> str:
-    head, cut, tail = excerpt_text(e.text)
-    pat = hedge_pattern(words, mode)
+    source = e.text if e.marks is None else _bracketed(e.text, e.marks)
+    head, cut, tail = excerpt_text(source)
+    pat = hedge_pattern(words, mode) if e.marks is None else None
     text = head + (f"\n[… {cut:,} characters left out …]\n" + tail if cut else "")
-    if pat is not None:  # hedges in capitals between markers: code blocks cannot hold emphasis
+    if pat is not None:  # hedges between markers: code blocks cannot hold emphasis
         text = pat.sub(lambda m: f"⟦{m.group(0)}⟧", text)
     fence = "~~~~" if "```" in text else "```"
     return f"*{e.label}* — {e.info}\n\n{fence}text\n{text}\n{fence}"
+
+
+def _bracketed(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with the counted spans between markers (overlapping spans merged)."""
+    out, pos = [], 0
+    for start, end in sorted(spans):
+        if start < pos:
+            start = pos
+        if end <= start:
+            continue
+        out += [text[pos:start], "⟦", text[start:end], "⟧"]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def render_markdown(title: str, blocks: list[Block], files_dir: Path, footer: str = "") -> str:
@@ -47,6 +62,8 @@ def render_markdown(title: str, blocks: list[Block], files_dir: Path, footer: st
             files_dir.mkdir(parents=True, exist_ok=True)
             (files_dir / f"{b.name}.png").write_bytes(b.png)
             parts.append(f"![{b.title}]({files_dir.name}/{b.name}.png)" + (f"\n\n_{b.caption}_" if b.caption else ""))
+        elif isinstance(b, Excerpt):
+            parts.append(_excerpt(b, (), "substring"))
         elif isinstance(b, Pair):
             parts.append(f"### {b.title}\n\nHedge words are marked ⟦like this⟧.")
             parts.append(_excerpt(b.left, b.words, b.mode))

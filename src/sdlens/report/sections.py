@@ -8,6 +8,7 @@ from typing import Any
 
 from sdlens.report import figures
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table, fmt, fmt_ci
+from sdlens.report.traces import measures_block
 
 __all__ = ["coverage_section", "eval_section", "guided_sft_section", "richer_context_section"]
 
@@ -356,6 +357,9 @@ def eval_section(run: Path) -> list[Block]:
         words = _words_table("Hedge words", {"mean per response": per_word})
         if words:
             out.append(words)
+        behaviour = measures_block([run / "samples.jsonl"])
+        if behaviour:
+            out.append(behaviour)
         right = [s for s in samples if s.correct]
         wrong = [s for s in samples if s.correct is False]
         if right and wrong:

@@ -82,7 +82,45 @@ def analysis_tables(res: dict[str, Any]) -> Group:
                 _f(d["mean_length"], 1),
             )
         parts.append(g)
+    if res.get("measures"):
+        parts.append(measures_table(res["measures"], res.get("groups")))
     return Group(*parts)
+
+
+def measures_table(measures: dict[str, Any], groups: dict[str, Any] | None = None) -> Table:
+    """Behaviour measures: one row per statistic, overall and per group."""
+    t = Table(title="Behaviour measures")
+    t.add_column("measure")
+    t.add_column("statistic")
+    t.add_column("all", justify="right")
+    for name in groups or {}:
+        t.add_column(name, justify="right")
+    for measure, block in measures.items():
+        for stat, value in block.items():
+            if stat == "totals":
+                continue
+            cells = [_f(value, 3)] + [_f(g["measures"][measure][stat], 3) for g in (groups or {}).values()]
+            t.add_row(measure, stat, *cells)
+    return t
+
+
+def measures_comparison_tables(measures: dict[str, Any]) -> list[Table]:
+    """One table per behaviour measure: each statistic in A and B and the difference B - A, with 95% CIs."""
+    tables = []
+    for measure, block in measures.items():
+        t = Table(title=f"Behaviour measure '{measure}', A vs B; value (95% CI)")
+        t.add_column("statistic")
+        for col in ("A", "B", "B - A"):
+            t.add_column(col, justify="right", no_wrap=True)
+        for stat, m in block.items():
+            t.add_row(
+                stat,
+                _with_ci(m["a"], m["a_ci"], 2),
+                _with_ci(m["b"], m["b_ci"], 2),
+                _with_ci(m["difference"], m["difference_ci"], 2),
+            )
+        tables.append(t)
+    return tables
 
 
 def _with_ci(x: float | None, ci: list[float | None], digits: int = 2) -> str:
@@ -121,7 +159,10 @@ def comparison_table(res: dict[str, Any]) -> Group:
         f"B: {res['b']['n_problems']:,} problems, {res['b']['n_responses']:,} responses\n"
         f"{kind} bootstrap over problems, {res['n_boot']} resamples; length unit: {unit}"
     )
-    return Group(sizes, t, w, f"[bold]{res['verdict']}[/bold]")
+    parts: list[Any] = [sizes, t, w]
+    if res.get("measures"):
+        parts.extend(measures_comparison_tables(res["measures"]))
+    return Group(*parts, f"[bold]{res['verdict']}[/bold]")
 
 
 def print_renderable(obj: Any) -> None:

@@ -1,0 +1,112 @@
+"""CLI: ``sdlens probe`` (thin over :func:`sdlens.epistemic.probe.run_probe`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sdlens.errors import InputError
+
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("probe", context_settings={"help_option_names": ["-h", "--help"]})
+    def probe_cmd(
+        model: Annotated[str, typer.Option("--model", help="smollm2-135m, tiny-random, a local folder or a hub id.")],
+        data: Annotated[Path, typer.Option("--data", help="Trace file or folder (any format analyze reads).")],
+        context: Annotated[
+            str,
+            typer.Option(
+                "--context", help="hint (a correct solution), hint-nothink, answer (the ground truth) or none."
+            ),
+        ] = "hint",
+        problems: Annotated[
+            str | None,
+            typer.Option("--problems", help="Problems file or benchmark (math500...) giving prompts the traces lack."),
+        ] = None,
+        lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Hedge lexicon (default: words).")] = "words",
+        fmt: Annotated[str | None, typer.Option("--format", "-f", help="Input format (default: auto-detect).")] = None,
+        text_key: Annotated[str | None, typer.Option("--text-key", help="Field holding the response text.")] = None,
+        id_key: Annotated[str | None, typer.Option("--id-key", help="Field identifying the problem.")] = None,
+        correct_key: Annotated[str | None, typer.Option("--correct-key", help="Field giving correctness.")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score at most N responses.")] = None,
+        max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens scored per response.")] = 1024,
+        device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
+        save_tokens: Annotated[
+            Path | None, typer.Option("--save-tokens", help="Write the samples with per-token scores (JSONL).")
+        ] = None,
+        json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
+    ) -> None:
+        """Teacher-forced scoring of existing traces with and without a privileged context: per token
+        log p(y_t | x, c, y_<t) - log p(y_t | x, y_<t), summarised per hedge word, for hedges vs other tokens, and by
+        position.
+
+        Example: sdlens probe --model smollm2-135m --data traces.jsonl --context hint --json
+        """
+        import orjson
+        from rich.markup import escape
+
+        from sdlens.epistemic.probe import ProbeConfig, run_probe
+        from sdlens.io import KeyMap
+
+        config = ProbeConfig(
+            model=model,
+            data=data,
+            context=context,
+            problems=problems,
+            lexicon=lexicon,
+            fmt=fmt,
+            keys=KeyMap(text_key=text_key, id_key=id_key, correct_key=correct_key),
+            limit=limit,
+            max_tokens=max_tokens,
+            device=device,
+            save_tokens=save_tokens,
+        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("responses"),
+            TimeElapsedColumn(),
+        )
+        try:
+            with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+                task = bar.add_task("score", total=limit)
+                res = run_probe(config, progress=lambda n: bar.advance(task, n))
+        except InputError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        if json:
+            sys.stdout.write(orjson.dumps(res).decode() + "\n")
+            return
+        Console().print(probe_table(res))
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def probe_table(res: dict) -> Table:
+    t = Table(title=f"PMI of the context '{res['context']}' (teacher - student log-prob), {res['model']}")
+    t.add_column("tokens")
+    t.add_column("mean u", justify="right")
+    t.add_column("n", justify="right")
+    t.add_column("share u < 0", justify="right")
+    if res["context"] == "none":
+        t.add_row("all (no context: student scores only)", "-", str(res["n_tokens"]), "-")
+        return t
+    t.add_row("hedge tokens", _f(res["hedge_pmi_mean"]), str(res["n_hedge_tokens"]), "")
+    t.add_row("other tokens", _f(res["other_pmi_mean"]), str(res["n_other_tokens"]), "")
+    lo, hi = res["hedge_minus_other_ci"]
+    t.add_row("hedge - other (95% CI over problems)", f"{_f(res['hedge_minus_other'])} [{_f(lo)}, {_f(hi)}]", "", "")
+    for word, d in res["per_word"].items():
+        t.add_row(f"  {word}", _f(d["pmi_mean"]), str(d["n"]), _f(d["share_negative"], 2))
+    return t
