@@ -78,15 +78,28 @@ def test_eval_folder_and_folder_of_runs(rc_run: Path, tmp_path):
     assert bad.exit_code == 2 and "no experiment run" in bad.output
 
 
-def test_hedges_are_highlighted_and_text_escaped():
+def test_hedges_are_highlighted_and_text_escaped(tmp_path):
+    from sdlens.epistemic.lexicon import load_lexicon
+    from sdlens.epistemic.tokens import counted_spans
+
+    def lexicon(mode: str, words: list[str]):
+        path = tmp_path / f"{mode}.toml"
+        path.write_text(f'name = "t"\nmode = "{mode}"\nwords = {json.dumps(words)}\n')
+        return load_lexicon(str(path))
+
+    def excerpt(label, text, lex):
+        return Excerpt(label, text, marks=counted_spans(text, lex))
+
     text = "<think>Wait, maybe x<y. Unlikely!</think> so \\boxed{2}"
-    pair = Pair("t", Excerpt("a", text), Excerpt("b", "plain"), ("wait", "maybe", "likely"), "substring")
-    html = render_html("T", [pair])
+    sub = lexicon("substring", ["wait", "maybe", "likely"])
+    html = render_html("T", [Pair("t", excerpt("a", text, sub), excerpt("b", "plain", sub))])
     assert "<mark>Wait</mark>, <mark>maybe</mark> x&lt;y. Un<mark>likely</mark>!" in html
     assert "&lt;think&gt;" in html and "<think>" not in html
-    words = render_html("T", [Pair("t", Excerpt("a", text), Excerpt("b", ""), ("likely",), "word")])
+    word = lexicon("word", ["likely"])
+    words = render_html("T", [Pair("t", excerpt("a", text, word), excerpt("b", "", word))])
     assert "<mark>" not in words  # whole-word mode: "Unlikely" is not "likely"
-    long = render_html("T", [Pair("t", Excerpt("a", "wait " * 2000), Excerpt("b", "x"), ("wait",), "substring")])
+    wait = lexicon("substring", ["wait"])
+    long = render_html("T", [Pair("t", excerpt("a", "wait " * 2000, wait), excerpt("b", "x", wait))])
     assert "characters left out" in long and long.count("<mark>") < 2000
 
 

@@ -16,7 +16,7 @@ from conftest import write_lines
 from sdlens.cli import app
 from sdlens.epistemic.count import count_texts
 from sdlens.epistemic.lexicon import load_lexicon
-from sdlens.report.traces import counted_spans
+from sdlens.epistemic.tokens import counted_spans
 from test_report import CHROMIUM, _chromium_check, _console_errors
 
 pytest.importorskip("matplotlib")

@@ -31,8 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
+from sdlens.epistemic.segment import Scope, split_bounds
 
-__all__ = ["hedge_id_mask", "hedge_position_mask", "hedge_position_words", "hedge_token_ids", "token_pieces"]
+__all__ = [
+    "counted_spans",
+    "hedge_id_mask",
+    "hedge_position_mask",
+    "hedge_position_words",
+    "hedge_token_ids",
+    "match_spans",
+    "token_pieces",
+]
 
 _STRIP = " \t\n\r\u0120\u2581\u010a\u0109"  # whitespace and its byte-level / SentencePiece markers (Ġ ▁ Ċ ĉ)
 
@@ -117,8 +126,16 @@ def _lower_same_offsets(text: str) -> str:
     return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
-def _match_spans(text: str, lexicon: Lexicon) -> list[tuple[int, int, str]]:
-    """``(start, end, lexicon word)`` of every match."""
+def counted_spans(text: str, lexicon: Lexicon, scope: Scope | str = Scope.full) -> list[tuple[int, int]]:
+    """Character spans of ``text`` the counter counts as hedges under ``lexicon`` and ``scope`` (what a report
+    highlights: exactly what is counted)."""
+    (ts, te), (as_, ae) = split_bounds(text)
+    start, end = {Scope.full: (0, len(text)), Scope.thinking: (ts, te), Scope.answer: (as_, ae)}[Scope(scope)]
+    return sorted((s + start, e + start) for s, e, _ in match_spans(text[start:end], lexicon))
+
+
+def match_spans(text: str, lexicon: Lexicon) -> list[tuple[int, int, str]]:
+    """``(start, end, lexicon word)`` of every match of the lexicon's own rule (the counter's)."""
     if lexicon.mode == "substring":
         # the paper's rule: non-overlapping occurrences in the lower-cased text (ASCII words keep offsets)
         hay, spans = _lower_same_offsets(text), []
@@ -143,7 +160,7 @@ def _row_words(row: Sequence[int], tokenizer: Any, lexicon: Lexicon) -> list[str
     words: list[str | None] = [None] * len(pieces)
     if not text:
         return words
-    for start, end, word in _match_spans(text, lexicon):
+    for start, end, word in match_spans(text, lexicon):
         # the first token ending after `start` holds the match's first character; mark through the last one
         k = bisect.bisect_right(ends, start)
         while k < len(pieces) and ends[k] - len(pieces[k]) < end:

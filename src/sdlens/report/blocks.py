@@ -40,8 +40,8 @@ class Excerpt:
     label: str
     text: str
     info: str = ""  # e.g. "correct, 1,234 tokens, E = 12"
-    marks: list[tuple[int, int]] | None = None
-    """Character spans to highlight, exactly those the counter counted; None: highlight by the lexicon's words."""
+    marks: list[tuple[int, int]] = field(default_factory=list)
+    """Character spans to highlight: exactly those the counter counted (``sdlens.epistemic.tokens.counted_spans``)."""
 
 
 @dataclass
@@ -51,8 +51,6 @@ class Pair:
     title: str
     left: Excerpt
     right: Excerpt
-    words: tuple[str, ...] = field(default_factory=tuple)
-    mode: str = "substring"
 
 
 Block = Heading | Para | Table | Figure | Pair | Excerpt

@@ -1,17 +1,17 @@
 """Render report blocks as one self-contained HTML page: inline CSS, figures as data: URIs, no scripts, no links.
 
-The page can be mailed or attached as it is: nothing in it refers to another file or to the network.
+The page can be mailed or attached as it is: nothing in it refers to another file or to the network. The page is
+the jinja2 template ``templates/report.html.j2`` (autoescaped); this module turns blocks into what it shows.
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import re
+from typing import Any
 
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table
 
-__all__ = ["excerpt_text", "hedge_pattern", "render_html"]
+__all__ = ["excerpt_text", "render_html"]
 
 HEAD_CHARS = 1500
 TAIL_CHARS = 500
@@ -35,14 +35,6 @@ figcaption{color:#555;font-size:.85em}
 """
 
 
-def hedge_pattern(words: tuple[str, ...], mode: str) -> re.Pattern[str] | None:
-    """What to highlight: every word as a substring (the paper's counter) or as a whole word (other modes)."""
-    if not words:
-        return None
-    alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(f"(?:{alt})" if mode == "substring" else rf"\b(?:{alt})\b", re.IGNORECASE)
-
-
 def excerpt_text(text: str) -> tuple[str, int, str]:
     """``(head, characters left out, tail)`` of a long response."""
     if len(text) <= HEAD_CHARS + TAIL_CHARS + 100:
@@ -50,30 +42,18 @@ def excerpt_text(text: str) -> tuple[str, int, str]:
     return text[:HEAD_CHARS], len(text) - HEAD_CHARS - TAIL_CHARS, text[-TAIL_CHARS:]
 
 
-def _highlight(text: str, pat: re.Pattern[str] | None) -> str:
-    if pat is None:
-        return html.escape(text)
-    out, pos = [], 0
-    for m in pat.finditer(text):
-        out.append(html.escape(text[pos : m.start()]))
-        out.append(f"<mark>{html.escape(m.group(0))}</mark>")
-        pos = m.end()
-    out.append(html.escape(text[pos:]))
-    return "".join(out)
-
-
-def _marked(text: str, spans: list[tuple[int, int]], offset: int) -> str:
-    """``text`` (which starts at ``offset`` of the full response) with the given spans of the response marked."""
-    out, pos = [], 0
+def _segments(text: str, spans: list[tuple[int, int]], offset: int) -> list[tuple[str, bool]]:
+    """``text`` (which starts at ``offset`` of the full response) cut into ``(piece, highlighted)`` by the spans."""
+    out: list[tuple[str, bool]] = []
+    pos = 0
     for start, end in _merged(spans):
         a, b = max(start - offset, pos), min(end - offset, len(text))
         if b <= a:
             continue
-        out.append(html.escape(text[pos:a]))
-        out.append(f"<mark>{html.escape(text[a:b])}</mark>")
+        out += [(text[pos:a], False), (text[a:b], True)]
         pos = b
-    out.append(html.escape(text[pos:]))
-    return "".join(out)
+    out.append((text[pos:], False))
+    return [(piece, marked) for piece, marked in out if piece]
 
 
 def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -86,61 +66,39 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _excerpt(e: Excerpt, pat: re.Pattern[str] | None) -> str:
+def _excerpt(e: Excerpt) -> dict[str, Any]:
     head, cut, tail = excerpt_text(e.text)
-    if e.marks is not None:
-        body = _marked(head, e.marks, 0)
-        if cut:
-            tail_at = len(e.text) - len(tail)
-            body += f'<span class="cut">\n[… {cut:,} characters left out …]\n</span>' + _marked(tail, e.marks, tail_at)
-    else:
-        body = _highlight(head, pat)
-        if cut:
-            body += f'<span class="cut">\n[… {cut:,} characters left out …]\n</span>' + _highlight(tail, pat)
-    return (
-        f"<div><h4>{html.escape(e.label)}</h4><p class=meta>{html.escape(e.info)}</p>"
-        f'<div class="trace">{body or "<span class=cut>(empty response)</span>"}</div></div>'
-    )
+    return {
+        "label": e.label,
+        "info": e.info,
+        "head": _segments(head, e.marks, 0),
+        "cut": cut,
+        "tail": _segments(tail, e.marks, len(e.text) - len(tail)) if cut else [],
+    }
 
 
-def _table(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows)
-    note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    return f"<table><caption>{html.escape(t.title)}</caption><tr>{head}</tr>{rows}</table>{note}"
-
-
-def _block(b: Block) -> str:
+def _view(b: Block) -> dict[str, Any]:
     if isinstance(b, Heading):
-        return f"<h{b.level}>{html.escape(b.text)}</h{b.level}>"
+        return {"kind": "heading", "level": b.level, "text": b.text}
     if isinstance(b, Para):
-        return f"<p>{html.escape(b.text)}</p>"
+        return {"kind": "para", "text": b.text}
     if isinstance(b, Table):
-        return _table(b)
+        return {"kind": "table", "title": b.title, "header": b.header, "rows": b.rows, "note": b.note}
     if isinstance(b, Figure):
-        data = base64.b64encode(b.png).decode()
-        cap = f"<figcaption>{html.escape(b.caption)}</figcaption>" if b.caption else ""
-        return (
-            f"<figure><h3>{html.escape(b.title)}</h3>"
-            f'<img src="data:image/png;base64,{data}" alt="{html.escape(b.title)}">{cap}</figure>'
-        )
+        png = base64.b64encode(b.png).decode()
+        return {"kind": "figure", "title": b.title, "png_b64": png, "caption": b.caption}
     if isinstance(b, Excerpt):
-        return _excerpt(b, None)
+        return {"kind": "excerpt", "excerpt": _excerpt(b)}
     if isinstance(b, Pair):
-        pat = hedge_pattern(b.words, b.mode)
-        return (
-            f"<h3>{html.escape(b.title)}</h3><p class=note>hedge words highlighted</p>"
-            f'<div class="pair">{_excerpt(b.left, pat)}{_excerpt(b.right, pat)}</div>'
-        )
+        return {"kind": "pair", "title": b.title, "left": _excerpt(b.left), "right": _excerpt(b.right)}
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
 def render_html(title: str, blocks: list[Block], footer: str = "") -> str:
-    body = "\n".join(_block(b) for b in blocks)
-    foot = f'<p class="note">{html.escape(footer)}</p>' if footer else ""
-    return (
-        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
-        f"<body><h1>{html.escape(title)}</h1>\n{body}\n{foot}</body></html>\n"
+    import jinja2  # the report extra
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("sdlens.report", "templates"), autoescape=True, keep_trailing_newline=True
     )
+    page = env.get_template("report.html.j2")
+    return page.render(title=title, css=_CSS, blocks=[_view(b) for b in blocks], footer=footer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table
-from sdlens.report.html import excerpt_text, hedge_pattern
+from sdlens.report.html import excerpt_text
 
 __all__ = ["render_markdown"]
 
@@ -23,13 +23,10 @@ def _table(t: Table) -> str:
     return "\n".join(lines)
 
 
-def _excerpt(e: Excerpt, words: tuple[str, ...], mode: str) -> str:
-    source = e.text if e.marks is None else _bracketed(e.text, e.marks)
-    head, cut, tail = excerpt_text(source)
-    pat = hedge_pattern(words, mode) if e.marks is None else None
+def _excerpt(e: Excerpt) -> str:
+    # hedges between markers: code blocks cannot hold emphasis
+    head, cut, tail = excerpt_text(_bracketed(e.text, e.marks))
     text = head + (f"\n[… {cut:,} characters left out …]\n" + tail if cut else "")
-    if pat is not None:  # hedges between markers: code blocks cannot hold emphasis
-        text = pat.sub(lambda m: f"⟦{m.group(0)}⟧", text)
     fence = "~~~~" if "```" in text else "```"
     return f"*{e.label}* — {e.info}\n\n{fence}text\n{text}\n{fence}"
 
@@ -63,11 +60,11 @@ def render_markdown(title: str, blocks: list[Block], files_dir: Path, footer: st
             (files_dir / f"{b.name}.png").write_bytes(b.png)
             parts.append(f"![{b.title}]({files_dir.name}/{b.name}.png)" + (f"\n\n_{b.caption}_" if b.caption else ""))
         elif isinstance(b, Excerpt):
-            parts.append(_excerpt(b, (), "substring"))
+            parts.append(_excerpt(b))
         elif isinstance(b, Pair):
             parts.append(f"### {b.title}\n\nHedge words are marked ⟦like this⟧.")
-            parts.append(_excerpt(b.left, b.words, b.mode))
-            parts.append(_excerpt(b.right, b.words, b.mode))
+            parts.append(_excerpt(b.left))
+            parts.append(_excerpt(b.right))
     if footer:
         parts.append(f"_{footer}_")
     return "\n\n".join(parts) + "\n"

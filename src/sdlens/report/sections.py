@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdlens.epistemic.tokens import counted_spans
 from sdlens.report import figures
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table, fmt, fmt_ci
 from sdlens.report.traces import measures_block
@@ -42,7 +43,7 @@ def _e(text: str, lex) -> int:
 def _excerpt(label: str, s: Any, lex) -> Excerpt:
     tokens = f"{s.n_tokens:,} tokens" if s.n_tokens is not None else f"{len(s.response):,} chars"
     verdict = {True: "correct", False: "wrong", None: "ungraded"}[s.correct]
-    return Excerpt(label, s.response, f"{verdict}, {tokens}, E = {_e(s.response, lex)}")
+    return Excerpt(label, s.response, f"{verdict}, {tokens}, E = {_e(s.response, lex)}", counted_spans(s.response, lex))
 
 
 def _pair(title: str, a_label: str, a: list[Any], b_label: str, b: list[Any], lex) -> Pair | None:
@@ -73,8 +74,6 @@ def _pair(title: str, a_label: str, a: list[Any], b_label: str, b: list[Any], le
         f"(samples {sa.index} and {sb.index})",
         _excerpt(a_label, sa, lex),
         _excerpt(b_label, sb, lex),
-        lex.words,
-        lex.mode,
     )
 
 
@@ -368,8 +367,6 @@ def eval_section(run: Path) -> list[Block]:
                     "A correct and a wrong response",
                     _excerpt(f"correct ({right[0].problem_id})", right[0], lex),
                     _excerpt(f"wrong ({wrong[0].problem_id})", wrong[0], lex),
-                    lex.words,
-                    lex.mode,
                 )
             )
     return out

@@ -17,24 +17,17 @@ from sdlens.epistemic.analyze import AnalyzeConfig, run_analysis
 from sdlens.epistemic.compare import bootstrap_run
 from sdlens.epistemic.count import count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
-from sdlens.epistemic.segment import Scope, split_bounds
-from sdlens.epistemic.tokens import _match_spans
+from sdlens.epistemic.segment import Scope
+from sdlens.epistemic.tokens import counted_spans
 from sdlens.io import iter_samples
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table, fmt
 from sdlens.report.html import render_html
 from sdlens.report.markdown import render_markdown
 from sdlens.schema import Sample, atomic_path
 
-__all__ = ["counted_spans", "trace_report_blocks", "write_comparison_report", "write_trace_report"]
+__all__ = ["trace_report_blocks", "write_comparison_report", "write_trace_report"]
 
 MAX_EXCERPT_SAMPLES = 5000  # responses read (in file order) to choose excerpts from
-
-
-def counted_spans(text: str, lexicon: Lexicon, scope: Scope | str = Scope.full) -> list[tuple[int, int]]:
-    """Character spans of ``text`` the counter counts as hedges under ``lexicon`` and ``scope``."""
-    (ts, te), (as_, ae) = split_bounds(text)
-    start, end = {Scope.full: (0, len(text)), Scope.thinking: (ts, te), Scope.answer: (as_, ae)}[Scope(scope)]
-    return sorted((s + start, e + start) for s, e, _ in _match_spans(text[start:end], lexicon))
 
 
 def _ci(est: dict[str, Any], digits: int = 2) -> str:
@@ -310,8 +303,6 @@ def _pairs(a: list[Sample], b: list[Sample], lexicon: Lexicon, scope: Scope, n: 
                 f"Problem {common[i]}",
                 Excerpt("A", sa.response, _info(sa, int(ta[i])), counted_spans(sa.response, lexicon, scope)),
                 Excerpt("B", sb.response, _info(sb, int(tb[i])), counted_spans(sb.response, lexicon, scope)),
-                lexicon.words,
-                lexicon.mode,
             )
         )
     return blocks
