@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_lines
+from sdlens.behaviour.judge import BEHAVIOURS, JudgeConfig, Judged, load_prompt, parse_count
 from sdlens.epistemic.analyze import AnalyzeConfig, analyze
-from sdlens.epistemic.judge import BEHAVIOURS, JudgeConfig, Judged, load_prompt, parse_count
 from sdlens.epistemic.measures import MeasureOptions
 from sdlens.errors import InputError
 
@@ -27,7 +27,7 @@ def test_prompt_and_parsing(tmp_path: Path) -> None:
     assert parse_count("so <count> 3 </count>") == 3 and parse_count("<count>two</count>") is None
     assert parse_count("I count 2") is None
     edited = tmp_path / "mine.toml"
-    shipped = Path(__file__).resolve().parents[1] / "src/sdlens/epistemic/prompts/behaviours-v1.toml"
+    shipped = Path(__file__).resolve().parents[1] / "src/sdlens/behaviour/prompts/behaviours-v1.toml"
     edited.write_text(shipped.read_text().replace("Reply with the number only", "Reply with a number"))
     assert load_prompt(str(edited)).version != prompt.version  # same version name, other text: another key
     broken = tmp_path / "broken.toml"
@@ -45,7 +45,7 @@ def test_judged_measure_caches_per_response_judge_and_version(tmp_path: Path) ->
     )
     cache = tmp_path / "judge.jsonl"
     judge = JudgeConfig(model="tiny-random", cache=cache, max_tokens=4, device="cpu")
-    config = AnalyzeConfig(measures=("judged",), measure_options=MeasureOptions(judge=judge))
+    config = AnalyzeConfig(measures=("judged",), measure_options=MeasureOptions(judged=Judged(judge)))
     res = analyze([traces], config)["measures"]["judged"]
     lines = [json.loads(x) for x in cache.read_text().splitlines()]
     assert len(lines) == 2 * len(BEHAVIOURS)

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_lines
+from sdlens.behaviour.probe import ProbeConfig, run_probe
 from sdlens.cli import app
 from sdlens.epistemic.analyze import AnalyzeConfig, analyze
-from sdlens.epistemic.probe import ProbeConfig, run_probe
 from sdlens.errors import InputError
 
 torch = pytest.importorskip("torch")
@@ -149,7 +149,7 @@ def test_probe_needs_prompts(tmp_path: Path) -> None:
 
 
 def test_difference_ci_needs_hedges_in_most_resamples() -> None:
-    from sdlens.epistemic.probe import _difference_ci
+    from sdlens.behaviour.probe import _difference_ci
 
     both = {"a": np.array([-2.0, 2, 1.0, 10]), "b": np.array([-1.0, 1, 0.5, 10])}
     lo, hi = _difference_ci(both, 500, 0)

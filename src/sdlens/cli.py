@@ -119,16 +119,16 @@ def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, cor
         keys=keys,
         skip_bad=skip_bad,
         measures=parse_measures(measures),
-        measure_options=MeasureOptions(reflection_lexicon=reflection, fork_entropy=fork_entropy, judge=judge),
+        measure_options=MeasureOptions(reflection_lexicon=reflection, fork_entropy=fork_entropy, judged=judge),
     )
 
 
 def _judge(model, backend, base_url, cache):
     if model is None:
         return None
-    from sdlens.epistemic.judge import JudgeConfig
+    from sdlens.behaviour.judge import JudgeConfig, Judged
 
-    return JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache)
+    return Judged(JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache))
 
 
 @app.command()

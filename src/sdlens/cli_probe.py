@@ -1,4 +1,4 @@
-"""CLI: ``sdlens probe`` (thin over :func:`sdlens.epistemic.probe.run_probe`)."""
+"""CLI: ``sdlens probe`` (thin over :func:`sdlens.behaviour.probe.run_probe`)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         import orjson
         from rich.markup import escape
 
-        from sdlens.epistemic.probe import ProbeConfig, run_probe
+        from sdlens.behaviour.probe import ProbeConfig, run_probe
         from sdlens.io import KeyMap
 
         config = ProbeConfig(

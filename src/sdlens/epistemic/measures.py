@@ -12,7 +12,7 @@ over problems and the same ``compare`` apply; every statistic is a ratio of sums
   likely one, from per-token entropies stored with the samples (``sdlens eval --save-logprobs`` with the
   transformers backend, or ``sdlens probe --save-tokens``).
 - ``judged``: verification, backtracking, subgoal setting and backward chaining as judged by a model
-  (``sdlens.epistemic.judge``).
+  (``sdlens.behaviour.judge``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -317,8 +316,9 @@ class MeasureOptions:
     ``-llama`` (its first per-family sets), ``family`` (chosen per sample by its model name), or a TOML file."""
     fork_entropy: float = 1.0
     """Entropy (nats) at or above which a position counts as a fork."""
-    judge: Any = None
-    """``sdlens.epistemic.judge.JudgeConfig`` for the ``judged`` measure."""
+    judged: Measure | None = None
+    """The ``judged`` measure, built by the caller (``sdlens.behaviour.judge.Judged``: it runs a model, which this
+    layer does not load)."""
 
 
 def parse_measures(spec: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -341,11 +341,9 @@ def build_measures(names: Sequence[str], options: MeasureOptions) -> list[Measur
         elif name == "forks":
             built.append(Forks(options.fork_entropy))
         elif name == "judged":
-            if options.judge is None:
+            if options.judged is None:
                 raise InputError(None, "the judged measure needs a judge model (--judge-model)", field="measures")
-            from sdlens.epistemic.judge import Judged  # loads a model or a client: only when judging
-
-            built.append(Judged(options.judge))
+            built.append(options.judged)
         else:
             raise InputError(None, f"unknown measure {name!r} (choose from {', '.join(MEASURES)})", field="measures")
     offset = 0

@@ -75,7 +75,7 @@ def load_prompt(spec: str) -> JudgePrompt:
         raw = path.read_text("utf-8")
     else:
         try:
-            raw = resources.files("sdlens.epistemic").joinpath(f"prompts/{spec}.toml").read_text("utf-8")
+            raw = resources.files("sdlens.behaviour").joinpath(f"prompts/{spec}.toml").read_text("utf-8")
         except FileNotFoundError:
             raise InputError(spec, "no such judge prompt (shipped: behaviours-v1)", field="prompt") from None
     try:
