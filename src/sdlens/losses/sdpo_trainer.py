@@ -281,20 +281,17 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         clipping). Default: unchanged."""
         return per_token_loss
 
-    def _notify_distillation_listeners(self, d: DistillationHiddenStates, per_token_loss: torch.Tensor) -> None:
+    def _notify_distillation_listeners(
+        self, d: DistillationHiddenStates, per_token_loss: torch.Tensor, student_logps: torch.Tensor
+    ) -> None:
         """Hand each listener the sampled tokens' student and teacher log-probs and the per-token loss (no grad)."""
         with torch.no_grad():
             mm = self._matmul_dtype()
             kw = {"temperature": self.temperature, "chunk_size": self.distillation_chunk_size, "matmul_dtype": mm}
-            student_weight = d.student_weight
-            if _is_zero3_param(student_weight):  # partitioned outside the head's forward: a gathered copy
-                student_weight = whole_head_weight(self.model, self._output_head(self.model), mm)
             event = DistillationPass(
                 completion_ids=d.completion_ids,
                 loss_mask=d.loss_mask,
-                student_logps=token_logprobs(
-                    d.student_hidden.detach(), student_weight.detach(), d.completion_ids, **kw
-                ),
+                student_logps=student_logps,
                 teacher_logps=token_logprobs(d.teacher_hidden, d.teacher_weight, d.completion_ids, **kw),
                 per_token_loss=per_token_loss.detach(),
                 step=int(self.state.global_step),
@@ -524,10 +521,12 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         mode = "train" if model.training else "eval"
         if d.loss_mask.sum() == 0:
             self._log_self_distillation_metric(mode, 0.0)
-            # Zero loss attached to the student graph: zero gradients instead of a stopped backward. (A partitioned
-            # ZeRO-3 weight holds no data here; ZeRO-3 needs no gradient for it.)
-            tail = 0.0 if _is_zero3_param(d.student_weight) else d.student_weight.sum()
-            return (d.student_hidden.sum() + tail) * 0.0
+            # Zero loss attached to the student graph: zero gradients instead of a stopped backward. Under ZeRO-3
+            # this too runs as the head's forward: every rank must gather (and reduce) the head weight alike.
+            (zero,) = self._with_student_head(
+                model, d.student_hidden, d.student_weight, lambda h, w: ((h.sum() + w.sum()) * 0.0,)
+            )
+            return zero
 
         topk = None
         if self.args.distillation_mode == "topk_logits":
@@ -556,14 +555,25 @@ class ChunkedSDPOTrainer(SDPOTrainer):
                 chunk_size=self.distillation_chunk_size,
                 matmul_dtype=self._matmul_dtype(),
             )
-            return (o.per_token_loss,)
+            if not self.distillation_listeners:
+                return o.per_token_loss, None
+            with torch.no_grad():  # here, where the weight is whole on every sharding (ZeRO-3: inside the head)
+                student_logps = token_logprobs(
+                    student_hidden.detach(),
+                    student_weight.detach(),
+                    d.completion_ids,
+                    temperature=self.temperature,
+                    chunk_size=self.distillation_chunk_size,
+                    matmul_dtype=self._matmul_dtype(),
+                )
+            return o.per_token_loss, student_logps
 
-        (per_token_loss,) = self._with_student_head(model, d.student_hidden, d.student_weight, _per_token)
+        per_token_loss, student_logps = self._with_student_head(model, d.student_hidden, d.student_weight, _per_token)
         self.chunked_calls += 1
         # per_token_loss: weighted by the IS clip and masked
         per_token_loss = self.transform_per_token_loss(per_token_loss, d.completion_ids, d.loss_mask)
         if self.distillation_listeners:
-            self._notify_distillation_listeners(d, per_token_loss)
+            self._notify_distillation_listeners(d, per_token_loss, student_logps)
         loss = reduce_per_token(per_token_loss, d.loss_mask, "sequence_mean")
         mean_distill_loss = per_token_loss.detach().sum() / d.loss_mask.sum().clamp(min=1.0)
         self._log_self_distillation_metric(mode, self.accelerator.gather(mean_distill_loss).mean().item())

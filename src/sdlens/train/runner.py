@@ -411,9 +411,12 @@ def sdpo_trainer_class(chunked: bool) -> type:
             from trl.experimental.sdpo import SDPOTrainer as Base
 
         def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+            loss = Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
+            # after the loss, as the other ranks' metric all-gather is (under ZeRO-3 the chunked loss itself gathers
+            # the head weight first, on every rank alike)
             if self.accelerator.num_processes > 1 and distillation_logits.loss_mask.sum() == 0:
                 self.accelerator.gather(torch.zeros((), dtype=torch.float32, device=self.accelerator.device))
-            return Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
+            return loss
 
         name = f"Sdlens{Base.__name__}"
         _SDPO_CLASSES[chunked] = type(
