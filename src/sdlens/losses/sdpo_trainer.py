@@ -380,7 +380,9 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         if sharding_kind(self.accelerator) == "fsdp1":
             return "FSDP1 flattens the LM head weight into its unit's flat parameter (use fsdp_version: 2)"
         head = self._output_head(model)
-        if type(head) is not nn.Linear or head.bias is not None or not head.weight.is_floating_point():
+        # nn.Linear itself, or FSDP2's FSDPLinear (the same class with FSDP's hooks): nn.Linear's own forward
+        plain_linear = isinstance(head, nn.Linear) and type(head).forward is nn.Linear.forward
+        if not plain_linear or head.bias is not None or not head.weight.is_floating_point():
             return f"the output layer is {type(head).__name__}, not a bias-free nn.Linear"
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config

@@ -37,16 +37,17 @@ def enable_fsdp_on_cpu(mixed_precision: str = "no") -> bool:
     accelerate 1.x builds its ``FullyShardedDataParallelPlugin`` from the launcher's environment but attaches it
     only when the distributed type is an accelerator's (``MULTI_GPU``, ...). With ``use_cpu`` (sdlens sets it when
     torch sees no CUDA device) the type is ``MULTI_CPU`` and the plugin is dropped. Here the shared
-    ``AcceleratorState`` is created first, with the plugin attached and the type set to ``FSDP``; the trainer's
-    ``Accelerator`` then finds it initialised and prepares models with ``fully_shard``. ``PartialState`` keeps
-    ``MULTI_CPU``, so accelerate's collectives (gather, broadcast) stay on gloo. Call it after the TRL arguments
-    exist (they start the process group) and before the trainer.
+    ``AcceleratorState`` is created first, with the plugin attached, and the shared distributed type (which every
+    later ``AcceleratorState()`` copies from ``PartialState``) is set to ``FSDP``; the trainer's ``Accelerator``
+    then finds the state initialised and prepares models with ``fully_shard``. The process group stays the gloo
+    one ``PartialState`` started. Call it after the TRL arguments exist (they start the process group) and before
+    the trainer.
     """
     import torch
 
     if not fsdp_launch() or torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1") or 1) < 2:
         return False
-    from accelerate.state import AcceleratorState, DistributedType
+    from accelerate.state import AcceleratorState, DistributedType, PartialState
     from accelerate.utils import FullyShardedDataParallelPlugin, TorchDynamoPlugin
 
     plugin = FullyShardedDataParallelPlugin()  # from the launcher's environment, as Accelerator() builds it
@@ -62,6 +63,7 @@ def enable_fsdp_on_cpu(mixed_precision: str = "no") -> bool:
         return False
     if mixed_precision != "no":
         plugin.set_mixed_precision(mixed_precision)
+    PartialState().distributed_type = DistributedType.FSDP  # the shared value each AcceleratorState() re-reads
     state.distributed_type = DistributedType.FSDP
     state.fsdp_plugin = plugin
     return True
