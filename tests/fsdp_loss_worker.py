@@ -4,12 +4,13 @@ Computes sdlens' chunked distillation loss under FSDP2 on one batch split over t
 ``ChunkedSDPOTrainer`` does (LM head as identity, then ``whole_head_weight``), backpropagates, gathers the loss and
 the full gradients, and compares them on rank 0 with the same batch in one process (plain models, no sharding).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_loss_worker.py MODEL_DIR OUT.json LAYOUT
+    python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_loss_worker.py MODEL_DIR OUT.json accelerate,root
 
-LAYOUT ``accelerate``: the student wrapped by accelerate's FSDP2 preparation (decoder layers, embeddings and the
-[norm, lm_head] tail in their own units; the tail stays unsharded after the forward) and the teacher by TRL's
-``prepare_fsdp`` (one unit, resharded after the forward: its head weight is a sharded DTensor at loss time).
-LAYOUT ``root``: both wrapped as one unit resharded after the forward, so the student's head weight is sharded at
+Rank 0 writes ``{layout: result}``. Layout ``accelerate``: the student wrapped by accelerate's FSDP2 preparation
+(decoder layers, embeddings and the [norm, lm_head] tail in their own units; the tail stays unsharded after the
+forward) and the teacher by TRL's ``prepare_fsdp`` (one unit, resharded after the forward: its head weight is a
+sharded DTensor at loss time).
+Layout ``root``: both wrapped as one unit resharded after the forward, so the student's head weight is sharded at
 loss time too and must be unsharded in place for the loss.
 """
 
@@ -79,7 +80,7 @@ def _loss(student, teacher, b: dict[str, torch.Tensor], rows: slice, seen: dict[
     return reduce_per_token(out.per_token_loss, b["mask"][rows], "sequence_mean")
 
 
-def main(model_dir: str, out_path: str, layout: str) -> None:
+def main(model_dir: str, out_path: str, layouts: str) -> None:
     for key, value in {
         "ACCELERATE_USE_FSDP": "true",
         "FSDP_VERSION": "2",
@@ -90,18 +91,27 @@ def main(model_dir: str, out_path: str, layout: str) -> None:
     }.items():
         os.environ[key] = value
     from accelerate import Accelerator, PartialState
-    from torch.distributed.fsdp import fully_shard
-    from torch.distributed.tensor import DTensor
-    from transformers import AutoModelForCausalLM
-    from trl.models import prepare_fsdp
 
     from sdlens.train.sharding import enable_fsdp_on_cpu
 
     PartialState(cpu=True)  # the gloo group, as TrainingArguments(use_cpu=True) starts it
     assert enable_fsdp_on_cpu("no")
     accelerator = Accelerator(cpu=True)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    results = {layout: _one_layout(model_dir, layout, accelerator) for layout in layouts.split(",")}
+    if dist.get_rank() == 0:
+        with open(out_path, "w") as f:
+            json.dump(results, f)
+    dist.barrier()
+    dist.destroy_process_group()
 
+
+def _one_layout(model_dir: str, layout: str, accelerator) -> dict:
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+    from transformers import AutoModelForCausalLM
+    from trl.models import prepare_fsdp
+
+    rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     student = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     teacher = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -130,28 +140,24 @@ def main(model_dir: str, out_path: str, layout: str) -> None:
         g = p.grad
         grads[name] = (g.full_tensor() if isinstance(g, DTensor) else g).detach().clone()
 
-    if rank == 0:
-        ref_loss = _loss(ref_student, ref_teacher, b, slice(0, 2 * world), {})
-        ref_loss.backward()
-        ref = dict(ref_student.named_parameters())
-        diffs = {n: float((grads[n] - ref[n].grad).abs().max()) for n in grads}
-        result = {
-            "layout": layout,
-            "world": world,
-            "loss_sharded": float(torch.stack(losses).mean()),
-            "loss_single": float(ref_loss),
-            "max_grad_diff": max(diffs.values()),
-            "max_grad": max(float(p.grad.abs().max()) for p in ref.values()),
-            "head_grad_diff": diffs["lm_head.weight"],
-            "head_grad_norm": float(ref["lm_head.weight"].grad.norm()),
-            "params": len(grads),
-            "ref_params": len(ref),
-            **seen,
-        }
-        with open(out_path, "w") as f:
-            json.dump(result, f)
-    dist.barrier()
-    dist.destroy_process_group()
+    if rank != 0:
+        return {}
+    ref_loss = _loss(ref_student, ref_teacher, b, slice(0, 2 * world), {})
+    ref_loss.backward()
+    ref = dict(ref_student.named_parameters())
+    diffs = {n: float((grads[n] - ref[n].grad).abs().max()) for n in grads}
+    return {
+        "world": world,
+        "loss_sharded": float(torch.stack(losses).mean()),
+        "loss_single": float(ref_loss),
+        "max_grad_diff": max(diffs.values()),
+        "max_grad": max(float(p.grad.abs().max()) for p in ref.values()),
+        "head_grad_diff": diffs["lm_head.weight"],
+        "head_grad_norm": float(ref["lm_head.weight"].grad.norm()),
+        "params": len(grads),
+        "ref_params": len(ref),
+        **seen,
+    }
 
 
 if __name__ == "__main__":

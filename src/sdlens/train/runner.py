@@ -270,6 +270,19 @@ def find_checkpoint(out: str | Path, *, need_teacher: bool = False) -> Path | No
     return None
 
 
+def _check_teacher_file(path: Path) -> None:
+    """Refuse (one line) a resume whose EMA teacher file cannot be read, before any training starts."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if not list(f.keys()):
+                raise ValueError("it holds no tensors")
+    except (SafetensorError, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(path, f"cannot restore the EMA teacher ({msg}); refusing to resume") from None
+
+
 def _teacher_callback(resume_dir: Path | None):
     from transformers import TrainerCallback
 
@@ -502,6 +515,8 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
             f"no checkpoint in {out} holds the EMA teacher ({TEACHER_FILE}); refusing to resume "
             "with a re-initialised teacher",
         )
+    if ckpt is not None and ema:
+        _check_teacher_file(ckpt / TEACHER_FILE)
     if cfg.resume and ckpt is None:
         _say(console, f"[yellow]note:[/yellow] no complete checkpoint in {out}; starting from the beginning")
     cbs = list(callbacks)
