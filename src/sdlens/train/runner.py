@@ -270,6 +270,29 @@ def find_checkpoint(out: str | Path, *, need_teacher: bool = False) -> Path | No
     return None
 
 
+def check_vllm_server_mode(args) -> None:
+    """Refuse vLLM server mode without CUDA before any model is loaded (one line, saying why).
+
+    TRL 1.16 pushes the trained weights to the server through vLLM's NCCL weight-transfer engine: the trainer
+    calls ``VLLMClient.init_communicator(device=accelerator.device)`` while it is built, and that method raises
+    ``NotImplementedError`` for any device that is not CUDA. Generation through the server would work on a CPU;
+    keeping its weights in step with training would not, so no training step can run.
+    """
+    import torch
+
+    if (
+        getattr(args, "use_vllm", False)
+        and getattr(args, "vllm_mode", None) == "server"
+        and not torch.cuda.is_available()
+    ):
+        raise InputError(
+            None,
+            "needs a CUDA device: TRL 1.16 syncs the trained weights into the vLLM server over NCCL "
+            "(VLLMClient.init_communicator accepts only CUDA devices); train without --use-vllm on this machine",
+            field="vllm_mode",
+        )
+
+
 def _check_teacher_file(path: Path) -> None:
     """Refuse (one line) a resume whose EMA teacher file cannot be read, before any training starts."""
     from safetensors import SafetensorError, safe_open
@@ -504,6 +527,7 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     for note in p.notes:
         _say(console, f"[yellow]note:[/yellow] {note}")
     args = make_trl_args(p)
+    check_vllm_server_mode(args)
     from sdlens.train.sharding import enable_fsdp_on_cpu
 
     enable_fsdp_on_cpu(str(getattr(args, "mixed_precision", "no") or "no"))  # FSDP launches on CPU-only machines
