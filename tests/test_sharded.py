@@ -280,13 +280,14 @@ import json, sys
 from trl.generation.vllm_client import VLLMClient
 client = VLLMClient(base_url=sys.argv[1], connection_timeout=10)
 info = client.get_server_info()
-out = client.generate(["What is 2+3? Answer:"], n=2, temperature=0.0, max_tokens=8, logprobs=0)
+out = client.generate(["What is 2+3? Answer:"], n=2, temperature=1.0, max_tokens=8, logprobs=0)
+greedy = [client.generate(["What is 2+3? Answer:"], temperature=0.0, max_tokens=8)["completion_ids"] for _ in "ab"]
 try:
     client.init_communicator(device="cpu")
     sync = "no error"
 except NotImplementedError as e:
     sync = "NotImplementedError: " + str(e)
-print(json.dumps({"transfer": info.get("weight_transfer_config"), "out": out, "sync": sync}))
+print(json.dumps({"transfer": info.get("weight_transfer_config"), "out": out, "greedy": greedy, "sync": sync}))
 """
 
 
@@ -333,6 +334,6 @@ def test_vllm_cpu_server_generates_for_trl_but_weight_sync_needs_cuda(tmp_path):
     assert r["transfer"] and r["transfer"].get("backend") == "nccl"
     completions = r["out"]["completion_ids"]
     assert len(completions) == 2 and all(0 < len(c) <= 8 for c in completions)
-    assert completions[0] == completions[1]  # greedy: the same completion twice
+    assert r["greedy"][0] == r["greedy"][1] and len(r["greedy"][0][0]) > 0  # greedy: the same completion twice
     assert all(lp[0] <= 0.0 for lp in r["out"]["logprobs"][0])  # the sampled tokens' log-probs
     assert r["sync"].startswith("NotImplementedError") and "CUDA" in r["sync"], r["sync"]
