@@ -1,7 +1,20 @@
 """sdlens: measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs."""
 
+import logging
+
 from sdlens.errors import InputError
 from sdlens.schema import Problem, Sample, read_records, write_jsonl, write_parquet
+
+
+class _DropDeepSpeedCpuNotice(logging.Filter):
+    """DeepSpeed (the ``deepspeed`` extra, for ZeRO-3) logs "Setting accelerator to CPU ..." to *stdout* whenever
+    transformers imports it on a machine without a GPU, and sdlens' stdout carries results (JSON lines, paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
+logging.getLogger("DeepSpeed").addFilter(_DropDeepSpeedCpuNotice())
 
 __version__ = "0.1.0"
 
