@@ -181,14 +181,17 @@ def _ema_cmd(tiny, qa_data, out, resume=False) -> list:
     return _train_cmd(tiny, qa_data, out, preset="sdpo-paper-ema", extra=extra, resume=resume)
 
 
-@pytest.fixture(scope="module")
-def fsdp_ema_runs(tiny, qa_data, tmp_path_factory) -> dict[str, Path]:
-    """An uninterrupted FSDP2 EMA run, and the same run killed with SIGKILL once checkpoint-2 is complete (a copy of
-    the killed folder is kept for the refusal test)."""
-    root = tmp_path_factory.mktemp("fsdp-resume")
+@pytest.fixture(scope="module", params=["fsdp_cpu.yaml", pytest.param("zero3_cpu.yaml", marks=pytest.mark.slow)])
+def sharded_ema_runs(request, tiny, qa_data, tmp_path_factory) -> dict[str, Path]:
+    """An uninterrupted sharded EMA run (FSDP2; ZeRO-3 in the slow set), and the same run killed with SIGKILL once
+    checkpoint-2 is complete (a copy of the killed folder is kept for the refusal test)."""
+    config = request.param
+    if config.startswith("zero3"):
+        pytest.importorskip("deepspeed")
+    root = tmp_path_factory.mktemp("sharded-resume")
     whole, killed = root / "whole", root / "killed"
-    _run(_launch_cmd("fsdp_cpu.yaml", _ema_cmd(tiny, qa_data, whole)))
-    cmd = _launch_cmd("fsdp_cpu.yaml", _ema_cmd(tiny, qa_data, killed))
+    _run(_launch_cmd(config, _ema_cmd(tiny, qa_data, whole)))
+    cmd = _launch_cmd(config, _ema_cmd(tiny, qa_data, killed))
     # own session: SIGKILL reaches the launcher, torchrun and both ranks at once (kill -9 of the whole job)
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
@@ -206,16 +209,16 @@ def fsdp_ema_runs(tiny, qa_data, tmp_path_factory) -> dict[str, Path]:
     assert not (killed / "run_summary.json").exists()  # it really died mid-run
     copy = root / "killed-copy"
     shutil.copytree(killed, copy)
-    return {"whole": whole, "killed": killed, "copy": copy}
+    return {"whole": whole, "killed": killed, "copy": copy, "config": config}
 
 
-def test_fsdp2_resume_after_sigkill_continues_the_same_run(tiny, qa_data, fsdp_ema_runs):
-    whole, killed = fsdp_ema_runs["whole"], fsdp_ema_runs["killed"]
+def test_sharded_resume_after_sigkill_continues_the_same_run(tiny, qa_data, sharded_ema_runs):
+    whole, killed, config = sharded_ema_runs["whole"], sharded_ema_runs["killed"], sharded_ema_runs["config"]
     refused = subprocess.run(
-        _launch_cmd("fsdp_cpu.yaml", _ema_cmd(tiny, qa_data, killed)), env=_env(), capture_output=True, text=True
+        _launch_cmd(config, _ema_cmd(tiny, qa_data, killed)), env=_env(), capture_output=True, text=True
     )
     assert refused.returncode != 0 and "already holds a run" in refused.stderr  # no --resume: refused
-    _run(_launch_cmd("fsdp_cpu.yaml", _ema_cmd(tiny, qa_data, killed, resume=True)))
+    _run(_launch_cmd(config, _ema_cmd(tiny, qa_data, killed, resume=True)))
     summary = json.loads((killed / "run_summary.json").read_text())
     assert Path(summary["resumed_from"]).name in ("checkpoint-2", "checkpoint-4")
     assert summary["teacher_restored"] is True and summary["global_step"] == STEPS
@@ -231,10 +234,10 @@ def test_fsdp2_resume_after_sigkill_continues_the_same_run(tiny, qa_data, fsdp_e
     assert _max_weight_diff(whole / "teacher" / "model.safetensors", tiny / "model.safetensors") > 1e-6
 
 
-def test_resume_refuses_when_the_teacher_cannot_be_restored(tiny, qa_data, fsdp_ema_runs):
+def test_resume_refuses_when_the_teacher_cannot_be_restored(tiny, qa_data, sharded_ema_runs):
     """Never a silently re-initialised EMA teacher: a checkpoint without it, or with an unreadable one, is refused
     with one line (checked in one process: the refusal comes before any training)."""
-    folder = fsdp_ema_runs["copy"]
+    folder = sharded_ema_runs["copy"]
     base = [sys.executable, *_ema_cmd(tiny, qa_data, folder, resume=True)]
     teachers = sorted(folder.glob("checkpoint-*/sdlens_teacher.safetensors"))
     assert teachers
