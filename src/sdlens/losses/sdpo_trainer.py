@@ -54,6 +54,9 @@ __all__ = [
     "ChunkedSDPOTrainer",
     "DistillationHiddenStates",
     "lm_head_returns_hidden",
+    "module_forward_replaced",
+    "sharding_kind",
+    "whole_head_weight",
 ]
 
 logger = logging.getLogger(__name__)
