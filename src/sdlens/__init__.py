@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,17 @@ from sdlens.errors import InputError
 
 if TYPE_CHECKING:
     from sdlens.schema import Problem, Sample, read_records, write_jsonl, write_parquet
+
+
+class _DropDeepSpeedCpuNotice(logging.Filter):
+    """DeepSpeed (the ``deepspeed`` extra, for ZeRO-3) logs "Setting accelerator to CPU ..." to *stdout* whenever
+    transformers imports it on a machine without a GPU, and sdlens' stdout carries results (JSON lines, paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
+logging.getLogger("DeepSpeed").addFilter(_DropDeepSpeedCpuNotice())
 
 __version__ = "0.1.0"
 

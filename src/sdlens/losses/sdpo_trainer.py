@@ -15,9 +15,18 @@ narrowest points where TRL materialises full ``[B, T, V]`` logits:
 Everything else (generation, rewards, teacher prompts, teacher EMA, ``compute_loss``) is TRL's. The chunked path is
 used when ``chunked_distillation`` is on (default), ``distillation_weight == 1.0`` (the paper; a blend with the policy
 loss needs the student's full logits), no teacher server, ``distillation_mode`` in {``topk_logits``, ``full_logits``},
-the model is not FSDP / ZeRO-3 sharded, its output layer is a plain bias-free ``nn.Linear``, and a one-time check on
-16 tokens confirms ``hidden @ W^T`` reproduces the model's logits (catches logit soft-capping or scaling). Otherwise
-it falls back to TRL's path and says why once.
+the model is not FSDP1-wrapped (flat parameters), its output layer is a plain bias-free ``nn.Linear``, and a one-time
+check on 16 tokens confirms ``hidden @ W^T`` reproduces the model's logits (catches logit soft-capping or scaling).
+Otherwise it falls back to TRL's path and says why once. Which path the losses took, and why:
+:meth:`ChunkedSDPOTrainer.distillation_loss_path` (``run_summary.json``'s ``distillation_loss_path``).
+
+Sharded weights (issue 18). Under FSDP2 the LM head weight is a sharded ``DTensor`` outside the forward unless its
+unit is still unsharded (accelerate keeps the output layer's unit unsharded after the forward). The student's is
+unsharded in place by its FSDP unit (``FSDPModule.unshard``), so the loss's gradient lands on FSDP's unsharded
+parameter and FSDP's own post-backward reduce-scatters it like any other; the teacher's (no gradient) is
+all-gathered into a temporary copy. Under DeepSpeed ZeRO-3 the student's loss runs inside the LM head module's
+forward, so ZeRO-3 gathers the weight for it and again for its backward, and reduces its gradient, as for any
+layer; the teacher's weight is gathered into a copy.
 
 Turn it off with ``ChunkedSDPOConfig(chunked_distillation=False)`` or ``ChunkedSDPOTrainer(..., chunked=False)``.
 """
@@ -45,6 +54,9 @@ __all__ = [
     "ChunkedSDPOTrainer",
     "DistillationHiddenStates",
     "lm_head_returns_hidden",
+    "module_forward_replaced",
+    "sharding_kind",
+    "whole_head_weight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,25 +141,108 @@ class _HiddenWithHead(torch.autograd.Function):
         return grad, None
 
 
+def sharding_kind(accelerator) -> str | None:
+    """How the trainer's weights are split: ``"fsdp2"``, ``"fsdp1"``, ``"zero3"``, or ``None`` (whole on every
+    rank: one process, DDP, ZeRO-1/2)."""
+    state = accelerator.state
+    plugin = getattr(state, "fsdp_plugin", None)
+    if plugin is not None:
+        return "fsdp2" if int(getattr(plugin, "fsdp_version", 1) or 1) == 2 else "fsdp1"
+    ds = getattr(state, "deepspeed_plugin", None)
+    if ds is not None and getattr(ds, "zero_stage", 0) == 3:
+        return "zero3"
+    return None
+
+
+def _is_dtensor(t: Any) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch built without distributed
+        return False
+    return isinstance(t, DTensor)
+
+
+def _is_zero3_param(t: Any) -> bool:
+    """A DeepSpeed ZeRO-3 partitioned parameter (its ``.data`` is empty outside its module's forward)."""
+    return hasattr(t, "ds_id") and hasattr(t, "ds_status")
+
+
+def _fsdp_unit(model: nn.Module, module: nn.Module) -> nn.Module | None:
+    """The FSDP2 unit that manages ``module``'s parameters: ``module`` itself or its nearest wrapped ancestor."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(module, FSDPModule):
+        return module
+    name = next((n for n, m in model.named_modules() if m is module), None)
+    if not name:
+        return model if isinstance(model, FSDPModule) else None
+    parts = name.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        parent = model.get_submodule(".".join(parts[:i]))
+        if isinstance(parent, FSDPModule):
+            return parent
+    return None
+
+
+def whole_head_weight(model: nn.Module, head: nn.Module, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The output layer's weight ``[V, H]``, whole on this rank, for use after the model's forward.
+
+    An unsharded weight is returned as it is. A trainable FSDP2 weight (the student's, grad enabled) is unsharded in
+    place by its FSDP unit and FSDP's unsharded parameter is returned: the loss's gradient into it is reduce-scattered
+    by FSDP's post-backward, which also reshards it. A sharded weight without gradient (the teacher's) is
+    all-gathered into a new tensor, cast to ``dtype`` first (half the traffic in bf16); likewise a ZeRO-3 one, gathered
+    with ``deepspeed.zero.GatheredParameters`` (the student's trainable ZeRO-3 weight is used inside the head's
+    forward instead, see ``ChunkedSDPOTrainer``). Collective when sharded: every rank must call it.
+    """
+    weight = head.weight
+    if _is_dtensor(weight):
+        if torch.is_grad_enabled() and weight.requires_grad:
+            unit = _fsdp_unit(model, head)
+            if unit is None:
+                raise RuntimeError("the LM head weight is a DTensor that no FSDP2 unit manages")
+            unit.unshard()
+            weight = head.weight
+            if _is_dtensor(weight):
+                raise RuntimeError("FSDP2 unshard() left the LM head weight sharded")
+            return weight
+        with torch.no_grad():
+            local = weight.detach()
+            return (local.to(dtype) if dtype is not None else local).full_tensor()
+    if _is_zero3_param(weight):
+        import deepspeed
+
+        with torch.no_grad(), deepspeed.zero.GatheredParameters([weight], modifier_rank=None):
+            return weight.detach().to(dtype or weight.dtype).clone()
+    return weight
+
+
+@contextlib.contextmanager
+def module_forward_replaced(module: nn.Module, fn: Any):
+    """Within the block ``module(...)`` runs ``fn(...)``; the module's hooks (FSDP, ZeRO-3 gathering) still run."""
+    previous = module.__dict__.get("forward")
+    module.forward = fn
+    try:
+        yield module
+    finally:
+        if previous is None:
+            del module.forward
+        else:
+            module.forward = previous
+
+
 @contextlib.contextmanager
 def lm_head_returns_hidden(head: nn.Module):
     """Within the block, ``head(x)`` returns ``x``: a causal LM's ``.logits`` are then its final hidden states."""
-    previous = head.__dict__.get("forward")
 
     def _hidden(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         weight = getattr(head, "weight", None)
-        if torch.is_grad_enabled() and isinstance(weight, torch.Tensor) and weight.requires_grad:
+        plain = isinstance(weight, torch.Tensor) and not _is_dtensor(weight) and not _is_zero3_param(weight)
+        if torch.is_grad_enabled() and plain and weight.requires_grad:
             return _HiddenWithHead.apply(x, weight)
         return x
 
-    head.forward = _hidden
-    try:
+    with module_forward_replaced(head, _hidden):
         yield head
-    finally:
-        if previous is None:
-            del head.forward
-        else:
-            head.forward = previous
 
 
 class ChunkedSDPOTrainer(SDPOTrainer):
@@ -167,6 +262,9 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         self._head_ok: dict[int, bool] = {}
         self._fallback_reported: set[str] = set()
         self.chunked_calls = 0  # how many losses went through the chunked path (tests, diagnostics)
+        # teacher/student passes per path ("chunked" / "full_logits") and why the full-logit ones were taken
+        self.loss_path_counts: dict[str, int] = {"chunked": 0, "full_logits": 0}
+        self.full_logit_reasons: list[str] = []
         # Callables receiving a DistillationPass after every chunked distillation loss (telemetry, see sdlens.monitor).
         self.distillation_listeners: list[Any] = []
 
@@ -186,7 +284,9 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         clipping). Default: unchanged."""
         return per_token_loss
 
-    def _notify_distillation_listeners(self, d: DistillationHiddenStates, per_token_loss: torch.Tensor) -> None:
+    def _notify_distillation_listeners(
+        self, d: DistillationHiddenStates, per_token_loss: torch.Tensor, student_logps: torch.Tensor
+    ) -> None:
         """Hand each listener the sampled tokens' student and teacher log-probs and the per-token loss (no grad)."""
         with torch.no_grad():
             mm = self._matmul_dtype()
@@ -194,9 +294,7 @@ class ChunkedSDPOTrainer(SDPOTrainer):
             event = DistillationPass(
                 completion_ids=d.completion_ids,
                 loss_mask=d.loss_mask,
-                student_logps=token_logprobs(
-                    d.student_hidden.detach(), d.student_weight.detach(), d.completion_ids, **kw
-                ),
+                student_logps=student_logps,
                 teacher_logps=token_logprobs(d.teacher_hidden, d.teacher_weight, d.completion_ids, **kw),
                 per_token_loss=per_token_loss.detach(),
                 step=int(self.state.global_step),
@@ -245,6 +343,34 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         for listener in self.distillation_listeners:
             listener(event)
 
+    # ---- which path, and why ----------------------------------------------------------------------------------------
+
+    def distillation_loss_path(self) -> dict[str, Any]:
+        """Which path this rank's distillation losses took: ``{"path", "reason", "passes"}``.
+
+        ``path`` is ``chunked`` (hidden states x LM head in chunks, no ``[B, T, V]`` logits), ``full_logits`` (TRL's
+        path), ``mixed`` (both, e.g. a switch between steps) or ``None`` (no distillation pass yet).
+        """
+        counts = dict(self.loss_path_counts)
+        chunked, full = counts["chunked"], counts["full_logits"]
+        path = {(True, False): "chunked", (False, True): "full_logits", (True, True): "mixed"}.get(
+            (chunked > 0, full > 0)
+        )
+        head = {
+            None: "the LM head weight is whole on every rank",
+            "fsdp2": "the FSDP2-sharded LM head weight is gathered for the loss (student: unsharded in place by its "
+            "FSDP unit, gradient reduce-scattered by FSDP; teacher: an all-gathered copy)",
+            "zero3": "the ZeRO-3-partitioned LM head weight is gathered by running the loss inside the head's forward "
+            "(teacher: a gathered copy)",
+        }.get(sharding_kind(self.accelerator), "")
+        why = []
+        if chunked:
+            why.append(f"chunked loss from hidden states; {head}")
+        if full:
+            why.append("TRL's full-logit loss because " + "; ".join(dict.fromkeys(self.full_logit_reasons)))
+        reason = " / ".join(why) if why else ("chunked_distillation is off" if not self.chunked_distillation else None)
+        return {"path": path, "reason": reason, "passes": counts}
+
     # ---- eligibility ------------------------------------------------------------------------------------------------
 
     def _output_head(self, model) -> nn.Module | None:
@@ -254,13 +380,12 @@ class ChunkedSDPOTrainer(SDPOTrainer):
 
     def _model_blocker(self, model, inputs: dict[str, torch.Tensor] | None) -> str | None:
         """Why hidden states + LM head cannot replace this model's logits (``None``: they can)."""
-        if self.is_fsdp_enabled:
-            return "FSDP shards the LM head weight"
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
-            return "DeepSpeed ZeRO-3 shards the LM head weight"
+        if sharding_kind(self.accelerator) == "fsdp1":
+            return "FSDP1 flattens the LM head weight into its unit's flat parameter (use fsdp_version: 2)"
         head = self._output_head(model)
-        if type(head) is not nn.Linear or head.bias is not None or not head.weight.is_floating_point():
+        # nn.Linear itself, or FSDP2's FSDPLinear (the same class with FSDP's hooks): nn.Linear's own forward
+        plain_linear = isinstance(head, nn.Linear) and type(head).forward is nn.Linear.forward
+        if not plain_linear or head.bias is not None or not head.weight.is_floating_point():
             return f"the output layer is {type(head).__name__}, not a bias-free nn.Linear"
         config = getattr(self.accelerator.unwrap_model(model), "config", None)
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -310,10 +435,11 @@ class ChunkedSDPOTrainer(SDPOTrainer):
                 hidden = unwrapped(**kwargs).logits
         finally:
             unwrapped.train(was_training)
-        if hidden.shape[-1] != head.weight.shape[1]:
+        weight = whole_head_weight(unwrapped, head)
+        if hidden.shape[-1] != weight.shape[1]:
             return False
-        mm = self._matmul_dtype() or head.weight.dtype
-        rebuilt = (hidden.to(mm) @ head.weight.to(mm).T).float()
+        mm = self._matmul_dtype() or weight.dtype
+        rebuilt = (hidden.to(mm) @ weight.to(mm).T).float()
         scale = max(1.0, float(logits.abs().max()))
         tol = 1e-4 if mm == torch.float32 else 2e-2
         return rebuilt.shape == logits.shape and bool(((rebuilt - logits).abs().max() <= tol * scale).item())
@@ -321,7 +447,11 @@ class ChunkedSDPOTrainer(SDPOTrainer):
     # ---- forward to hidden states -----------------------------------------------------------------------------------
 
     def _forward_hidden(self, model, input_ids, attention_mask, logits_to_keep: int):
-        """TRL's ``_forward_logits`` with the LM head as identity: ``([B, logits_to_keep, H], lm_head.weight)``."""
+        """TRL's ``_forward_logits`` with the LM head as identity: ``([B, logits_to_keep, H], lm_head.weight)``.
+
+        The weight is whole (see :func:`whole_head_weight`), except a trainable ZeRO-3 one, which the loss uses
+        inside the head's forward (:meth:`_with_student_head`).
+        """
         head = self._output_head(model)
         model_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if "logits_to_keep" in self.model_kwarg_keys:
@@ -329,7 +459,22 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         with lm_head_returns_hidden(head):
             hidden = model(**model_inputs).logits
         hidden = hidden[:, :-1, :][:, -logits_to_keep:, :]
-        return hidden, head.weight
+        if _is_zero3_param(head.weight) and torch.is_grad_enabled() and head.weight.requires_grad:
+            return hidden, head.weight
+        return hidden, whole_head_weight(self.accelerator.unwrap_model(model), head, self._matmul_dtype())
+
+    def _with_student_head(self, model, hidden: torch.Tensor, weight: torch.Tensor, fn):
+        """``fn(hidden, weight)``; for a ZeRO-3 partitioned weight, called inside the LM head module's forward.
+
+        ZeRO-3 gathers a module's parameters in its pre-forward hook, releases them after the forward, gathers them
+        again when the backward reaches the module's outputs and reduces their gradients: running the loss as the
+        head's forward gives the loss's use of the weight exactly that treatment. ``fn`` returns a tuple of tensors.
+        """
+        if not _is_zero3_param(weight):
+            return fn(hidden, weight)
+        head = self._output_head(model)
+        with module_forward_replaced(head, lambda h: fn(h, head.weight)):
+            return head(hidden)
 
     # ---- TRL overrides ----------------------------------------------------------------------------------------------
 
@@ -337,7 +482,10 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         reason = self._loss_blocker(model, inputs)
         if reason is not None:
             self._report_fallback(reason)
+            self.loss_path_counts["full_logits"] += 1
+            self.full_logit_reasons.append(reason)
             return super()._compute_teacher_student_logits(model, teacher_model, inputs)
+        self.loss_path_counts["chunked"] += 1
 
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
@@ -378,8 +526,12 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         mode = "train" if model.training else "eval"
         if d.loss_mask.sum() == 0:
             self._log_self_distillation_metric(mode, 0.0)
-            # Zero loss attached to the student graph: zero gradients instead of a stopped backward.
-            return (d.student_hidden.sum() + d.student_weight.sum()) * 0.0
+            # Zero loss attached to the student graph: zero gradients instead of a stopped backward. Under ZeRO-3
+            # this too runs as the head's forward: every rank must gather (and reduce) the head weight alike.
+            (zero,) = self._with_student_head(
+                model, d.student_hidden, d.student_weight, lambda h, w: ((h.sum() + w.sum()) * 0.0,)
+            )
+            return zero
 
         topk = None
         if self.args.distillation_mode == "topk_logits":
@@ -389,28 +541,44 @@ class ChunkedSDPOTrainer(SDPOTrainer):
         old_logps = inputs.get("old_per_token_logps")
         use_is = self.args.distillation_is_clip is not None and old_logps is not None
         token_weights = self.distillation_token_weights(d.completion_ids, d.loss_mask)
-        out = self_distillation_per_token(
-            d.student_hidden,
-            d.student_weight,
-            d.teacher_hidden,
-            d.teacher_weight,
-            mask=d.loss_mask,
-            topk=topk,
-            add_tail=self.args.distillation_add_tail,
-            alpha=self.args.distillation_alpha,
-            temperature=self.temperature,
-            target_ids=d.completion_ids if use_is else None,
-            old_logps=old_logps if use_is else None,
-            is_clip=self.args.distillation_is_clip if use_is else None,
-            token_weights=token_weights,
-            chunk_size=self.distillation_chunk_size,
-            matmul_dtype=self._matmul_dtype(),
-        )
+
+        def _per_token(student_hidden: torch.Tensor, student_weight: torch.Tensor):
+            o = self_distillation_per_token(
+                student_hidden,
+                student_weight,
+                d.teacher_hidden,
+                d.teacher_weight,
+                mask=d.loss_mask,
+                topk=topk,
+                add_tail=self.args.distillation_add_tail,
+                alpha=self.args.distillation_alpha,
+                temperature=self.temperature,
+                target_ids=d.completion_ids if use_is else None,
+                old_logps=old_logps if use_is else None,
+                is_clip=self.args.distillation_is_clip if use_is else None,
+                token_weights=token_weights,
+                chunk_size=self.distillation_chunk_size,
+                matmul_dtype=self._matmul_dtype(),
+            )
+            if not self.distillation_listeners:
+                return o.per_token_loss, None
+            with torch.no_grad():  # here, where the weight is whole on every sharding (ZeRO-3: inside the head)
+                student_logps = token_logprobs(
+                    student_hidden.detach(),
+                    student_weight.detach(),
+                    d.completion_ids,
+                    temperature=self.temperature,
+                    chunk_size=self.distillation_chunk_size,
+                    matmul_dtype=self._matmul_dtype(),
+                )
+            return o.per_token_loss, student_logps
+
+        per_token_loss, student_logps = self._with_student_head(model, d.student_hidden, d.student_weight, _per_token)
         self.chunked_calls += 1
-        per_token_loss = out.per_token_loss  # weighted by the IS clip and masked
+        # per_token_loss: weighted by the IS clip and masked
         per_token_loss = self.transform_per_token_loss(per_token_loss, d.completion_ids, d.loss_mask)
         if self.distillation_listeners:
-            self._notify_distillation_listeners(d, per_token_loss)
+            self._notify_distillation_listeners(d, per_token_loss, student_logps)
         loss = reduce_per_token(per_token_loss, d.loss_mask, "sequence_mean")
         mean_distill_loss = per_token_loss.detach().sum() / d.loss_mask.sum().clamp(min=1.0)
         self._log_self_distillation_metric(mode, self.accelerator.gather(mean_distill_loss).mean().item())

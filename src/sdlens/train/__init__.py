@@ -9,6 +9,7 @@
 - :mod:`sdlens.train.data`: verl parquet / JSONL / hub datasets -> TRL datasets (duplicated rows stay groups).
 - :mod:`sdlens.train.runner`: :func:`run_train`, :func:`dry_run`: the glue around TRL's trainers, resume.
 - :mod:`sdlens.train.tiny`: tiny random models with a calibrated stop rate for CPU smoke runs.
+- :mod:`sdlens.train.sharding`: FSDP on CPU-only machines, the EMA teacher's checkpoint from sharded weights.
 
 Heavy libraries (torch, transformers, trl) are imported only when a function needs them.
 """

@@ -45,15 +45,6 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def sharded_launch() -> bool:
-    """Launched with FSDP or DeepSpeed ZeRO-3 (accelerate's environment), where weights are sharded per rank."""
-    env = os.environ
-    fsdp = env.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-    deepspeed = env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    ds3 = deepspeed and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
-    return fsdp or ds3
-
-
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
@@ -279,6 +270,42 @@ def find_checkpoint(out: str | Path, *, need_teacher: bool = False) -> Path | No
     return None
 
 
+def check_vllm_server_mode(args) -> None:
+    """Refuse vLLM server mode without CUDA before any model is loaded (one line, saying why).
+
+    TRL 1.16 pushes the trained weights to the server through vLLM's NCCL weight-transfer engine: the trainer
+    calls ``VLLMClient.init_communicator(device=accelerator.device)`` while it is built, and that method raises
+    ``NotImplementedError`` for any device that is not CUDA. Generation through the server would work on a CPU;
+    keeping its weights in step with training would not, so no training step can run.
+    """
+    import torch
+
+    if (
+        getattr(args, "use_vllm", False)
+        and getattr(args, "vllm_mode", None) == "server"
+        and not torch.cuda.is_available()
+    ):
+        raise InputError(
+            None,
+            "needs a CUDA device: TRL 1.16 syncs the trained weights into the vLLM server over NCCL "
+            "(VLLMClient.init_communicator accepts only CUDA devices); train without --use-vllm on this machine",
+            field="vllm_mode",
+        )
+
+
+def _check_teacher_file(path: Path) -> None:
+    """Refuse (one line) a resume whose EMA teacher file cannot be read, before any training starts."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if not list(f.keys()):
+                raise ValueError("it holds no tensors")
+    except (SafetensorError, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(path, f"cannot restore the EMA teacher ({msg}); refusing to resume") from None
+
+
 def _teacher_callback(resume_dir: Path | None):
     from transformers import TrainerCallback
 
@@ -293,36 +320,71 @@ def _teacher_callback(resume_dir: Path | None):
         def _teacher(self):
             return self.trainer.accelerator.unwrap_model(self.trainer.teacher_model)
 
-        def _sharded(self) -> bool:
-            plugin = getattr(self.trainer.accelerator.state, "deepspeed_plugin", None)
-            return bool(self.trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3))
+        def _sharding(self) -> str | None:
+            from sdlens.losses.sdpo_trainer import sharding_kind
+
+            return sharding_kind(self.trainer.accelerator)
 
         def on_train_begin(self, args, state, control, **kwargs):
             if self.resume_dir is None or self.trainer is None:
                 return
-            from safetensors.torch import load_model
+            from sdlens.train.sharding import load_teacher_state
 
             path = self.resume_dir / TEACHER_FILE
-            if path.is_file() and not self._sharded():
-                load_model(self._teacher(), str(path), device=str(self.trainer.accelerator.device))
-                self.restored = True
+            if not path.is_file():  # run_train only resumes from checkpoints that hold the teacher
+                raise InputError(path, "the EMA teacher is missing; refusing to resume with a re-initialised teacher")
+            try:
+                load_teacher_state(self._teacher(), self._sharding(), path, self.trainer.accelerator.device)
+            except (RuntimeError, OSError, ValueError) as e:
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise InputError(path, f"cannot restore the EMA teacher ({msg}); refusing to resume") from None
+            self.restored = True
 
         def on_save(self, args, state, control, **kwargs):
-            if self.trainer is None or self._sharded() or not state.is_world_process_zero:
+            if self.trainer is None:
                 return
-            from safetensors.torch import save_model
+            from sdlens.train.sharding import save_teacher_state
 
+            # Sharded: every rank takes part in gathering the teacher (no early return before that), rank 0 writes.
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if not ckpt.is_dir():
+            kind = self._sharding()
+            main = state.is_world_process_zero and ckpt.is_dir()
+            if kind is None and not main:
                 return
-            tmp = ckpt / f".{TEACHER_FILE}.tmp"
-            save_model(self._teacher(), str(tmp))
-            os.replace(tmp, ckpt / TEACHER_FILE)
+            save_teacher_state(self._teacher(), kind, ckpt / TEACHER_FILE, is_main=main)
 
     return TeacherCheckpointCallback()
 
 
 # ---------------------------------------------------------------- ranks
+
+
+def _loss_path(trainer, cfg: TrainConfig) -> dict[str, Any]:
+    if cfg.algo != "sdpo":
+        return {"distillation_loss_path": None, "distillation_loss_reason": None}
+    if hasattr(trainer, "distillation_loss_path"):
+        info = trainer.distillation_loss_path()
+    else:  # TRL's own SDPOTrainer (chunked_distillation off)
+        info = {"path": "full_logits", "reason": "chunked_distillation is off", "passes": None}
+    return {"distillation_loss_path": info["path"], "distillation_loss_reason": info["reason"]}
+
+
+def _save_final_teacher(trainer, folder: Path) -> None:
+    """The final EMA teacher as a model folder (config + safetensors); gathered from the shards when sharded."""
+    from sdlens.losses.sdpo_trainer import sharding_kind
+    from sdlens.train.sharding import save_teacher_state
+
+    acc = trainer.accelerator
+    teacher = acc.unwrap_model(trainer.teacher_model)
+    kind = sharding_kind(acc)
+    if kind is None:
+        if acc.is_main_process:
+            teacher.save_pretrained(folder)
+        return
+    if acc.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        teacher.config.save_pretrained(folder)
+    save_teacher_state(teacher, kind, folder / "model.safetensors", is_main=acc.is_main_process)
 
 
 def rank_agreement(trainer) -> dict[str, Any]:
@@ -385,9 +447,12 @@ def sdpo_trainer_class(chunked: bool) -> type:
             from trl.experimental.sdpo import SDPOTrainer as Base
 
         def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+            loss = Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
+            # after the loss, as the other ranks' metric all-gather is (under ZeRO-3 the chunked loss itself gathers
+            # the head weight first, on every rank alike)
             if self.accelerator.num_processes > 1 and distillation_logits.loss_mask.sum() == 0:
                 self.accelerator.gather(torch.zeros((), dtype=torch.float32, device=self.accelerator.device))
-            return Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
+            return loss
 
         name = f"Sdlens{Base.__name__}"
         _SDPO_CLASSES[chunked] = type(
@@ -462,8 +527,20 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     for note in p.notes:
         _say(console, f"[yellow]note:[/yellow] {note}")
     args = make_trl_args(p)
+    check_vllm_server_mode(args)
+    from sdlens.train.sharding import enable_fsdp_on_cpu
+
+    enable_fsdp_on_cpu(str(getattr(args, "mixed_precision", "no") or "no"))  # FSDP launches on CPU-only machines
     ema = cfg.algo == "sdpo" and args.teacher_model_kind == "ema"
-    ckpt = find_checkpoint(out, need_teacher=ema and not sharded_launch()) if cfg.resume else None
+    ckpt = find_checkpoint(out, need_teacher=ema) if cfg.resume else None
+    if cfg.resume and ckpt is None and ema and find_checkpoint(out) is not None:
+        raise InputError(
+            find_checkpoint(out),
+            f"no checkpoint in {out} holds the EMA teacher ({TEACHER_FILE}); refusing to resume "
+            "with a re-initialised teacher",
+        )
+    if ckpt is not None and ema:
+        _check_teacher_file(ckpt / TEACHER_FILE)
     if cfg.resume and ckpt is None:
         _say(console, f"[yellow]note:[/yellow] no complete checkpoint in {out}; starting from the beginning")
     cbs = list(callbacks)
@@ -505,8 +582,8 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     trainer.save_model(str(out))
     trainer.save_state()
-    if ema and trainer.accelerator.is_main_process and not (teacher_cb and teacher_cb._sharded()):
-        trainer.accelerator.unwrap_model(trainer.teacher_model).save_pretrained(out / "teacher")
+    if ema:
+        _save_final_teacher(trainer, out / "teacher")
     ranks = rank_agreement(trainer) if cfg.check_ranks else {"checked": False, "reason": "check_ranks off"}
     summary = {
         "algo": cfg.algo,
@@ -524,6 +601,8 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         "mitigation_state_restored": mitigation_state,  # the GRPO-mix switch / AntiSD gate, as read on resume
         # losses computed by the chunked distillation path on this rank (None: not an SDPO run)
         "chunked_distillation_calls": getattr(trainer, "chunked_calls", None),
+        # SDPO: "chunked" (no [B, T, V] logits) or "full_logits" (TRL's loss), and why (docs/distill_loss.md)
+        **_loss_path(trainer, cfg),
         "epistemic": monitor.summary() if monitor is not None else None,  # the suppression detector's verdict
         # what the mitigations did (docs/mitigations.md); None: none switched on
         "mitigations": trainer.mitigation_summary() if hasattr(trainer, "mitigation_summary") else None,
