@@ -280,7 +280,8 @@ def eval_metrics(samples: list[Sample], *, n: int, benchmark: str, model: str) -
     """The metrics.json content (deterministic: bootstrap seed 0)."""
     import numpy as np
 
-    from sdlens.metrics import bootstrap_ci, compute_metrics
+    from sdlens.metrics import compute_metrics
+    from sdlens.stats import bootstrap_ci
 
     report = compute_metrics(samples, resamples=1000, seed=0).to_dict()
     by_problem: dict[str, list[Sample]] = {}
