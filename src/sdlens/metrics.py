@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sdlens.errors import InputError
+from sdlens.models import load_tokenizer
 from sdlens.schema import Sample
 from sdlens.stats import bootstrap_ci
 
@@ -321,19 +322,6 @@ def compute_metrics_by(
 
 
 # ---------------------------------------------------------------- lengths
-
-
-def load_tokenizer(name_or_path: str) -> Any:
-    """A Hugging Face tokenizer from a local directory or a hub id (needs ``sdlens[hf]``)."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:  # pragma: no cover - the hf extra is missing
-        raise MetricsError("token lengths need transformers: pip install 'sdlens[hf]'") from e
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MetricsError(f"cannot load tokenizer {name_or_path!r}: {msg[:200]}") from None
 
 
 def _counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:

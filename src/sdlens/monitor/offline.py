@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.models import load_tokenizer
 from sdlens.monitor.detector import Detector, DetectorConfig
 from sdlens.monitor.stats import Rollout, step_stats
 
@@ -113,12 +114,7 @@ def _grouped_samples(path: Path, fmt: str | None) -> tuple[str, dict[int, list[R
 def _load_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is None or not isinstance(tokenizer, str):
         return tokenizer
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as e:
-        raise InputError(tokenizer, f"cannot load tokenizer ({str(e).splitlines()[0]})") from None
+    return load_tokenizer(tokenizer)
 
 
 def read_run(
