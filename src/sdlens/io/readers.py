@@ -14,7 +14,7 @@ import orjson
 from sdlens.errors import InputError
 from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, iter_saved_dataset
 from sdlens.io.detect import FORMATS, detect_format
-from sdlens.io.jsonl import BadLines, _kind, iter_json_lines, require, require_str_list
+from sdlens.io.jsonl import EMPTY_FILE, BadLines, _kind, iter_json_lines, require, require_str_list
 from sdlens.schema import Problem, Sample, from_dict
 
 
@@ -39,9 +39,20 @@ class KeyMap:
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
 
-def iter_records(path: Path, bad: BadLines) -> Rows:
-    """``(line or row number, record)`` from any record file a reader takes (see ``_rows``)."""
-    return _rows(path, bad)
+def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: bool = False) -> Rows:
+    """``(line or row number, record)`` from a JSONL or Parquet file, a JSON array or a saved ``datasets`` folder:
+    the one row reader. Bad input raises :class:`InputError` naming the file and line (``bad.skip``: skipped and
+    counted instead); a file without records is an error unless ``allow_empty`` (a log not yet written to)."""
+    rows = _rows(Path(path), bad or BadLines())
+    return _empty_is_fine(rows) if allow_empty else rows
+
+
+def _empty_is_fine(rows: Rows) -> Rows:
+    try:
+        yield from rows
+    except InputError as e:
+        if e.reason != EMPTY_FILE:  # raised only after the last record: nothing was cut short
+            raise
 
 
 def _rows(path: Path, bad: BadLines) -> Rows:
@@ -62,7 +73,7 @@ def _rows(path: Path, bad: BadLines) -> Rows:
                 row += 1
                 yield row, rec
         if row == 0:
-            raise InputError(path, "file is empty (no records)")
+            raise InputError(path, EMPTY_FILE)
         return
     if is_json_array(path):
         yield from iter_json_array(path)
