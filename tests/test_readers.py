@@ -223,8 +223,15 @@ def test_iter_records_is_the_public_row_reader(tmp_path):
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
     (tmp_path / "r.json").write_text(json.dumps(rows))
-    for name in ("r.jsonl", "r.parquet", "r.json"):
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.pq")
+    for name in ("r.jsonl", "r.parquet", "r.json", "r.pq"):
         assert list(iter_records(str(tmp_path / name))) == [(1, rows[0]), (2, rows[1])]
+    with pytest.raises(InputError, match=r"none\.parquet: cannot open"):
+        list(iter_records(tmp_path / "none.parquet"))
+    (tmp_path / "junk.parquet").write_text("not parquet\n")
+    with pytest.raises(InputError, match=r"junk\.parquet: not a readable Parquet file \(") as e:
+        list(iter_records(tmp_path / "junk.parquet"))
+    assert "\n" not in str(e.value)
     (tmp_path / "bad.jsonl").write_text('{"q": 1}\n{"q": \n')
     with pytest.raises(InputError, match=r"bad\.jsonl:2: ") as e:
         list(iter_records(tmp_path / "bad.jsonl"))

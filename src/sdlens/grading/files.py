@@ -17,6 +17,7 @@ import orjson
 
 from sdlens.errors import InputError
 from sdlens.grading.base import GradeItem, Grader, Verdict
+from sdlens.io import is_parquet, iter_records, open_parquet
 from sdlens.schema import atomic_path
 
 __all__ = ["GradeSummary", "count_records", "grade_file", "grade_records", "iter_grade_records"]
@@ -61,10 +62,6 @@ def _reason_group(error: str) -> str:
     return error.split("(")[0].strip().rstrip(":")
 
 
-def _is_parquet(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in (".parquet", ".pq")
-
-
 def _gold(obj: dict[str, Any], path: Path, line: int) -> str:
     if "answer" not in obj:
         raise InputError(path, "missing key (the gold answer is needed to grade)", line=line, field="answer")
@@ -88,40 +85,15 @@ def _response(obj: dict[str, Any], path: Path, line: int) -> str:
 
 def iter_grade_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_or_row, record)`` for each record of a JSONL or Parquet file (rows are numbered from 1)."""
-    path = Path(path)
-    if _is_parquet(path):
-        pf = _open_parquet(path)
-        row = 0
-        for batch in pf.iter_batches(batch_size=CHUNK):
-            for rec in batch.to_pylist():
-                row += 1
-                yield row, rec
-        if row == 0:
-            raise InputError(path, "file is empty (no records)")
-        return
-    from sdlens.io.jsonl import iter_json_lines
-
-    yield from iter_json_lines(path)
-
-
-def _open_parquet(path: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise InputError(path, "cannot open: No such file or directory") from None
-    except (pa.ArrowException, OSError) as e:
-        raise InputError(path, f"not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    return iter_records(path)
 
 
 def count_records(path: str | Path) -> int | None:
     """Number of records (for a progress bar), or ``None`` if the file cannot be read."""
     path = Path(path)
     try:
-        if _is_parquet(path):
-            return _open_parquet(path).metadata.num_rows
+        if is_parquet(path):
+            return open_parquet(path).metadata.num_rows
         with open(path, "rb") as fh:
             return sum(1 for raw in fh if raw.strip())
     except (OSError, InputError):
@@ -169,9 +141,9 @@ def grade_file(
     summary = GradeSummary(str(path), str(out), grader.name)
     reasons: Counter = Counter()
     t0 = time.perf_counter()
-    if _is_parquet(path) and _is_parquet(out):
+    if is_parquet(path) and is_parquet(out):
         _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chunk)
-    elif _is_parquet(out):
+    elif is_parquet(out):
         rows: list[dict[str, Any]] = []
         for recs in _chunks(iter_grade_records(path), chunk):
             verdicts = grade_records(recs, grader, path, progress)
@@ -222,7 +194,7 @@ def _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chu
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = _open_parquet(path)
+    pf = open_parquet(path)
     if pf.metadata.num_rows == 0:
         raise InputError(path, "file is empty (no records)")
     added_fields = [

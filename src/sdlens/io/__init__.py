@@ -31,6 +31,16 @@ verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: 
 
 from sdlens.io.detect import FORMATS, detect_format
 from sdlens.io.jsonl import BadLines
-from sdlens.io.readers import KeyMap, iter_problems, iter_records, iter_samples
+from sdlens.io.readers import KeyMap, is_parquet, iter_problems, iter_records, iter_samples, open_parquet
 
-__all__ = ["FORMATS", "BadLines", "KeyMap", "detect_format", "iter_problems", "iter_records", "iter_samples"]
+__all__ = [
+    "FORMATS",
+    "BadLines",
+    "KeyMap",
+    "detect_format",
+    "is_parquet",
+    "iter_problems",
+    "iter_records",
+    "iter_samples",
+    "open_parquet",
+]

@@ -47,6 +47,24 @@ def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: 
     return _empty_is_fine(rows) if allow_empty else rows
 
 
+def is_parquet(path: str | Path) -> bool:
+    """A Parquet file, by its name (``.parquet`` or ``.pq``)."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
+
+
+def open_parquet(path: str | Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile``; a missing or unreadable file is a one-line :class:`InputError`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputError(path, "cannot open: No such file or directory") from None
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+
 def _empty_is_fine(rows: Rows) -> Rows:
     try:
         yield from rows
@@ -60,13 +78,8 @@ def _rows(path: Path, bad: BadLines) -> Rows:
     if is_saved_dataset(path):
         yield from iter_saved_dataset(path)
         return
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as e:
-            raise InputError(path, f"not a readable Parquet file ({e})") from None
+    if is_parquet(path):
+        pf = open_parquet(path)
         row = 0
         for batch in pf.iter_batches(batch_size=2048):
             for rec in batch.to_pylist():
