@@ -17,10 +17,10 @@ from sdlens.epistemic.measures import Measure, MeasureOptions, build_measures, m
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
-from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
+from sdlens.io import BadLines, KeyMap, detect_format, iter_records, iter_samples
 from sdlens.io.containers import is_json_array
 from sdlens.io.jsonl import is_blank, parse_json_line
-from sdlens.io.readers import iter_records, paper_eval_samples
+from sdlens.io.readers import paper_eval_samples
 from sdlens.models import load_tokenizer
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
