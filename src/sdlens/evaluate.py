@@ -162,7 +162,8 @@ def _engine_version(backend: str) -> str | None:
     return ", ".join(found) or None
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Python, platform and the versions of sdlens and the engines, as a run's manifest records them."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
@@ -476,7 +477,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
                 "limit": cfg.limit,
                 "few_shot": cfg.few_shot,
                 "grader": cfg.grader,
-                "versions": _versions(),
+                "versions": library_versions(),
             }
         )
         manifest.setdefault("model", {"spec": cfg.model})

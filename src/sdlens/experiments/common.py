@@ -101,7 +101,7 @@ def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | 
     """``OUT/manifest.json``: the config, library versions, seeds, and the SHA-256 of every input file.
 
     Kept across reruns: ``created`` and the list of ``sessions`` grow, the rest is the latest."""
-    from sdlens.evaluate import _versions
+    from sdlens.evaluate import library_versions
 
     path = out / "manifest.json"
     old = read_json(path) or {}
@@ -114,7 +114,7 @@ def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | 
         "config": conf,
         "seeds": {"run": conf.get("seed"), "bootstrap": 0, "per_sample": "sample_seed(run seed, problem id, index)"},
         "data": {k: {"path": str(v), "sha256": file_hash(v)} for k, v in data.items() if v is not None},
-        "versions": _versions(),
+        "versions": library_versions(),
         "sessions": [*old.get("sessions", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")],
         **extra,
     }

@@ -20,7 +20,7 @@ from sdlens.grading.base import GradeItem, Grader, Verdict
 from sdlens.io import is_parquet, iter_records, open_parquet
 from sdlens.schema import atomic_path
 
-__all__ = ["GradeSummary", "count_records", "grade_file", "grade_records", "iter_grade_records"]
+__all__ = ["GradeSummary", "count_records", "gold_answer", "grade_file", "grade_records", "response_text"]
 
 ADDED = ("extracted", "correct", "grader", "grade_error")
 CHUNK = 4096
@@ -62,7 +62,8 @@ def _reason_group(error: str) -> str:
     return error.split("(")[0].strip().rstrip(":")
 
 
-def _gold(obj: dict[str, Any], path: Path, line: int) -> str:
+def gold_answer(obj: dict[str, Any], path: Path, line: int) -> str:
+    """A record's gold ``answer`` as text; missing or null is a one-line error naming the file, line and field."""
     if "answer" not in obj:
         raise InputError(path, "missing key (the gold answer is needed to grade)", line=line, field="answer")
     gold = obj["answer"]
@@ -73,7 +74,8 @@ def _gold(obj: dict[str, Any], path: Path, line: int) -> str:
     return gold if isinstance(gold, str) else str(gold)
 
 
-def _response(obj: dict[str, Any], path: Path, line: int) -> str:
+def response_text(obj: dict[str, Any], path: Path, line: int) -> str:
+    """A record's ``response`` (a string); anything else is a one-line error naming the file, line and field."""
     if "response" not in obj:
         raise InputError(path, "missing key", line=line, field="response")
     resp = obj["response"]
@@ -81,11 +83,6 @@ def _response(obj: dict[str, Any], path: Path, line: int) -> str:
         kind = "null" if resp is None else type(resp).__name__
         raise InputError(path, f"expected a string, got {kind}", line=line, field="response")
     return resp
-
-
-def iter_grade_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_or_row, record)`` for each record of a JSONL or Parquet file (rows are numbered from 1)."""
-    return iter_records(path)
 
 
 def count_records(path: str | Path) -> int | None:
@@ -105,7 +102,7 @@ def grade_records(
 ) -> list[Verdict]:
     """Validate ``records`` (``(line, dict)``) and grade them; errors name the file, line and field."""
     path = Path(path)
-    items = [GradeItem(_response(obj, path, line), _gold(obj, path, line)) for line, obj in records]
+    items = [GradeItem(response_text(obj, path, line), gold_answer(obj, path, line)) for line, obj in records]
     return grader.grade(items, progress=progress)
 
 
@@ -145,14 +142,14 @@ def grade_file(
         _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chunk)
     elif is_parquet(out):
         rows: list[dict[str, Any]] = []
-        for recs in _chunks(iter_grade_records(path), chunk):
+        for recs in _chunks(iter_records(path), chunk):
             verdicts = grade_records(recs, grader, path, progress)
             summary.add(verdicts, reasons)
             rows.extend(_annotated(obj, v, grader.name) for (_, obj), v in zip(recs, verdicts, strict=True))
         _write_rows_parquet(rows, out, path)
     else:
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            for recs in _chunks(iter_grade_records(path), chunk):
+            for recs in _chunks(iter_records(path), chunk):
                 verdicts = grade_records(recs, grader, path, progress)
                 summary.add(verdicts, reasons)
                 fh.write(
