@@ -145,6 +145,24 @@ def test_tokenizer_units(tmp_path) -> None:
     assert got["mean_length"] == pytest.approx(2.5) and got["per_1k_tokens"] == pytest.approx(1000 * 1 / 5)
 
 
+def test_tokenizer_by_embedded_name(tmp_path) -> None:
+    """`--tokenizer smollm2-135m` takes the embedded model's name, as `sdlens eval` does (one loader in models)."""
+    from transformers import AutoTokenizer
+
+    from sdlens.models import resolve_model
+
+    texts = ["Wait, 12 * 7 = 84. Hmm, maybe recheck.", "The answer is 84."]
+    path = write_lines(tmp_path / "r.jsonl", [json.dumps({"idx": 0, "generated_responses": texts})])
+    got = cli_json("analyze", str(path), "--tokenizer", "smollm2-135m")
+    assert got["length_unit"] == "tokens (smollm2-135m)"
+    reference = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
+    n_tokens = [len(reference(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert got["mean_length"] == pytest.approx(sum(n_tokens) / 2)
+    assert got["mean_length"] != pytest.approx(sum(len(t.split()) for t in texts) / 2)  # not whitespace words
+    result = runner.invoke(app, ["analyze", str(path), "--tokenizer", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "cannot load tokenizer" in result.stderr
+
+
 def test_analyze_table_and_errors(tmp_path) -> None:
     base, _ = write_example_runs(tmp_path)
     result = runner.invoke(app, ["analyze", str(base), "--by", "correct"])

@@ -139,3 +139,18 @@ def importlib_spec(name: str):
     import importlib.util
 
     return importlib.util.find_spec(name)
+
+
+def test_load_tokenizer_takes_names_folders_and_fails_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDLENS_CACHE", str(tmp_path / "cache"))
+    by_name = load_tokenizer("tiny-random")  # built on first use, like resolve_model
+    assert (tmp_path / "cache" / "models").is_dir()
+    tok_only = tmp_path / "tok"
+    by_name.save_pretrained(tok_only)  # a tokenizer folder without config.json
+    by_folder = load_tokenizer(str(tok_only), padding_side="left", truncation_side="left")
+    assert by_folder("maybe")["input_ids"] == by_name("maybe")["input_ids"]
+    assert by_folder.padding_side == "left" and by_folder.truncation_side == "left"
+    assert by_folder.pad_token_id is not None
+    with pytest.raises(InputError, match="cannot load tokenizer") as e:
+        load_tokenizer(str(tmp_path / "missing"))
+    assert "\n" not in str(e.value) and "field 'tokenizer'" in str(e.value)

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sdlens.cli import app
+from sdlens.errors import InputError
 from sdlens.monitor.offline import read_run
 from sdlens.monitor.simulate import SimConfig, write_verl_dump
 from sdlens.schema import Sample, write_jsonl
@@ -170,3 +171,12 @@ def test_documented_commands_run(tmp_path, monkeypatch):
             assert result.stdout.strip() or "--plot" in line
         ran += 1
     assert ran == (4 if HAS_MPL else 3) and (tmp_path / "demo" / "verl.png").is_file() == HAS_MPL
+
+
+def test_a_log_not_yet_written_to_has_no_data_and_a_bad_line_is_named(tmp_path):
+    (tmp_path / "epistemic.jsonl").write_text("\n")
+    res = read_run(tmp_path)
+    assert res["steps"] == [] and res["verdict"]["reason"] == "no data yet"
+    (tmp_path / "epistemic.jsonl").write_text('{"step": 1}\n{"step": \n')
+    with pytest.raises(InputError, match=r"epistemic\.jsonl:2: "):
+        read_run(tmp_path)

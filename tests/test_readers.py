@@ -10,7 +10,7 @@ import pytest
 
 from conftest import write_lines
 from sdlens.errors import InputError
-from sdlens.io import BadLines, KeyMap, detect_format, iter_problems, iter_samples
+from sdlens.io import BadLines, KeyMap, detect_format, iter_problems, iter_records, iter_samples
 
 
 def paper_line(idx: int, responses: list[str], correct: list[bool]) -> str:
@@ -215,3 +215,32 @@ def test_empty_and_missing_files(tmp_path) -> None:
         list(iter_samples(tmp_path / "nope.jsonl"))
     with pytest.raises(InputError, match="unknown format"):
         list(iter_samples(write_lines(tmp_path / "x.jsonl", ["{}"]), "csv"))
+
+
+def test_iter_records_is_the_public_row_reader(tmp_path):
+    """`sdlens.io.iter_records`: the same rows from JSONL, Parquet and a JSON array; one-line errors; empty files."""
+    rows = [{"q": "1+1", "a": 2}, {"q": "2+2", "a": 4}]
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
+    (tmp_path / "r.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.pq")
+    for name in ("r.jsonl", "r.parquet", "r.json", "r.pq"):
+        assert list(iter_records(str(tmp_path / name))) == [(1, rows[0]), (2, rows[1])]
+    with pytest.raises(InputError, match=r"none\.parquet: cannot open"):
+        list(iter_records(tmp_path / "none.parquet"))
+    (tmp_path / "junk.parquet").write_text("not parquet\n")
+    with pytest.raises(InputError, match=r"junk\.parquet: not a readable Parquet file \(") as e:
+        list(iter_records(tmp_path / "junk.parquet"))
+    assert "\n" not in str(e.value)
+    (tmp_path / "bad.jsonl").write_text('{"q": 1}\n{"q": \n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: ") as e:
+        list(iter_records(tmp_path / "bad.jsonl"))
+    assert "\n" not in str(e.value)
+    bad = BadLines(skip=True)
+    assert list(iter_records(tmp_path / "bad.jsonl", bad)) == [(1, {"q": 1})] and bad.count == 1
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(InputError, match="file is empty"):
+        list(iter_records(tmp_path / "empty.jsonl"))
+    assert list(iter_records(tmp_path / "empty.jsonl", allow_empty=True)) == []
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: "):  # allow_empty lets nothing else through
+        list(iter_records(tmp_path / "bad.jsonl", allow_empty=True))

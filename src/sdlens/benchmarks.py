@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.io import iter_problems, iter_records
 from sdlens.schema import Problem
 
 __all__ = [
@@ -229,18 +230,10 @@ def fetch_from_hub(name: str, target_dir: Path) -> Path:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    from sdlens.io.jsonl import iter_json_lines
-
-    return [obj for _, obj in iter_json_lines(path)]
+    return [obj for _, obj in iter_records(path)]
 
 
 def _problems_from_file(path: Path, name: str) -> list[Problem]:
-    from sdlens.io import iter_problems
-
     rows = _read_rows(path) if path.suffix == ".jsonl" else None
     if rows is not None and rows and "prompt" not in rows[0] and "messages" not in rows[0]:
         return [_raw_problem(r, i, path, name) for i, r in enumerate(rows, 1)]

@@ -162,7 +162,8 @@ def _engine_version(backend: str) -> str | None:
     return ", ".join(found) or None
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Python, platform and the versions of sdlens and the engines, as a run's manifest records them."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
@@ -280,17 +281,15 @@ def eval_metrics(samples: list[Sample], *, n: int, benchmark: str, model: str) -
     """The metrics.json content (deterministic: bootstrap seed 0)."""
     import numpy as np
 
-    from sdlens.metrics import bootstrap_ci, compute_metrics
+    from sdlens.metrics import compute_metrics
+    from sdlens.stats import bootstrap_ci, per_problem_sums
 
     report = compute_metrics(samples, resamples=1000, seed=0).to_dict()
-    by_problem: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_problem.setdefault(s.problem_id, []).append(s)
-    e_rows = np.asarray(
-        [[np.mean([(s.meta.get("epistemic") or {}).get("paper", 0) for s in ss])] for ss in by_problem.values()]
-    )
-    lo, hi = bootstrap_ci(e_rows, resamples=1000, seed=0)
     e_all = [(s.meta.get("epistemic") or {}).get("paper", 0) for s in samples]
+    # per problem: hedges, samples, correct samples
+    per_response = np.array([[e, 1, bool(s.correct)] for e, s in zip(e_all, samples, strict=True)], dtype=float)
+    order, sums = per_problem_sums([s.problem_id for s in samples], per_response)
+    lo, hi = bootstrap_ci(sums[:, :1] / sums[:, 1:2], resamples=1000, seed=0)
     return {
         "benchmark": benchmark,
         "model": model,
@@ -306,7 +305,7 @@ def eval_metrics(samples: list[Sample], *, n: int, benchmark: str, model: str) -
         },
         "lengths": report["lengths"],
         "boxed_fraction": float(np.mean([s.extracted is not None for s in samples])),
-        "per_problem": {pid: [sum(bool(s.correct) for s in ss), len(ss)] for pid, ss in by_problem.items()},
+        "per_problem": {pid: [int(sums[j, 2]), int(sums[j, 1])] for pid, j in order.items()},
         "warnings": report["warnings"],
         "bootstrap": report["bootstrap"],
     }
@@ -478,7 +477,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
                 "limit": cfg.limit,
                 "few_shot": cfg.few_shot,
                 "grader": cfg.grader,
-                "versions": _versions(),
+                "versions": library_versions(),
             }
         )
         manifest.setdefault("model", {"spec": cfg.model})

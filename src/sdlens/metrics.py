@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from sdlens.errors import InputError
+from sdlens.models import load_tokenizer
 from sdlens.schema import Sample
+from sdlens.stats import bootstrap_ci
 
 __all__ = [
     "Estimate",
@@ -100,34 +102,6 @@ def maj_at_k(votes: Sequence[tuple[str | None, bool]], k: int) -> float:
         return 0.0
     tied = sum(1 for v in counts.values() if v == top)
     return 1.0 / tied
-
-
-# ---------------------------------------------------------------- bootstrap
-
-
-def bootstrap_ci(
-    scores: np.ndarray, *, resamples: int = 1000, seed: int = 0, level: float = 0.95, max_cells: int = 4_000_000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of column means of ``scores`` (problems x metrics), resampling problems.
-
-    The same resampled problem sets are used for every column. Deterministic for a given ``seed``.
-    """
-    scores = np.asarray(scores, dtype=float)
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    p = scores.shape[0]
-    if p == 0:
-        raise MetricsError("no problems to bootstrap")
-    rng = np.random.default_rng(seed)
-    means = np.empty((resamples, scores.shape[1]))
-    step = max(1, max_cells // p)
-    for start in range(0, resamples, step):
-        stop = min(resamples, start + step)
-        idx = rng.integers(0, p, size=(stop - start, p))
-        means[start:stop] = scores[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
-    return lo, hi
 
 
 # ---------------------------------------------------------------- report
@@ -348,19 +322,6 @@ def compute_metrics_by(
 
 
 # ---------------------------------------------------------------- lengths
-
-
-def load_tokenizer(name_or_path: str) -> Any:
-    """A Hugging Face tokenizer from a local directory or a hub id (needs ``sdlens[hf]``)."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:  # pragma: no cover - the hf extra is missing
-        raise MetricsError("token lengths need transformers: pip install 'sdlens[hf]'") from e
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path)
-    except Exception as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MetricsError(f"cannot load tokenizer {name_or_path!r}: {msg[:200]}") from None
 
 
 def _counter(tokenizer: Any) -> Callable[[list[str]], list[int]]:

@@ -359,14 +359,24 @@ def make_tiny_model(
 # ---------------------------------------------------------------- loading
 
 
-def load_tokenizer(ref: ModelRef | str):
-    from transformers import AutoTokenizer
-
-    path = ref.path if isinstance(ref, ModelRef) else str(ref)
+def load_tokenizer(ref: ModelRef | str, *, padding_side: str | None = None, truncation_side: str | None = None):
+    """The one tokenizer loader: from a resolved model, a known name (``smollm2-135m``, ``tiny-random``: built on
+    first use), a local folder (a tokenizer alone needs no config.json) or a hub id. Without a pad token the EOS
+    token pads. Raises :class:`InputError` (one line) when it cannot be loaded."""
+    if isinstance(ref, ModelRef):
+        path = ref.path
+    else:
+        spec = str(ref).strip()
+        path = resolve_model(spec).path if spec in known_names() else spec
     try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise InputError(None, f"cannot load the tokenizer of {path!r}: {_first_line(e)}", field="model") from None
+        from transformers import AutoTokenizer
+    except ImportError:  # pragma: no cover - transformers is in the hf extra
+        raise InputError(None, "a tokenizer needs transformers: pip install 'sdlens[hf]'", field="tokenizer") from None
+    sides = {"padding_side": padding_side, "truncation_side": truncation_side}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **{k: v for k, v in sides.items() if v})
+    except Exception as e:  # transformers raises OSError, ValueError or others for a folder that is not a tokenizer
+        raise InputError(None, f"cannot load tokenizer {path!r}: {_first_line(e)[:200]}", field="tokenizer") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok

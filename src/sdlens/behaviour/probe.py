@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from sdlens.benchmarks import load_benchmark
-from sdlens.epistemic.compare import _ci, _resampled_sums
 from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.epistemic.measures import TOKEN_ENTROPY, TOKEN_IS_TOP
 from sdlens.epistemic.tokens import hedge_position_words
@@ -43,6 +42,7 @@ from sdlens.experiments.contexts import context_solution, hint_prompt
 from sdlens.io import BadLines, KeyMap, iter_problems, iter_samples
 from sdlens.monitor.mechanism import GapAccumulator, gap_sums
 from sdlens.schema import Sample, write_jsonl
+from sdlens.stats import bootstrap_sums, percentile_ci
 
 CONTEXTS = ("hint", "hint-nothink", "answer", "none")
 N_POSITION_BINS = 10
@@ -325,11 +325,10 @@ def _difference_ci(per_problem: dict[str, np.ndarray], n_boot: int, seed: int) -
     if not per_problem:
         return [None, None]
     table = np.stack(list(per_problem.values()))
-    idx = np.random.default_rng(seed).integers(0, len(table), size=(n_boot, len(table)))
-    sums = _resampled_sums(table, idx)
+    sums = bootstrap_sums(table, n_boot=n_boot, seed=seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         diff = sums[:, 0] / sums[:, 1] - sums[:, 2] / sums[:, 3]
     if np.mean(~np.isfinite(diff)) > 0.05:
         # hedges sit in so few problems that many resamples have none: no honest interval
         return [None, None]
-    return _ci(diff)
+    return percentile_ci(diff)

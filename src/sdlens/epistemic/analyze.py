@@ -17,10 +17,11 @@ from sdlens.epistemic.measures import Measure, MeasureOptions, build_measures, m
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
-from sdlens.io import BadLines, KeyMap, detect_format, iter_samples
+from sdlens.io import BadLines, KeyMap, detect_format, iter_records, iter_samples
 from sdlens.io.containers import is_json_array
 from sdlens.io.jsonl import is_blank, parse_json_line
-from sdlens.io.readers import iter_records, paper_eval_samples
+from sdlens.io.readers import paper_eval_samples
+from sdlens.models import load_tokenizer
 from sdlens.schema import SAMPLE_FIELDS, Sample
 
 
@@ -74,14 +75,7 @@ class _Units:
         self.tok = None
         self.label = "whitespace words"
         if tokenizer:
-            try:
-                from transformers import AutoTokenizer
-            except ImportError:  # pragma: no cover - transformers is in the dev/hf extras
-                raise InputError(None, "--tokenizer needs transformers: pip install 'sdlens[hf]'") from None
-            try:
-                self.tok = AutoTokenizer.from_pretrained(tokenizer)
-            except (OSError, ValueError) as e:
-                raise InputError(tokenizer, f"cannot load tokenizer ({str(e).splitlines()[0]})") from None
+            self.tok = load_tokenizer(tokenizer)
             self.label = f"tokens ({tokenizer})"
 
     def __call__(self, texts: list[str], scope: Scope, arrays: CountArrays) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from sdlens.epistemic.analyze import AnalysisRun, AnalyzeConfig, run_analysis
 from sdlens.epistemic.stats import P_ANY, P_RESP, P_TOTAL, P_UNITS, P_WORDS, ratio_names, ratio_parts
+from sdlens.stats import bootstrap_sums, paired_bootstrap_sums, percentile_ci, unpaired_bootstrap_sums
 
 METRICS = ("mean_per_response", "per_1k", "share_with_any", "mean_length")
 
@@ -58,23 +59,6 @@ def _measure_stats(pp: np.ndarray, n_words: int, n_ratios: int) -> np.ndarray:
         return num / den
 
 
-def _resampled_sums(pp: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Column sums of ``pp`` for each bootstrap resample (rows of ``idx``), in chunks to bound memory."""
-    out = np.empty((idx.shape[0], pp.shape[1]), dtype=float)
-    step = max(1, 2_000_000 // max(1, idx.shape[1]))
-    for start in range(0, idx.shape[0], step):
-        out[start : start + step] = pp[idx[start : start + step]].sum(axis=1)
-    return out
-
-
-def _ci(values: np.ndarray) -> list[float | None]:
-    v = values[np.isfinite(values)]
-    if len(v) == 0:
-        return [None, None]
-    lo, hi = np.percentile(v, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def _num(x: Any) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
@@ -93,18 +77,15 @@ def compare(
     config = config or AnalyzeConfig()
     keys_a, pp_a, res_a = _problem_table(a, config)
     keys_b, pp_b, res_b = _problem_table(b, config)
-    rng = np.random.default_rng(seed)
     ids_a = [_strip(k) for k in keys_a]
     ids_b = [_strip(k) for k in keys_b]
     paired = len(set(ids_a)) == len(ids_a) and set(ids_a) == set(ids_b) and len(ids_b) == len(set(ids_b))
     if paired:
         pos_b = {k: i for i, k in enumerate(ids_b)}
         pp_b = pp_b[[pos_b[k] for k in ids_a]]
-        idx = rng.integers(0, len(ids_a), size=(n_boot, len(ids_a)))
-        boot_a, boot_b = _resampled_sums(pp_a, idx), _resampled_sums(pp_b, idx)
+        boot_a, boot_b = paired_bootstrap_sums(pp_a, pp_b, n_boot=n_boot, seed=seed)
     else:
-        boot_a = _resampled_sums(pp_a, rng.integers(0, len(pp_a), size=(n_boot, len(pp_a))))
-        boot_b = _resampled_sums(pp_b, rng.integers(0, len(pp_b), size=(n_boot, len(pp_b))))
+        boot_a, boot_b = unpaired_bootstrap_sums(pp_a, pp_b, n_boot=n_boot, seed=seed)
     point_a, point_b = _stats(pp_a.sum(axis=0)), _stats(pp_b.sum(axis=0))
     dist_a, dist_b = _stats(boot_a), _stats(boot_b)
     metrics: dict[str, Any] = {}
@@ -114,11 +95,11 @@ def compare(
             ratio_dist = dist_b[name] / dist_a[name]
         metrics[name] = {
             "a": _num(point_a[name]),
-            "a_ci": _ci(dist_a[name]),
+            "a_ci": percentile_ci(dist_a[name]),
             "b": _num(point_b[name]),
-            "b_ci": _ci(dist_b[name]),
+            "b_ci": percentile_ci(dist_b[name]),
             "ratio": _num(ratio),
-            "ratio_ci": _ci(ratio_dist),
+            "ratio_ci": percentile_ci(ratio_dist),
         }
     words = res_a["per_word"].keys()
     n_words = len(words)
@@ -134,11 +115,11 @@ def compare(
             ratio_dist = dist_b["words"][:, j] / dist_a["words"][:, j]
         per_word[w] = {
             "a": _num(point_a["words"][j]),
-            "a_ci": _ci(dist_a["words"][:, j]),
+            "a_ci": percentile_ci(dist_a["words"][:, j]),
             "b": _num(point_b["words"][j]),
-            "b_ci": _ci(dist_b["words"][:, j]),
+            "b_ci": percentile_ci(dist_b["words"][:, j]),
             "ratio": _num(ratio),
-            "ratio_ci": _ci(ratio_dist),
+            "ratio_ci": percentile_ci(ratio_dist),
         }
     e = metrics["mean_per_response"]
     fell, rose = _significance(e["ratio_ci"])
@@ -178,13 +159,13 @@ def _compare_measures(res_a, pp_a, pp_b, boot_a, boot_b, n_words: int) -> dict[s
             ratio_dist = dist_b[:, j] / dist_a[:, j]
         out.setdefault(measure, {})[stat] = {
             "a": _num(point_a[j]),
-            "a_ci": _ci(dist_a[:, j]),
+            "a_ci": percentile_ci(dist_a[:, j]),
             "b": _num(point_b[j]),
-            "b_ci": _ci(dist_b[:, j]),
+            "b_ci": percentile_ci(dist_b[:, j]),
             "difference": _num(point_b[j] - point_a[j]),
-            "difference_ci": _ci(dist_b[:, j] - dist_a[:, j]),
+            "difference_ci": percentile_ci(dist_b[:, j] - dist_a[:, j]),
             "ratio": _num(ratio),
-            "ratio_ci": _ci(ratio_dist),
+            "ratio_ci": percentile_ci(ratio_dist),
         }
     return out
 
@@ -194,13 +175,13 @@ def bootstrap_run(run: AnalysisRun, *, n_boot: int = 2000, seed: int = 0) -> dic
     each word per response, and each behaviour measure's statistics."""
     _, pp, res = problem_table(run)
     n_words = len(res["per_word"])
-    idx = np.random.default_rng(seed).integers(0, max(1, len(pp)), size=(n_boot, len(pp)))
-    boot = _resampled_sums(pp, idx) if len(pp) else np.zeros((n_boot, pp.shape[1]))
+    boot = bootstrap_sums(pp, n_boot=n_boot, seed=seed)
     point, dist = _stats(pp.sum(axis=0)), _stats(boot)
     out: dict[str, Any] = {
-        "metrics": {m: {"value": _num(point[m]), "ci": _ci(dist[m])} for m in METRICS},
+        "metrics": {m: {"value": _num(point[m]), "ci": percentile_ci(dist[m])} for m in METRICS},
         "per_word": {
-            w: {"value": _num(point["words"][j]), "ci": _ci(dist["words"][:, j])} for j, w in enumerate(res["per_word"])
+            w: {"value": _num(point["words"][j]), "ci": percentile_ci(dist["words"][:, j])}
+            for j, w in enumerate(res["per_word"])
         },
     }
     names = res.pop("_measure_names", None)
@@ -209,7 +190,7 @@ def bootstrap_run(run: AnalysisRun, *, n_boot: int = 2000, seed: int = 0) -> dic
         pm, dm = _measure_stats(pp.sum(axis=0), n_words, k), _measure_stats(boot, n_words, k)
         measures: dict[str, Any] = {}
         for j, (measure, stat) in enumerate(names):
-            measures.setdefault(measure, {})[stat] = {"value": _num(pm[j]), "ci": _ci(dm[:, j])}
+            measures.setdefault(measure, {})[stat] = {"value": _num(pm[j]), "ci": percentile_ci(dm[:, j])}
         out["measures"] = measures
     return out
 

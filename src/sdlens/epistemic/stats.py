@@ -1,4 +1,4 @@
-"""Aggregate per-response counts into the statistics `sdlens analyze` reports.
+"""Aggregate per-response counts into the statistics `sdlens analyze` reports (the bootstrap is :mod:`sdlens.stats`).
 
 An ``Accumulator`` keeps, per problem, the sums needed for every statistic and for the bootstrap over problems
 (totals, responses, units, responses with any hedge, per-word totals), plus the per-response totals for the
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sdlens.epistemic.count import N_BINS, CountArrays
+from sdlens.stats import problem_index
 
 
 class _Growable:
@@ -121,12 +122,7 @@ class Accumulator:
         ``measure_columns[i]`` its behaviour-measure columns (all measures' columns side by side)."""
         if len(problem_keys) == 0:
             return
-        idx = np.empty(len(problem_keys), dtype=np.int64)
-        for i, key in enumerate(problem_keys):
-            j = self.problems.get(key)
-            if j is None:
-                j = self.problems[key] = len(self.problems)
-            idx[i] = j
+        idx = problem_index(problem_keys, self.problems)
         pp = self._per_problem
         pp.ensure(len(self.problems))
         totals = arrays.totals

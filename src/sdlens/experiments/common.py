@@ -2,7 +2,7 @@
 
 Every statistic is over problems: a problem's value is the mean over its samples, the reported value the mean over
 problems (the paper's macro average, docs/paper.md 3.3), and the 95% CI a percentile bootstrap over problems
-(:func:`sdlens.metrics.bootstrap_ci`). E per 1k tokens is a ratio of sums (hedges / tokens, as ``sdlens compare``
+(:func:`sdlens.stats.bootstrap_ci`). E per 1k tokens is a ratio of sums (hedges / tokens, as ``sdlens compare``
 reports it), bootstrapped over problems with the same resampling.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from sdlens.errors import InputError
 from sdlens.schema import Sample, atomic_path, read_records
+from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percentile_ci
 
 __all__ = [
     "SamplingFields",
@@ -100,7 +101,7 @@ def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | 
     """``OUT/manifest.json``: the config, library versions, seeds, and the SHA-256 of every input file.
 
     Kept across reruns: ``created`` and the list of ``sessions`` grow, the rest is the latest."""
-    from sdlens.evaluate import _versions
+    from sdlens.evaluate import library_versions
 
     path = out / "manifest.json"
     old = read_json(path) or {}
@@ -113,7 +114,7 @@ def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | 
         "config": conf,
         "seeds": {"run": conf.get("seed"), "bootstrap": 0, "per_sample": "sample_seed(run seed, problem id, index)"},
         "data": {k: {"path": str(v), "sha256": file_hash(v)} for k, v in data.items() if v is not None},
-        "versions": _versions(),
+        "versions": library_versions(),
         "sessions": [*old.get("sessions", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")],
         **extra,
     }
@@ -189,36 +190,36 @@ def sample_stats(samples: Iterable[Sample], lexicon: str = "paper", *, resamples
     ``score`` is avg@n (the mean over problems of each problem's share of correct samples); ``per_word`` is each
     hedge word's mean count per response; ``share_with_any`` the share of responses with any hedge."""
     from sdlens.epistemic import count_texts, load_lexicon
-    from sdlens.epistemic.compare import _ci, _resampled_sums
-    from sdlens.metrics import bootstrap_ci
 
     samples = list(samples)
     lex = load_lexicon(lexicon)
     if not samples:
         return {"problems": 0, "samples": 0, "lexicon": lex.name}
     arrays = count_texts([s.response for s in samples], lex)
-    order: dict[str, int] = {}
-    for s in samples:
-        order.setdefault(s.problem_id, len(order))
-    p = len(order)
     # per problem sums: samples, correct, graded, tokens, hedges, responses with any hedge, then each word
-    w = len(lex.words)
-    sums = np.zeros((p, 6 + w))
-    for i, s in enumerate(samples):
-        j = order[s.problem_id]
-        e = float(arrays.totals[i])
-        sums[j, :6] += (1, bool(s.correct), s.correct is not None, _tokens(s), e, e > 0)
-        sums[j, 6:] += arrays.counts[i]
+    hedges = arrays.totals.astype(float)
+    per_response = np.column_stack(
+        [
+            np.ones(len(samples)),
+            [bool(s.correct) for s in samples],
+            [s.correct is not None for s in samples],
+            [_tokens(s) for s in samples],
+            hedges,
+            hedges > 0,
+            arrays.counts,
+        ]
+    ).astype(float)
+    order, sums = per_problem_sums([s.problem_id for s in samples], per_response)
+    p = len(order)
     n = sums[:, 0]
     rows = np.column_stack([sums[:, 1] / n, sums[:, 3] / n, sums[:, 4] / n])
     values = rows.mean(axis=0)
     if resamples > 0 and p > 1:  # one problem gives no interval: CIs are over problems
         lo, hi = bootstrap_ci(rows, resamples=resamples, seed=0)
         cis = [[float(lo[k]), float(hi[k])] for k in range(3)]
-        idx = np.random.default_rng(0).integers(0, p, size=(resamples, p))
-        res = _resampled_sums(sums[:, [3, 4]], idx)
+        res = bootstrap_sums(sums[:, [3, 4]], n_boot=resamples, seed=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            per1k_ci = _ci(1000 * res[:, 1] / res[:, 0])
+            per1k_ci = percentile_ci(1000 * res[:, 1] / res[:, 0])
     else:
         cis = [None, None, None]
         per1k_ci = None

@@ -155,13 +155,14 @@ def audit_file(
 ) -> AuditReport:
     """Audit the graders named (default: all registered) on the records of a JSONL / Parquet file."""
     from sdlens.grading.base import available_graders
-    from sdlens.grading.files import _gold, _response, iter_grade_records
+    from sdlens.grading.files import gold_answer, response_text
+    from sdlens.io import iter_records
 
     path = Path(path)
     items: list[GradeItem] = []
     labels: list[dict[str, Any]] = []
-    for line, obj in iter_grade_records(path):
-        items.append(GradeItem(_response(obj, path, line), _gold(obj, path, line)))
+    for line, obj in iter_records(path):
+        items.append(GradeItem(response_text(obj, path, line), gold_answer(obj, path, line)))
         label = {"line": line}
         label.update({k: obj[k] for k in LABEL_KEYS if k in obj and isinstance(obj[k], str | int)})
         labels.append(label)

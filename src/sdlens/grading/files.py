@@ -17,9 +17,10 @@ import orjson
 
 from sdlens.errors import InputError
 from sdlens.grading.base import GradeItem, Grader, Verdict
+from sdlens.io import is_parquet, iter_records, open_parquet
 from sdlens.schema import atomic_path
 
-__all__ = ["GradeSummary", "count_records", "grade_file", "grade_records", "iter_grade_records"]
+__all__ = ["GradeSummary", "count_records", "gold_answer", "grade_file", "grade_records", "response_text"]
 
 ADDED = ("extracted", "correct", "grader", "grade_error")
 CHUNK = 4096
@@ -61,11 +62,8 @@ def _reason_group(error: str) -> str:
     return error.split("(")[0].strip().rstrip(":")
 
 
-def _is_parquet(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in (".parquet", ".pq")
-
-
-def _gold(obj: dict[str, Any], path: Path, line: int) -> str:
+def gold_answer(obj: dict[str, Any], path: Path, line: int) -> str:
+    """A record's gold ``answer`` as text; missing or null is a one-line error naming the file, line and field."""
     if "answer" not in obj:
         raise InputError(path, "missing key (the gold answer is needed to grade)", line=line, field="answer")
     gold = obj["answer"]
@@ -76,7 +74,8 @@ def _gold(obj: dict[str, Any], path: Path, line: int) -> str:
     return gold if isinstance(gold, str) else str(gold)
 
 
-def _response(obj: dict[str, Any], path: Path, line: int) -> str:
+def response_text(obj: dict[str, Any], path: Path, line: int) -> str:
+    """A record's ``response`` (a string); anything else is a one-line error naming the file, line and field."""
     if "response" not in obj:
         raise InputError(path, "missing key", line=line, field="response")
     resp = obj["response"]
@@ -86,42 +85,12 @@ def _response(obj: dict[str, Any], path: Path, line: int) -> str:
     return resp
 
 
-def iter_grade_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_or_row, record)`` for each record of a JSONL or Parquet file (rows are numbered from 1)."""
-    path = Path(path)
-    if _is_parquet(path):
-        pf = _open_parquet(path)
-        row = 0
-        for batch in pf.iter_batches(batch_size=CHUNK):
-            for rec in batch.to_pylist():
-                row += 1
-                yield row, rec
-        if row == 0:
-            raise InputError(path, "file is empty (no records)")
-        return
-    from sdlens.io.jsonl import iter_json_lines
-
-    yield from iter_json_lines(path)
-
-
-def _open_parquet(path: Path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise InputError(path, "cannot open: No such file or directory") from None
-    except (pa.ArrowException, OSError) as e:
-        raise InputError(path, f"not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
-
-
 def count_records(path: str | Path) -> int | None:
     """Number of records (for a progress bar), or ``None`` if the file cannot be read."""
     path = Path(path)
     try:
-        if _is_parquet(path):
-            return _open_parquet(path).metadata.num_rows
+        if is_parquet(path):
+            return open_parquet(path).metadata.num_rows
         with open(path, "rb") as fh:
             return sum(1 for raw in fh if raw.strip())
     except (OSError, InputError):
@@ -133,7 +102,7 @@ def grade_records(
 ) -> list[Verdict]:
     """Validate ``records`` (``(line, dict)``) and grade them; errors name the file, line and field."""
     path = Path(path)
-    items = [GradeItem(_response(obj, path, line), _gold(obj, path, line)) for line, obj in records]
+    items = [GradeItem(response_text(obj, path, line), gold_answer(obj, path, line)) for line, obj in records]
     return grader.grade(items, progress=progress)
 
 
@@ -169,18 +138,18 @@ def grade_file(
     summary = GradeSummary(str(path), str(out), grader.name)
     reasons: Counter = Counter()
     t0 = time.perf_counter()
-    if _is_parquet(path) and _is_parquet(out):
+    if is_parquet(path) and is_parquet(out):
         _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chunk)
-    elif _is_parquet(out):
+    elif is_parquet(out):
         rows: list[dict[str, Any]] = []
-        for recs in _chunks(iter_grade_records(path), chunk):
+        for recs in _chunks(iter_records(path), chunk):
             verdicts = grade_records(recs, grader, path, progress)
             summary.add(verdicts, reasons)
             rows.extend(_annotated(obj, v, grader.name) for (_, obj), v in zip(recs, verdicts, strict=True))
         _write_rows_parquet(rows, out, path)
     else:
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            for recs in _chunks(iter_grade_records(path), chunk):
+            for recs in _chunks(iter_records(path), chunk):
                 verdicts = grade_records(recs, grader, path, progress)
                 summary.add(verdicts, reasons)
                 fh.write(
@@ -222,7 +191,7 @@ def _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chu
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = _open_parquet(path)
+    pf = open_parquet(path)
     if pf.metadata.num_rows == 0:
         raise InputError(path, "file is empty (no records)")
     added_fields = [

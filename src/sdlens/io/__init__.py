@@ -1,6 +1,8 @@
 """Readers that adapt foreign trace formats into sdlens records.
 
-``iter_samples(path)`` auto-detects the format (``detect_format``); ``fmt=`` overrides it. Formats:
+``iter_records(path)`` reads the rows of any record file (JSONL, Parquet, a JSON array, a saved ``datasets``
+folder) as ``(line, dict)``; every other reader in sdlens builds on it. ``iter_samples(path)`` auto-detects the
+format (``detect_format``); ``fmt=`` overrides it. Formats:
 
 ==================  =====================================================================================
 ``sdlens``          Samples written by sdlens (JSONL or Parquet)
@@ -29,6 +31,16 @@ verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: 
 
 from sdlens.io.detect import FORMATS, detect_format
 from sdlens.io.jsonl import BadLines
-from sdlens.io.readers import KeyMap, iter_problems, iter_samples
+from sdlens.io.readers import KeyMap, is_parquet, iter_problems, iter_records, iter_samples, open_parquet
 
-__all__ = ["FORMATS", "BadLines", "KeyMap", "detect_format", "iter_problems", "iter_samples"]
+__all__ = [
+    "FORMATS",
+    "BadLines",
+    "KeyMap",
+    "detect_format",
+    "is_parquet",
+    "iter_problems",
+    "iter_records",
+    "iter_samples",
+    "open_parquet",
+]

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from sdlens.errors import InputError
-from sdlens.io.jsonl import _kind
+from sdlens.io.jsonl import EMPTY_FILE, _kind
 
 
 def is_json_array(path: Path) -> bool:
@@ -46,7 +46,7 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not isinstance(data, list):
         raise InputError(path, f"expected a JSON array of records, got {_kind(data)}")
     if not data:
-        raise InputError(path, "file is empty (no records)")
+        raise InputError(path, EMPTY_FILE)
     for i, obj in enumerate(data, start=1):
         if not isinstance(obj, dict):
             raise InputError(path, f"record {i} is {_kind(obj)}, expected a JSON object", line=i)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sdlens.errors import InputError
 from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, saved_dataset_columns
-from sdlens.io.jsonl import BadLines, is_blank, parse_json_line
+from sdlens.io.jsonl import EMPTY_FILE, BadLines, is_blank, parse_json_line
 
 FORMATS = (
     "sdlens",
@@ -34,7 +34,7 @@ def _first_json_keys(path: Path) -> set[str]:
                         raise InputError(path, f"{e.reason}: cannot detect the format", line=line_no) from None
     except OSError as e:
         raise InputError(path, f"cannot open: {e.strerror}") from None
-    raise InputError(path, "file is empty (no records)")
+    raise InputError(path, EMPTY_FILE)
 
 
 def _parquet_columns(path: Path) -> set[str]:

@@ -17,6 +17,9 @@ import orjson
 
 from sdlens.errors import InputError
 
+EMPTY_FILE = "file is empty (no records)"
+"""The error of a record file without records (a reader may accept one: ``iter_records(allow_empty=True)``)."""
+
 
 @dataclass
 class BadLines:
@@ -61,7 +64,7 @@ def iter_json_lines(path: str | Path, bad: BadLines | None = None) -> Iterator[t
                 continue
             yield line_no, obj
     if not seen_any:
-        raise InputError(path, "file is empty (no records)")
+        raise InputError(path, EMPTY_FILE)
 
 
 def is_blank(raw: bytes) -> bool:

@@ -14,7 +14,7 @@ import orjson
 from sdlens.errors import InputError
 from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, iter_saved_dataset
 from sdlens.io.detect import FORMATS, detect_format
-from sdlens.io.jsonl import BadLines, _kind, iter_json_lines, require, require_str_list
+from sdlens.io.jsonl import EMPTY_FILE, BadLines, _kind, iter_json_lines, require, require_str_list
 from sdlens.schema import Problem, Sample, from_dict
 
 
@@ -39,9 +39,38 @@ class KeyMap:
 Rows = Iterator[tuple[int, dict[str, Any]]]
 
 
-def iter_records(path: Path, bad: BadLines) -> Rows:
-    """``(line or row number, record)`` from any record file a reader takes (see ``_rows``)."""
-    return _rows(path, bad)
+def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: bool = False) -> Rows:
+    """``(line or row number, record)`` from a JSONL or Parquet file, a JSON array or a saved ``datasets`` folder:
+    the one row reader. Bad input raises :class:`InputError` naming the file and line (``bad.skip``: skipped and
+    counted instead); a file without records is an error unless ``allow_empty`` (a log not yet written to)."""
+    rows = _rows(Path(path), bad or BadLines())
+    return _empty_is_fine(rows) if allow_empty else rows
+
+
+def is_parquet(path: str | Path) -> bool:
+    """A Parquet file, by its name (``.parquet`` or ``.pq``)."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
+
+
+def open_parquet(path: str | Path) -> Any:
+    """A ``pyarrow.parquet.ParquetFile``; a missing or unreadable file is a one-line :class:`InputError`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise InputError(path, "cannot open: No such file or directory") from None
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(path, f"not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+
+def _empty_is_fine(rows: Rows) -> Rows:
+    try:
+        yield from rows
+    except InputError as e:
+        if e.reason != EMPTY_FILE:  # raised only after the last record: nothing was cut short
+            raise
 
 
 def _rows(path: Path, bad: BadLines) -> Rows:
@@ -49,20 +78,15 @@ def _rows(path: Path, bad: BadLines) -> Rows:
     if is_saved_dataset(path):
         yield from iter_saved_dataset(path)
         return
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as e:
-            raise InputError(path, f"not a readable Parquet file ({e})") from None
+    if is_parquet(path):
+        pf = open_parquet(path)
         row = 0
         for batch in pf.iter_batches(batch_size=2048):
             for rec in batch.to_pylist():
                 row += 1
                 yield row, rec
         if row == 0:
-            raise InputError(path, "file is empty (no records)")
+            raise InputError(path, EMPTY_FILE)
         return
     if is_json_array(path):
         yield from iter_json_array(path)

@@ -18,13 +18,14 @@ the steps in order with the given settings.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.io import iter_records
+from sdlens.models import load_tokenizer
 from sdlens.monitor.detector import Detector, DetectorConfig
 from sdlens.monitor.stats import Rollout, step_stats
 
@@ -37,22 +38,15 @@ _CKPT_DIR = re.compile(r"(\d+)$")
 def _read_log(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     by_step: dict[int, dict[str, Any]] = {}
     notes: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"not valid JSON ({e.msg})", line=n) from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("step"), int):
-                raise InputError(path, "expected an integer", line=n, field="step")
-            if rec["step"] in by_step:
-                notes.append(f"step {rec['step']} logged more than once (a resumed run): its last record is used")
-                prev = by_step[rec["step"]]
-                if "hedges_per_1k_tokens" in prev and "hedges_per_1k_tokens" not in rec:
-                    rec = {**prev, **{k: v for k, v in rec.items() if v is not None}}
-            by_step[rec["step"]] = rec
+    for n, rec in iter_records(path, allow_empty=True):
+        if not isinstance(rec.get("step"), int):
+            raise InputError(path, "expected an integer", line=n, field="step")
+        if rec["step"] in by_step:
+            notes.append(f"step {rec['step']} logged more than once (a resumed run): its last record is used")
+            prev = by_step[rec["step"]]
+            if "hedges_per_1k_tokens" in prev and "hedges_per_1k_tokens" not in rec:
+                rec = {**prev, **{k: v for k, v in rec.items() if v is not None}}
+        by_step[rec["step"]] = rec
     return [by_step[s] for s in sorted(by_step)], notes[:1]
 
 
@@ -113,12 +107,7 @@ def _grouped_samples(path: Path, fmt: str | None) -> tuple[str, dict[int, list[R
 def _load_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is None or not isinstance(tokenizer, str):
         return tokenizer
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as e:
-        raise InputError(tokenizer, f"cannot load tokenizer ({str(e).splitlines()[0]})") from None
+    return load_tokenizer(tokenizer)
 
 
 def read_run(

@@ -34,6 +34,7 @@ from typing import Any
 
 from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.errors import InputError
+from sdlens.io import iter_records
 
 __all__ = [
     "PROMPT_FORMATS",
@@ -84,28 +85,7 @@ def read_records(spec: str, *, split: str = "train", config: str | None = None) 
         path = shipped
     if path.is_dir():
         raise InputError(path, "a folder; give a .parquet, .jsonl or .json file, or a hub dataset id")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        data = json.loads(text)
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise InputError(path, "expected a JSON array of objects")
-        return data
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(path, f"not JSON: {e.msg}", line=n) from None
-        if not isinstance(rec, dict):
-            raise InputError(path, "expected a JSON object", line=n)
-        out.append(rec)
-    return out
+    return [rec for _, rec in iter_records(path)]
 
 
 def _read_hub(name: str, split: str, config: str | None) -> list[dict[str, Any]]:

@@ -69,19 +69,6 @@ class Prepared:
 # ---------------------------------------------------------------- preparation
 
 
-def _load_tokenizer(path: str, algo: str):
-    from transformers import AutoTokenizer
-
-    kwargs = {"padding_side": "left", "truncation_side": "left"} if algo != "sft" else {}
-    try:
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise InputError(None, f"cannot load the tokenizer of {path!r}: {str(e).splitlines()[0]}") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
 def _chat_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kw = dict(cfg.trl.get("chat_template_kwargs") or {})
     if cfg.enable_thinking is not None:
@@ -135,7 +122,7 @@ def build_trl_kwargs(cfg: TrainConfig, batches: dict[str, Any]) -> dict[str, Any
 
 def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
     """Resolve the model, read and filter the data, derive the batch sizes and the TRL arguments."""
-    from sdlens.models import resolve_model
+    from sdlens.models import load_tokenizer, resolve_model
     from sdlens.train.data import filter_overlong_prompts, load_rl_rows, load_sft_rows
 
     if not cfg.model:
@@ -144,7 +131,8 @@ def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
         raise InputError(None, "no data (--data)", field="data")
     notes: list[str] = []
     ref = resolve_model(cfg.model)
-    tok = _load_tokenizer(ref.path, cfg.algo)
+    side = "left" if cfg.algo != "sft" else None  # prompts are left-padded and left-truncated for generation
+    tok = load_tokenizer(ref, padding_side=side, truncation_side=side)
     if cfg.algo == "sft":
         rows = load_sft_rows(
             cfg.data,

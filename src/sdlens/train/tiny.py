@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdlens.models import load_tokenizer, make_tiny_model
+
 __all__ = ["build_tiny_model", "calibrate_stop_rate"]
 
 
@@ -39,7 +41,6 @@ def build_tiny_model(
     ``mean_length``: calibrate the stop rate so sampled completions (temperature 1) end after this many tokens on
     average; ``None`` leaves the random model as :func:`sdlens.models.make_tiny_model` builds it.
     """
-    from sdlens.models import make_tiny_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,12 +83,12 @@ def calibrate_stop_rate(path: str | Path, mean_length: float, *, seed: int = 0, 
     """Give the model at ``path`` a stop probability of about ``1 / mean_length`` per token (see the module doc)."""
     import torch
     from torch import nn
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if mean_length <= 1:
         raise ValueError(f"mean_length must be > 1, got {mean_length}")
     path = Path(path)
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_tokenizer(str(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     emb = model.get_input_embeddings()
     head = model.get_output_embeddings()
