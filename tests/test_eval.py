@@ -25,7 +25,8 @@ from sdlens.cli_eval import register
 from sdlens.errors import InputError
 from sdlens.evaluate import EvalConfig, run_eval
 from sdlens.generation import GenResult, SamplingConfig
-from sdlens.schema import Sample, read_records
+from sdlens.io import read_records
+from sdlens.schema import Sample
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 EVAL = [sys.executable, "-m", "sdlens.cli_eval", "eval"]

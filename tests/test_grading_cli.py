@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from sdlens.cli import app
 from sdlens.grading import Verdict, get_grader, grade_samples, register_grader
 from sdlens.grading.base import _REGISTRY
-from sdlens.schema import Sample, read_records, write_jsonl, write_parquet
+from sdlens.io import read_records
+from sdlens.schema import Sample, write_jsonl, write_parquet
 
 runner = CliRunner()
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from sdlens.errors import InputError
-from sdlens.schema import JsonlWriter, Problem, Sample, read_records, write_jsonl, write_parquet
+from sdlens.io import read_records
+from sdlens.schema import JsonlWriter, Problem, Sample, write_jsonl, write_parquet
 
 
 def _samples() -> list[Sample]:

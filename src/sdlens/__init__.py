@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from sdlens.errors import InputError
 
 if TYPE_CHECKING:
-    from sdlens.schema import Problem, Sample, read_records, write_jsonl, write_parquet
+    from sdlens.io import read_records
+    from sdlens.schema import Problem, Sample, write_jsonl, write_parquet
 
 
 class _DropDeepSpeedCpuNotice(logging.Filter):
@@ -27,7 +28,9 @@ __version__ = "0.1.0"
 __all__ = ["InputError", "Problem", "Sample", "__version__", "read_records", "write_jsonl", "write_parquet"]
 
 # loaded on first use (PEP 562): `import sdlens.cli` must not pay for the records module (CLI start-up)
-_LAZY = {name: "sdlens.schema" for name in ("Problem", "Sample", "read_records", "write_jsonl", "write_parquet")}
+_LAZY = {name: "sdlens.schema" for name in ("Problem", "Sample", "write_jsonl", "write_parquet")} | {
+    "read_records": "sdlens.io"
+}
 
 
 def __getattr__(name: str) -> object:

@@ -37,7 +37,8 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.generation.base import GenRequest, GenResult, SamplingConfig, get_preset, sample_seed
-from sdlens.schema import JsonlWriter, Problem, Sample, atomic_path, read_records
+from sdlens.io import read_records
+from sdlens.schema import JsonlWriter, Problem, Sample, atomic_path
 
 __all__ = ["EvalConfig", "EvalResult", "default_out_dir", "run_eval"]
 

@@ -384,7 +384,8 @@ def read_graded_samples(path: str | Path, fmt: str | None = None) -> Iterator[Sa
     """Graded Samples from any trace file ``sdlens.io`` reads (auto-detected, or ``fmt``): sdlens Samples, the
     paper's eval JSONL (``answers_correctness``), verl dumps, ...; an ungraded sample is an error naming its line."""
     from sdlens.io import detect_format, iter_samples
-    from sdlens.schema import from_dict, iter_parquet_records
+    from sdlens.io.stored import iter_parquet_records
+    from sdlens.schema import from_dict
 
     path = Path(path)
     if not path.exists():

@@ -1,4 +1,5 @@
-"""The two records every stage reads and writes (``Problem``, ``Sample``) and their JSONL / Parquet storage.
+"""The two records every stage reads and writes (``Problem``, ``Sample``) and their JSONL / Parquet storage (reading
+them back is :func:`sdlens.io.read_records`).
 
 JSONL is written one record per line and appended as records are produced, so a killed run loses at most the
 record being written; reopening a file for append first drops a torn last line. Parquet is written to a
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,7 +217,7 @@ class atomic_path:
 # ---------------------------------------------------------------- Parquet
 
 # Free-form dicts are stored as JSON text so one Parquet schema fits every record.
-_JSON_COLUMNS = {"meta", "sampling", "messages"}
+JSON_COLUMNS = {"meta", "sampling", "messages"}
 
 
 def _arrow_schema(cls: type):
@@ -245,39 +246,10 @@ def write_parquet(path: str | Path, records: Iterable[Problem | Sample], *, cls:
     for r in rows:
         for name in names:
             v = getattr(r, name)
-            if name in _JSON_COLUMNS:
+            if name in JSON_COLUMNS:
                 v = None if v is None else orjson.dumps(v).decode()
             columns[name].append(v)
     table = pa.table(columns, schema=_arrow_schema(cls))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return len(rows)
-
-
-def iter_parquet_records(path: str | Path, cls: type[R]) -> Iterator[R]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    row = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for d in batch.to_pylist():
-            row += 1
-            for name in _JSON_COLUMNS:
-                if isinstance(d.get(name), str):
-                    try:
-                        d[name] = orjson.loads(d[name])
-                    except orjson.JSONDecodeError as e:
-                        raise InputError(path, f"not valid JSON text ({e})", line=row, field=name) from None
-            yield from_dict(cls, {k: v for k, v in d.items() if v is not None or k in ("meta",)}, path=path, line=row)
-
-
-def read_records(path: str | Path, cls: type[R] = Sample) -> Iterator[R]:  # type: ignore[assignment]
-    """Read Samples (or Problems) stored by sdlens as JSONL or Parquet."""
-    from sdlens.io.jsonl import iter_json_lines
-
-    path = Path(path)
-    if path.suffix == ".parquet":
-        yield from iter_parquet_records(path, cls)
-        return
-    for line_no, obj in iter_json_lines(path):
-        yield from_dict(cls, obj, path=path, line=line_no)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from sdlens.errors import InputError
-from sdlens.schema import Sample, atomic_path, read_records
+from sdlens.io import read_records
+from sdlens.schema import Sample, atomic_path
 from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percentile_ci
 
 __all__ = [

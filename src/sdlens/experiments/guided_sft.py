@@ -93,7 +93,8 @@ class GuidedSFTConfig(SamplingFields):
 def _problem_prompts(rc_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """The unhinted prompt of every kept problem: the run's ``prompts/none.jsonl``, else its data file again."""
     from sdlens.benchmarks import load_benchmark
-    from sdlens.schema import Problem, read_records
+    from sdlens.io import read_records
+    from sdlens.schema import Problem
 
     kept = rc_dir / "prompts" / "none.jsonl"
     if kept.is_file():

@@ -32,6 +32,7 @@ verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: 
 from sdlens.io.detect import FORMATS, detect_format
 from sdlens.io.jsonl import BadLines
 from sdlens.io.readers import KeyMap, is_parquet, iter_problems, iter_records, iter_samples, open_parquet
+from sdlens.io.stored import read_records
 
 __all__ = [
     "FORMATS",
@@ -43,4 +44,5 @@ __all__ = [
     "iter_records",
     "iter_samples",
     "open_parquet",
+    "read_records",
 ]

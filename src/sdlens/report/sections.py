@@ -23,7 +23,7 @@ MODEL_LABELS = {"base": "Base", "unguided_sft": "SFT on D_unguided", "guided_sft
 
 
 def _samples(path: Path) -> list[Any]:
-    from sdlens.schema import read_records
+    from sdlens.io import read_records
 
     return list(read_records(path)) if path.is_file() else []
 
