@@ -1,47 +1,17 @@
-"""The `sdlens` command line: a thin typer layer over the library API."""
+"""CLI: ``sdlens analyze`` and ``sdlens compare`` (thin over :mod:`sdlens.epistemic.analyze` and
+:mod:`sdlens.epistemic.compare`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from sdlens.cli_eval import register as _register_eval
-from sdlens.cli_experiment import register as _register_experiment
-from sdlens.cli_grading import register as _register_grading
-from sdlens.cli_lab import register as _register_lab
-from sdlens.cli_monitor import register as _register_monitor
-from sdlens.cli_probe import register as _register_probe
-from sdlens.cli_report import register as _register_report
-from sdlens.cli_train import register as _register_train
+from sdlens.cli.common import emit_json, err, fail
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
-
-app = typer.Typer(
-    name="sdlens",
-    help="Measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-
-
-def fail(e: Exception) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def emit_json(obj: object) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
-
 
 # Options shared by analyze and compare.
 FormatOpt = Annotated[
@@ -131,7 +101,6 @@ def _judge(model, backend, base_url, cache):
     return JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache)
 
 
-@app.command()
 def analyze(
     files: Annotated[list[Path], typer.Argument(help="Trace files or folders (verl dumps, TRL completions).")],
     fmt: FormatOpt = None,
@@ -188,7 +157,6 @@ def analyze(
         err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
 
 
-@app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="Run A (e.g. the base model's traces).")],
     b: Annotated[Path, typer.Argument(help="Run B (e.g. the self-distilled model's traces).")],
@@ -241,19 +209,6 @@ def compare(
     Console().print(comparison_table(res))
 
 
-_register_grading(app)
-_register_eval(app)
-_register_train(app)
-_register_monitor(app)
-_register_experiment(app)
-_register_report(app)
-_register_lab(app)
-_register_probe(app)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze)
+    app.command("compare")(compare)
