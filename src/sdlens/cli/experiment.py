@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
+from sdlens.experiments.config import CoverageConfig, GuidedSFTConfig, RicherContextConfig
 
 err = Console(stderr=True)
 
@@ -76,27 +78,47 @@ def _report(out: str, enabled: bool) -> None:
     err.print(f"report: {path}")
 
 
-# Options shared by the three commands.
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="smollm2-135m, a local model folder, or a hub id.")]
-OutOpt = Annotated[str, typer.Option("--out", "-o", help="Run folder (a rerun resumes it).")]
-PresetOpt = Annotated[str | None, typer.Option("--preset", help="Sampling preset: paper-think, paper-nothink, greedy.")]
-TempOpt = Annotated[float | None, typer.Option("--temperature", help="Overrides the preset.")]
-TopPOpt = Annotated[float | None, typer.Option("--top-p", help="Overrides the preset.")]
-TopKOpt = Annotated[int | None, typer.Option("--top-k", help="top_k (richer-context default: 20, the paper's).")]
-TokOpt = Annotated[int | None, typer.Option("--max-tokens", help="Generation budget per sample.")]
-ThinkOpt = Annotated[str | None, typer.Option("--thinking", help="on / off / unset (enable_thinking).")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="transformers, vllm or openai.")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server (backend openai).")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="transformers device: auto, cpu, cuda.")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="Model dtype for generation.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Run seed.")]
-GraderOpt = Annotated[str, typer.Option("--grader", help="math-verify, paper-reward, or a registered grader.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Rows per generation chunk.")]
-LexOpt = Annotated[str, typer.Option("--lexicon", "-l", help="Hedge lexicon: paper, words, companion, a TOML file.")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Training override key=value (sdlens or TRL field); repeatable.")
-]
+def _eval_settings(cls: type) -> Any:
+    """The options every experiment takes, declared once, their help from ``cls``'s fields (an
+    :class:`~sdlens.experiments.config.EvalSettings`); the command gets them as ``settings``."""
+    head = [
+        keyword("model", Annotated[str, option(cls, "model", "--model", "-m")]),
+        keyword("out", Annotated[str, option(cls, "out", "--out", "-o")]),
+    ]
+    tail = [
+        keyword("preset", Annotated[str | None, option(cls, "preset", "--preset")], None),
+        keyword("temperature", Annotated[float | None, option(cls, "temperature", "--temperature")], None),
+        keyword("top_p", Annotated[float | None, option(cls, "top_p", "--top-p")], None),
+        keyword("top_k", Annotated[int | None, option(cls, "top_k", "--top-k")], None),
+        keyword("max_tokens", Annotated[int | None, option(cls, "max_new_tokens", "--max-tokens")], None),
+        keyword("thinking", Annotated[str | None, option(cls, "thinking", "--thinking")], None),
+        keyword("backend", Annotated[str, option(cls, "backend", "--backend")], "transformers"),
+        # base_url, device and dtype go into eval_options (sdlens.evaluate.EvalConfig fields), not the config
+        keyword("base_url", Annotated[str | None, typer.Option("--base-url", help=EVAL_OPTION_HELP["base_url"])], None),
+        keyword("device", Annotated[str | None, typer.Option("--device", help=EVAL_OPTION_HELP["device"])], None),
+        keyword("dtype", Annotated[str | None, typer.Option("--dtype", help=EVAL_OPTION_HELP["dtype"])], None),
+        keyword("seed", Annotated[int, option(cls, "seed", "--seed")], 0),
+        keyword("grader", Annotated[str, option(cls, "grader", "--grader")], "math-verify"),
+        keyword("batch_size", Annotated[int | None, option(cls, "batch_size", "--batch-size")], None),
+        keyword("lexicon", Annotated[str, option(cls, "lexicon", "--lexicon", "-l")], "paper"),
+    ]
+    return add_options(head, tail, into="settings", before=("set_", "report"))
+
+
+EVAL_OPTION_HELP = {
+    "base_url": "OpenAI-compatible server (backend openai).",
+    "device": "transformers device: auto, cpu, cuda.",
+    "dtype": "Model dtype for generation.",
+}
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html / report.md at the end.")]
+
+
+def _config_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
+    """The shared options as config fields (sampling overrides left unset keep the config's defaults)."""
+    s = dict(settings)
+    kw = _sampling(*(s.pop(k) for k in ("preset", "temperature", "top_p", "top_k", "max_tokens", "thinking")))
+    kw["eval_options"] = _eval_options(*(s.pop(k) for k in ("base_url", "device", "dtype")))
+    return {**kw, **s}
 
 
 def _sampling(preset, temperature, top_p, top_k, max_tokens, thinking) -> dict[str, Any]:
@@ -177,110 +199,65 @@ def register(app: typer.Typer) -> None:
     app.add_typer(exp, name="experiment")
 
     @exp.command("richer-context", context_settings={"help_option_names": ["-h", "--help"]})
+    @_eval_settings(RicherContextConfig)
     def richer_context_cmd(
-        model: ModelOpt,
-        data: Annotated[str, typer.Option("--data", "-d", help="Problems: benchmark name, verl parquet, JSONL.")],
-        out: OutOpt,
-        n: Annotated[int, typer.Option("--n", min=1, help="Samples per problem (paper: 8).")] = 8,
-        window: Annotated[str, typer.Option("--window", help="Correct-of-n window kept, LOW-HIGH.")] = "1-4",
-        max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Problems to keep.")] = 100,
-        scan_batch: Annotated[int, typer.Option("--scan-batch", min=1, help="Problems per scanning step.")] = 128,
-        contexts: Annotated[
-            list[str] | None, typer.Option("--contexts", help="none,s,s-nothink,regen (default: all).")
-        ] = None,
-        preset: PresetOpt = None,
-        temperature: TempOpt = None,
-        top_p: TopPOpt = None,
-        top_k: TopKOpt = None,
-        max_tokens: TokOpt = None,
-        thinking: ThinkOpt = None,
-        backend: BackendOpt = "transformers",
-        base_url: BaseUrlOpt = None,
-        device: DeviceOpt = None,
-        dtype: DtypeOpt = None,
-        seed: SeedOpt = 0,
-        grader: GraderOpt = "math-verify",
-        batch_size: BatchOpt = None,
-        lexicon: LexOpt = "paper",
+        data: Annotated[str, option(RicherContextConfig, "data", "--data", "-d")],
+        n: Annotated[int, option(RicherContextConfig, "n", "--n", min=1)] = 8,
+        window: Annotated[str, option(RicherContextConfig, "window", "--window")] = "1-4",
+        max_problems: Annotated[int, option(RicherContextConfig, "max_problems", "--max-problems", min=1)] = 100,
+        scan_batch: Annotated[int, option(RicherContextConfig, "scan_batch", "--scan-batch", min=1)] = 128,
+        contexts: Annotated[list[str] | None, option(RicherContextConfig, "contexts", "--contexts")] = None,
         report: ReportOpt = True,
+        *,
+        settings: dict[str, Any],
     ) -> None:
         """Section 3: Table 1 (score, length, E, E per 1k tokens with CIs) under four conditioning contexts."""
-        from sdlens.experiments.richer_context import RicherContextConfig, run_richer_context
+        from sdlens.experiments.richer_context import run_richer_context
 
         try:
-            kw: dict[str, Any] = _sampling(preset, temperature, top_p, top_k, max_tokens, thinking)
+            kw = _config_kwargs(settings)
             if contexts:
                 kw["contexts"] = tuple(_list(contexts))
             cfg = RicherContextConfig(
-                model=model,
-                data=data,
-                out=out,
-                n=n,
-                window=_window(window),
-                max_problems=max_problems,
-                scan_batch=scan_batch,
-                backend=backend,
-                eval_options=_eval_options(base_url, device, dtype),
-                seed=seed,
-                grader=grader,
-                batch_size=batch_size,
-                lexicon=lexicon,
-                **kw,
+                data=data, n=n, window=_window(window), max_problems=max_problems, scan_batch=scan_batch, **kw
             )
             summary = run_richer_context(cfg, console=err)
             if summary.get("warning"):
                 err.print(f"[yellow]warning:[/yellow] {summary['warning']}")
             else:
                 Console().print(_table1(summary))
-            _report(out, report)
+            _report(cfg.out, report)
         except InputError as e:
             _fail(e)
 
     @exp.command("guided-sft", context_settings={"help_option_names": ["-h", "--help"]})
+    @_eval_settings(GuidedSFTConfig)
     def guided_sft_cmd(
-        model: ModelOpt,
-        out: OutOpt,
-        data: Annotated[str | None, typer.Option("--data", "-d", help="Problems for the section-3 traces.")] = None,
+        data: Annotated[str | None, option(GuidedSFTConfig, "data", "--data", "-d")] = None,
         from_richer_context: Annotated[
-            str | None, typer.Option("--from-richer-context", help="Reuse a richer-context run folder's traces.")
+            str | None, option(GuidedSFTConfig, "from_richer_context", "--from-richer-context")
         ] = None,
-        benchmarks: Annotated[
-            list[str] | None, typer.Option("--benchmark", "-b", help="Eval sets (default aime24); repeatable / a,b.")
-        ] = None,
-        n_eval: Annotated[int, typer.Option("--n-eval", min=1, help="Samples per eval problem (paper 16).")] = 16,
-        limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N problems per eval set.")] = None,
-        max_examples: Annotated[int, typer.Option("--max-examples", min=1, help="Examples per SFT set.")] = 800,
-        n: Annotated[int, typer.Option("--n", min=1, help="Trace samples per problem (section 3).")] = 8,
-        window: Annotated[str, typer.Option("--window", help="Section-3 window, LOW-HIGH.")] = "1-4",
-        max_problems: Annotated[int, typer.Option("--max-problems", min=1, help="Section-3 problems.")] = 800,
+        benchmarks: Annotated[list[str] | None, option(GuidedSFTConfig, "benchmarks", "--benchmark", "-b")] = None,
+        n_eval: Annotated[int, option(GuidedSFTConfig, "n_eval", "--n-eval", min=1)] = 16,
+        limit: Annotated[int | None, option(GuidedSFTConfig, "limit", "--limit", min=1)] = None,
+        max_examples: Annotated[int, option(GuidedSFTConfig, "max_examples", "--max-examples", min=1)] = 800,
+        n: Annotated[int, option(GuidedSFTConfig, "n", "--n", min=1)] = 8,
+        window: Annotated[str, option(GuidedSFTConfig, "window", "--window")] = "1-4",
+        max_problems: Annotated[int, option(GuidedSFTConfig, "max_problems", "--max-problems", min=1)] = 800,
         trace_max_tokens: Annotated[
-            int | None, typer.Option("--trace-max-tokens", help="Generation budget of the traces.")
+            int | None, option(GuidedSFTConfig, "trace_max_new_tokens", "--trace-max-tokens")
         ] = 32768,
-        preset: PresetOpt = None,
-        temperature: TempOpt = None,
-        top_p: TopPOpt = None,
-        top_k: TopKOpt = None,
-        max_tokens: TokOpt = None,
-        thinking: ThinkOpt = None,
-        backend: BackendOpt = "transformers",
-        base_url: BaseUrlOpt = None,
-        device: DeviceOpt = None,
-        dtype: DtypeOpt = None,
-        seed: SeedOpt = 0,
-        grader: GraderOpt = "math-verify",
-        batch_size: BatchOpt = None,
-        lexicon: LexOpt = "paper",
-        set_: SetOpt = None,
+        set_: Annotated[list[str] | None, option(GuidedSFTConfig, "train_overrides", "--set", "-s")] = None,
         report: ReportOpt = True,
+        *,
+        settings: dict[str, Any],
     ) -> None:
         """Section 4: SFT on unguided vs solution-guided correct traces, then Table 2 and hedge counts."""
-        from sdlens.experiments.guided_sft import GuidedSFTConfig, run_guided_sft
+        from sdlens.experiments.guided_sft import run_guided_sft
 
         try:
             cfg = GuidedSFTConfig(
-                model=model,
                 data=data or "",
-                out=out,
                 benchmarks=_list(benchmarks) or ["aime24"],
                 n_eval=n_eval,
                 limit=limit,
@@ -291,69 +268,34 @@ def register(app: typer.Typer) -> None:
                 max_problems=max_problems,
                 trace_max_new_tokens=trace_max_tokens,
                 train_overrides=_sets(set_),
-                backend=backend,
-                eval_options=_eval_options(base_url, device, dtype),
-                seed=seed,
-                grader=grader,
-                batch_size=batch_size,
-                lexicon=lexicon,
-                **_sampling(preset, temperature, top_p, top_k, max_tokens, thinking),
+                **_config_kwargs(settings),
             )
             summary = run_guided_sft(cfg, console=err)
             Console().print(_table2(summary))
-            _report(out, report)
+            _report(cfg.out, report)
         except InputError as e:
             _fail(e)
 
     @exp.command("coverage", context_settings={"help_option_names": ["-h", "--help"]})
+    @_eval_settings(CoverageConfig)
     def coverage_cmd(
-        model: ModelOpt,
-        out: OutOpt,
-        coverage: Annotated[
-            list[str] | None, typer.Option("--coverage", help="Levels, e.g. 1x64,8x8,64 (or training files).")
-        ] = None,
-        ood: Annotated[list[str] | None, typer.Option("--ood", help="OOD eval sets (default aime24).")] = None,
-        pool: Annotated[str | None, typer.Option("--pool", help="Build the levels from this problem file.")] = None,
-        in_domain: Annotated[str | None, typer.Option("--in-domain", help="In-domain eval set.")] = None,
-        methods: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--method",
-                "--methods",
-                help="Training presets, comma-separated or repeated (default "
-                "sdpo-paper,grpo-paper; any train preset, e.g. the mitigations').",
-            ),
-        ] = None,
-        method_set: Annotated[
-            list[str] | None, typer.Option("--method-set", help="METHOD:key=value, for one method; repeatable.")
-        ] = None,
-        eval_every: Annotated[
-            int | None, typer.Option("--eval-every", min=1, help="Checkpoint + eval every N.")
-        ] = None,
-        n_eval: Annotated[int, typer.Option("--n-eval", min=1, help="Samples per eval problem.")] = 4,
-        reward: Annotated[
-            str | None, typer.Option("--reward", help="Training reward (default: the --grader; paper: paper-reward).")
-        ] = None,
-        limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N problems per eval set.")] = None,
-        preset: PresetOpt = None,
-        temperature: TempOpt = None,
-        top_p: TopPOpt = None,
-        top_k: TopKOpt = None,
-        max_tokens: TokOpt = None,
-        thinking: ThinkOpt = None,
-        backend: BackendOpt = "transformers",
-        base_url: BaseUrlOpt = None,
-        device: DeviceOpt = None,
-        dtype: DtypeOpt = None,
-        seed: SeedOpt = 0,
-        grader: GraderOpt = "math-verify",
-        batch_size: BatchOpt = None,
-        lexicon: LexOpt = "paper",
-        set_: SetOpt = None,
+        coverage: Annotated[list[str] | None, option(CoverageConfig, "coverage", "--coverage")] = None,
+        ood: Annotated[list[str] | None, option(CoverageConfig, "ood", "--ood")] = None,
+        pool: Annotated[str | None, option(CoverageConfig, "pool", "--pool")] = None,
+        in_domain: Annotated[str | None, option(CoverageConfig, "in_domain", "--in-domain")] = None,
+        methods: Annotated[list[str] | None, option(CoverageConfig, "methods", "--method", "--methods")] = None,
+        method_set: Annotated[list[str] | None, option(CoverageConfig, "method_overrides", "--method-set")] = None,
+        eval_every: Annotated[int | None, option(CoverageConfig, "eval_every", "--eval-every", min=1)] = None,
+        n_eval: Annotated[int, option(CoverageConfig, "n_eval", "--n-eval", min=1)] = 4,
+        reward: Annotated[str | None, option(CoverageConfig, "reward", "--reward")] = None,
+        limit: Annotated[int | None, option(CoverageConfig, "limit", "--limit", min=1)] = None,
+        set_: Annotated[list[str] | None, option(CoverageConfig, "train_overrides", "--set", "-s")] = None,
         report: ReportOpt = True,
+        *,
+        settings: dict[str, Any],
     ) -> None:
         """Sections 5-6: SDPO vs GRPO per coverage level, in-domain and OOD curves of accuracy, length and E."""
-        from sdlens.experiments.coverage import CoverageConfig, run_coverage
+        from sdlens.experiments.coverage import run_coverage
 
         try:
             per_method: dict[str, dict[str, Any]] = {}
@@ -362,13 +304,11 @@ def register(app: typer.Typer) -> None:
                 if not sep:
                     raise InputError(None, f"expected METHOD:key=value, got {item!r}", field="--method-set")
                 per_method.setdefault(name, {}).update(_sets([kv], "--method-set"))
-            kw: dict[str, Any] = _sampling(preset, temperature, top_p, top_k, max_tokens, thinking)
+            kw = _config_kwargs(settings)
             for name, values in (("coverage", coverage), ("ood", ood), ("methods", methods)):
                 if values:
                     kw[name] = _list(values)
             cfg = CoverageConfig(
-                model=model,
-                out=out,
                 pool=pool,
                 in_domain=in_domain,
                 method_overrides=per_method,
@@ -377,16 +317,10 @@ def register(app: typer.Typer) -> None:
                 reward=reward,
                 n_eval=n_eval,
                 limit=limit,
-                backend=backend,
-                eval_options=_eval_options(base_url, device, dtype),
-                seed=seed,
-                grader=grader,
-                batch_size=batch_size,
-                lexicon=lexicon,
                 **kw,
             )
             summary = run_coverage(cfg, console=err)
             Console().print(_coverage_table(summary))
-            _report(out, report)
+            _report(cfg.out, report)
         except InputError as e:
             _fail(e)
