@@ -8,8 +8,10 @@ import pytest
 import typer
 
 from sdlens.cli import app
+from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_help
+from sdlens.io.keys import KeyMap
 
 # option name -> config field, where they differ
 RENAMED = {
@@ -18,13 +20,22 @@ RENAMED = {
     "set_": "train_overrides",
     "method_set": "method_overrides",
 }
-# options that are no config field (eval_options entries, the report switch, --help)
-CLI_ONLY = {"base_url", "device", "dtype", "report", "help"}
+# options that are no config field (eval_options entries, output switches, compare's bootstrap, --help)
+CLI_ONLY = {"base_url", "device", "dtype", "report", "help", "json", "html"}
+COMPARE_ONLY = {"n_boot", "seed"}
+# analyze / compare: options from four configs
+ANALYZE = {
+    **{k: (KeyMap, k) for k in ("text_key", "id_key", "group_key", "correct_key")},
+    **{k: (MeasureOptions, k) for k in ("reflection_lexicon", "fork_entropy")},
+    **{f"judge_{k}": (JudgeConfig, k) for k in ("model", "backend", "base_url", "cache")},
+}
 
 COMMANDS = {
     ("experiment", "richer-context"): RicherContextConfig,
     ("experiment", "guided-sft"): GuidedSFTConfig,
     ("experiment", "coverage"): CoverageConfig,
+    ("analyze",): AnalyzeConfig,
+    ("compare",): AnalyzeConfig,
 }
 
 
@@ -40,17 +51,19 @@ def test_every_option_help_is_its_config_fields_help(path: tuple[str, ...]) -> N
     cls = COMMANDS[path]
     params = {p.name: p for p in _command(path).params if p.param_type_name == "option"}
     assert set(params) - CLI_ONLY, "no option found"
+    cli_only = CLI_ONLY | (COMPARE_ONLY if path == ("compare",) else set())
     for name, param in params.items():
-        if name in CLI_ONLY:
+        if name in cli_only:
             continue
-        want = field_help(cls, RENAMED.get(name, name))
-        assert param.help == want, (name, param.help, want)
-    assert CLI_ONLY - {"report", "help"} <= set(params)  # the eval options stay on every experiment
+        owner, field = ANALYZE.get(name, (cls, RENAMED.get(name, name)))
+        assert param.help == field_help(owner, field), name
+    if issubclass(cls, EvalSettings):
+        assert {"base_url", "device", "dtype"} <= set(params)  # the eval options stay on every experiment
 
 
 def test_the_experiments_share_one_eval_settings_dataclass() -> None:
     shared = {"model", "out", "backend", "eval_options", "seed", "grader", "batch_size", "lexicon", "preset"}
-    for cls in COMMANDS.values():
+    for cls in (RicherContextConfig, GuidedSFTConfig, CoverageConfig):
         assert issubclass(cls, EvalSettings)
         own = set(vars(cls).get("__annotations__", {}))
         # a config restates a shared field only to change its default (coverage's preset, richer-context's top_k)

@@ -27,8 +27,31 @@ Any of these may also come as one JSON array of records (a ``.json`` file) or as
 verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: ``iter_problems`` reads them.
 """
 
-from sdlens.io.detect import FORMATS, detect_format
-from sdlens.io.jsonl import BadLines
-from sdlens.io.readers import KeyMap, iter_problems, iter_samples
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from sdlens.io.keys import KeyMap
+
+if TYPE_CHECKING:
+    from sdlens.io.detect import FORMATS, detect_format
+    from sdlens.io.jsonl import BadLines
+    from sdlens.io.readers import iter_problems, iter_samples
 
 __all__ = ["FORMATS", "BadLines", "KeyMap", "detect_format", "iter_problems", "iter_samples"]
+
+# loaded on first use (PEP 562): the CLI reads KeyMap's field help at start-up without the readers (orjson, records)
+_LAZY = {
+    "FORMATS": "sdlens.io.detect",
+    "detect_format": "sdlens.io.detect",
+    "BadLines": "sdlens.io.jsonl",
+    "iter_problems": "sdlens.io.readers",
+    "iter_samples": "sdlens.io.readers",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
