@@ -8,12 +8,12 @@ import pytest
 import typer
 
 from sdlens.cli import app
-from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions
+from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, ProbeConfig
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_help
 from sdlens.io.keys import KeyMap
 
-# option name -> config field, where they differ
+# experiments: option name -> config field, where they differ
 RENAMED = {
     "max_tokens": "max_new_tokens",
     "trace_max_tokens": "trace_max_new_tokens",
@@ -23,8 +23,8 @@ RENAMED = {
 # options that are no config field (eval_options entries, output switches, compare's bootstrap, --help)
 CLI_ONLY = {"base_url", "device", "dtype", "report", "help", "json", "html"}
 COMPARE_ONLY = {"n_boot", "seed"}
-# analyze / compare: options from four configs
-ANALYZE = {
+# analyze / compare / probe: options whose field lives in a nested config
+NESTED = {
     **{k: (KeyMap, k) for k in ("text_key", "id_key", "group_key", "correct_key")},
     **{k: (MeasureOptions, k) for k in ("reflection_lexicon", "fork_entropy")},
     **{f"judge_{k}": (JudgeConfig, k) for k in ("model", "backend", "base_url", "cache")},
@@ -36,6 +36,7 @@ COMMANDS = {
     ("experiment", "coverage"): CoverageConfig,
     ("analyze",): AnalyzeConfig,
     ("compare",): AnalyzeConfig,
+    ("probe",): ProbeConfig,
 }
 
 
@@ -55,7 +56,8 @@ def test_every_option_help_is_its_config_fields_help(path: tuple[str, ...]) -> N
     for name, param in params.items():
         if name in cli_only:
             continue
-        owner, field = ANALYZE.get(name, (cls, RENAMED.get(name, name)))
+        renamed = RENAMED.get(name, name) if issubclass(cls, EvalSettings) else name
+        owner, field = NESTED.get(name, (cls, renamed))
         assert param.help == field_help(owner, field), name
     if issubclass(cls, EvalSettings):
         assert {"base_url", "device", "dtype"} <= set(params)  # the eval options stay on every experiment

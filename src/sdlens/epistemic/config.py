@@ -1,4 +1,4 @@
-"""The settings of `sdlens analyze` / `sdlens compare`, in one light module: the CLI builds each option's help from
+"""The settings of `sdlens analyze` / `compare` / `probe`, in one light module: the CLI builds each option's help from
 these fields' ``help`` (``sdlens --help`` reads them, so nothing heavy is imported here)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from sdlens.epistemic.segment import Scope
 from sdlens.fields import documented
 from sdlens.io.keys import KeyMap
 
-__all__ = ["AnalyzeConfig", "JudgeConfig", "MeasureOptions"]
+__all__ = ["AnalyzeConfig", "JudgeConfig", "MeasureOptions", "ProbeConfig"]
 
 
 @dataclass(frozen=True)
@@ -80,4 +80,37 @@ class AnalyzeConfig:
     )
     measure_options: MeasureOptions = documented(
         default_factory=MeasureOptions, help="Settings of those measures (reflection keywords, fork entropy, judge)."
+    )
+
+
+@dataclass
+class ProbeConfig:
+    """Options of `sdlens probe`."""
+
+    model: str = documented(
+        help="Scoring model: smollm2-135m, tiny-random, a local folder or a hub id (see sdlens.models)."
+    )
+    data: Path = documented(help="Trace file or folder, any format sdlens analyze reads.")
+    context: str = documented(
+        "hint",
+        "Privileged context: hint (a correct solution), hint-nothink (its thinking removed), answer (the ground "
+        "truth only) or none.",
+    )
+    problems: str | None = documented(
+        None,
+        "Where each problem id's prompt comes from when the traces lack it: a file of sdlens Problems or a verl "
+        "dataset, or a benchmark name / file as sdlens eval --benchmark takes it (e.g. for eval samples).",
+    )
+    lexicon: str = documented("words", "Hedge lexicon (words by default: whole words, as the live monitor).")
+    fmt: str | None = documented(None, "Input format; auto-detected when None.")
+    keys: KeyMap = documented(default_factory=KeyMap, help="Field names for formats that need telling (KeyMap).")
+    limit: int | None = documented(None, "Score at most this many responses (in file order).")
+    max_tokens: int = documented(1024, "Score at most this many tokens of each response (from its start).")
+    device: str = documented("cpu", "Torch device.")
+    n_boot: int = documented(1000, "Bootstrap resamples (over problems) for the CI of hedge minus other.")
+    seed: int = documented(0, "Bootstrap seed.")
+    save_tokens: Path | None = documented(
+        None,
+        "Write the scored samples with per-token token_logprob, token_entropy, token_is_top and token_pmi in meta "
+        "(JSONL) here.",
     )
