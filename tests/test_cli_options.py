@@ -10,7 +10,7 @@ import typer
 from sdlens.cli import app
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, ProbeConfig
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
-from sdlens.fields import field_help
+from sdlens.fields import field_default, field_help
 from sdlens.io.keys import KeyMap
 
 # experiments: option name -> config field, where they differ
@@ -70,6 +70,14 @@ def test_the_experiments_share_one_eval_settings_dataclass() -> None:
         own = set(vars(cls).get("__annotations__", {}))
         # a config restates a shared field only to change its default (coverage's preset, richer-context's top_k)
         assert not own & (shared - {"preset"}), (cls.__name__, own & shared)
+
+
+@pytest.mark.parametrize("path", [p for p in COMMANDS if p[0] == "experiment"], ids=lambda p: p[1])
+def test_shared_option_defaults_are_the_config_defaults(path: tuple[str, ...]) -> None:
+    cls = COMMANDS[path]
+    params = {p.name: p for p in _command(path).params}
+    for name in ("backend", "seed", "grader", "lexicon", "batch_size"):
+        assert params[name].default == field_default(cls, name), name
 
 
 def test_shared_options_reach_the_config(tmp_path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import MISSING, field, fields
 from typing import Any
 
-__all__ = ["documented", "field_help"]
+__all__ = ["documented", "field_default", "field_help"]
 
 
 def documented(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING) -> Any:
@@ -22,4 +22,12 @@ def field_help(cls: type, name: str) -> str:
     for f in fields(cls):
         if f.name == name:
             return f.metadata["help"]
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (``MISSING`` when it has none or a factory)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.default
     raise KeyError(f"{cls.__name__} has no field {name!r}")

@@ -15,6 +15,7 @@ from rich.table import Table
 from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
 from sdlens.experiments.config import CoverageConfig, GuidedSFTConfig, RicherContextConfig
+from sdlens.fields import field_default
 
 err = Console(stderr=True)
 
@@ -92,24 +93,27 @@ def _eval_settings(cls: type) -> Any:
         keyword("top_k", Annotated[int | None, option(cls, "top_k", "--top-k")], None),
         keyword("max_tokens", Annotated[int | None, option(cls, "max_new_tokens", "--max-tokens")], None),
         keyword("thinking", Annotated[str | None, option(cls, "thinking", "--thinking")], None),
-        keyword("backend", Annotated[str, option(cls, "backend", "--backend")], "transformers"),
-        # base_url, device and dtype go into eval_options (sdlens.evaluate.EvalConfig fields), not the config
-        keyword("base_url", Annotated[str | None, typer.Option("--base-url", help=EVAL_OPTION_HELP["base_url"])], None),
-        keyword("device", Annotated[str | None, typer.Option("--device", help=EVAL_OPTION_HELP["device"])], None),
-        keyword("dtype", Annotated[str | None, typer.Option("--dtype", help=EVAL_OPTION_HELP["dtype"])], None),
-        keyword("seed", Annotated[int, option(cls, "seed", "--seed")], 0),
-        keyword("grader", Annotated[str, option(cls, "grader", "--grader")], "math-verify"),
+        keyword("backend", Annotated[str, option(cls, "backend", "--backend")], field_default(cls, "backend")),
+        # eval_options entries (sdlens.evaluate.EvalConfig settings the experiment passes through)
+        keyword(
+            "base_url",
+            Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server (backend openai).")],
+            None,
+        ),
+        keyword(
+            "device",
+            Annotated[str | None, typer.Option("--device", help="transformers device: auto, cpu, cuda.")],
+            None,
+        ),
+        keyword("dtype", Annotated[str | None, typer.Option("--dtype", help="Model dtype for generation.")], None),
+        keyword("seed", Annotated[int, option(cls, "seed", "--seed")], field_default(cls, "seed")),
+        keyword("grader", Annotated[str, option(cls, "grader", "--grader")], field_default(cls, "grader")),
         keyword("batch_size", Annotated[int | None, option(cls, "batch_size", "--batch-size")], None),
-        keyword("lexicon", Annotated[str, option(cls, "lexicon", "--lexicon", "-l")], "paper"),
+        keyword("lexicon", Annotated[str, option(cls, "lexicon", "--lexicon", "-l")], field_default(cls, "lexicon")),
     ]
     return add_options(head, tail, into="settings", before=("set_", "report"))
 
 
-EVAL_OPTION_HELP = {
-    "base_url": "OpenAI-compatible server (backend openai).",
-    "device": "transformers device: auto, cpu, cuda.",
-    "dtype": "Model dtype for generation.",
-}
 ReportOpt = Annotated[bool, typer.Option("--report/--no-report", help="Write report.html / report.md at the end.")]
 
 
