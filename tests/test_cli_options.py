@@ -22,8 +22,8 @@ RENAMED = {
 }
 # options that are no config field (eval_options entries, output switches, compare's bootstrap, --help)
 CLI_ONLY = {"base_url", "device", "dtype", "report", "help", "json", "html"}
-COMPARE_ONLY = {"n_boot", "seed"}
-# analyze / compare / probe: options whose field lives in a nested config
+COMMAND_ONLY = {("compare",): {"n_boot", "seed"}, ("report",): {"out"}}
+# analyze / compare / probe / report: options whose field lives in a nested config
 NESTED = {
     **{k: (KeyMap, k) for k in ("text_key", "id_key", "group_key", "correct_key")},
     **{k: (MeasureOptions, k) for k in ("reflection_lexicon", "fork_entropy")},
@@ -37,6 +37,7 @@ COMMANDS = {
     ("analyze",): AnalyzeConfig,
     ("compare",): AnalyzeConfig,
     ("probe",): ProbeConfig,
+    ("report",): AnalyzeConfig,
 }
 
 
@@ -52,7 +53,7 @@ def test_every_option_help_is_its_config_fields_help(path: tuple[str, ...]) -> N
     cls = COMMANDS[path]
     params = {p.name: p for p in _command(path).params if p.param_type_name == "option"}
     assert set(params) - CLI_ONLY, "no option found"
-    cli_only = CLI_ONLY | (COMPARE_ONLY if path == ("compare",) else set())
+    cli_only = CLI_ONLY | COMMAND_ONLY.get(path, set())
     for name, param in params.items():
         if name in cli_only:
             continue
