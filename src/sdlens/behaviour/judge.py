@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from sdlens.epistemic.config import JudgeConfig
 from sdlens.epistemic.measures import Measure
 from sdlens.epistemic.segment import Scope
 from sdlens.epistemic.stats import MeasureSpec, Ratio
@@ -31,24 +32,6 @@ from sdlens.schema import JsonlWriter, Sample
 
 BEHAVIOURS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
 _COUNT = re.compile(r"<count>\s*(\d+)\s*</count>")
-
-
-@dataclass(frozen=True)
-class JudgeConfig:
-    """Who judges and where judgements are kept."""
-
-    model: str
-    """Judge model: a name sdlens knows (``smollm2-135m``), a local folder, a hub id, or the served model's name."""
-    backend: str = "transformers"
-    """``transformers``, ``vllm`` or ``openai`` (any OpenAI-compatible server, with ``base_url``)."""
-    base_url: str | None = None
-    cache: Path = Path(".sdlens-judge-cache.jsonl")
-    """JSONL cache of judgements (appended; reused across runs)."""
-    prompt: str = "behaviours-v1"
-    """A shipped prompt version, or a path to a TOML prompt of the same shape."""
-    max_tokens: int = 32
-    """Tokens the judge may write per call (a count needs a handful)."""
-    device: str = "auto"
 
 
 @dataclass(frozen=True)

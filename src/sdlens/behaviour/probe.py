@@ -27,59 +27,26 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdlens.benchmarks import load_benchmark
+from sdlens.epistemic.config import ProbeConfig
 from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.epistemic.measures import TOKEN_ENTROPY, TOKEN_IS_TOP
 from sdlens.epistemic.tokens import hedge_position_words
 from sdlens.errors import InputError
 from sdlens.experiments.contexts import context_solution, hint_prompt
-from sdlens.io import BadLines, KeyMap, iter_problems, iter_samples
+from sdlens.io import BadLines, iter_problems, iter_samples
 from sdlens.monitor.mechanism import GapAccumulator, gap_sums
 from sdlens.schema import Sample, write_jsonl
 from sdlens.stats import bootstrap_sums, percentile_ci
 
 CONTEXTS = ("hint", "hint-nothink", "answer", "none")
 N_POSITION_BINS = 10
-
-
-@dataclass
-class ProbeConfig:
-    """Options of `sdlens probe`."""
-
-    model: str
-    """Scoring model: ``smollm2-135m``, ``tiny-random``, a local folder or a hub id (see ``sdlens.models``)."""
-    data: Path
-    """Trace file or folder, any format ``sdlens analyze`` reads."""
-    context: str = "hint"
-    """Privileged context: ``hint`` (a correct solution), ``hint-nothink`` (its thinking removed), ``answer`` (the
-    ground truth only) or ``none``."""
-    problems: str | None = None
-    """Where each problem id's prompt comes from when the traces lack it: a file of sdlens Problems or a verl
-    dataset, or a benchmark name / file as ``sdlens eval --benchmark`` takes it (e.g. for eval samples)."""
-    lexicon: str = "words"
-    """Hedge lexicon (``words`` by default: whole words, as the live monitor)."""
-    fmt: str | None = None
-    """Input format; auto-detected when None."""
-    keys: KeyMap = field(default_factory=KeyMap)
-    """Field names for formats that need telling."""
-    limit: int | None = None
-    """Score at most this many responses (in file order)."""
-    max_tokens: int = 1024
-    """Score at most this many tokens of each response (from its start)."""
-    device: str = "cpu"
-    """Torch device."""
-    n_boot: int = 1000
-    """Bootstrap resamples (over problems) for the CI of hedge minus other."""
-    seed: int = 0
-    save_tokens: Path | None = None
-    """Write the scored samples with per-token ``token_logprob``, ``token_entropy``, ``token_is_top`` and
-    ``token_pmi`` in ``meta`` (JSONL) here."""
 
 
 def _question(sample: Sample, problems: dict[str, Any]) -> list[dict[str, Any]] | None:

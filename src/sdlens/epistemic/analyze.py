@@ -11,52 +11,19 @@ from typing import Any
 import numpy as np
 import orjson
 
+from sdlens.epistemic.config import AnalyzeConfig
 from sdlens.epistemic.count import N_BINS, CountArrays, _kernel, count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
-from sdlens.epistemic.measures import Measure, MeasureOptions, build_measures, measure_columns
+from sdlens.epistemic.measures import Measure, build_measures, measure_columns
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
-from sdlens.io import BadLines, KeyMap, detect_format, iter_records, iter_samples
+from sdlens.io import BadLines, detect_format, iter_records, iter_samples
 from sdlens.io.containers import is_json_array
 from sdlens.io.jsonl import is_blank, parse_json_line
 from sdlens.io.readers import paper_eval_samples
 from sdlens.models import load_tokenizer
 from sdlens.schema import SAMPLE_FIELDS, Sample
-
-
-@dataclass
-class AnalyzeConfig:
-    """Options of `sdlens analyze` (and `sdlens compare`)."""
-
-    fmt: str | None = None
-    """Input format; auto-detected when None (see ``sdlens.io``)."""
-    lexicon: str = "paper"
-    """``paper`` (the paper's exact counter), ``words``, ``companion``, or a path to a TOML lexicon."""
-    scope: Scope = Scope.full
-    """Which part of each response is counted: ``full``, ``thinking`` or ``answer``."""
-    by: str | None = None
-    """Group results by a Sample field (``step``, ``correct``, ``model``, ``source``, ``context``), ``file``, or any
-    input field kept in ``meta``."""
-    tokenizer: str | None = None
-    """Hugging Face tokenizer (hub id or local folder) for per-1k-token rates; whitespace words when None."""
-    keys: KeyMap = field(default_factory=KeyMap)
-    """Field names for formats that need telling (``--text-key``, ``--id-key``, ``--group-key``)."""
-    skip_bad: bool = False
-    """Skip and count malformed records instead of stopping at the first."""
-    batch_size: int = 4096
-    """Responses counted per batch (bounds memory)."""
-    fast: bool = True
-    """Use the compiled raw-JSONL scanner for the paper's eval format when nothing needs full records."""
-    threads: int = 2
-    """Threads for the compiled scanner."""
-    chunk_bytes: int = 256 << 20
-    """Bytes of a paper-format file the compiled scanner takes at once (whole lines; bounds memory)."""
-    measures: tuple[str, ...] = ()
-    """Behaviour measures beside the hedge counts: ``reflection``, ``revisions``, ``forks``, ``judged``
-    (see ``sdlens.epistemic.measures``)."""
-    measure_options: MeasureOptions = field(default_factory=MeasureOptions)
-    """Settings of those measures (reflection keywords, fork entropy threshold, judge)."""
 
 
 def group_value(sample: Sample, key: str, file_label: str) -> str:

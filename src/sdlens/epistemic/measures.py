@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from sdlens.epistemic.config import MeasureOptions
 from sdlens.epistemic.count import count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
 from sdlens.epistemic.segment import Scope, split_thinking
@@ -305,20 +305,6 @@ class Forks(Measure):
 
 
 # ---------------------------------------------------------------- building
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """Settings of the behaviour measures (part of ``AnalyzeConfig``)."""
-
-    reflection_lexicon: str = "reflection"
-    """Reflection keywords: ``reflection`` (oat-zero's unified set), ``reflection-qwen`` / ``-deepseek`` /
-    ``-llama`` (its first per-family sets), ``family`` (chosen per sample by its model name), or a TOML file."""
-    fork_entropy: float = 1.0
-    """Entropy (nats) at or above which a position counts as a fork."""
-    judged: Measure | None = None
-    """The ``judged`` measure, built by the caller (``sdlens.behaviour.judge.Judged``: it runs a model, which this
-    layer does not load)."""
 
 
 def parse_measures(spec: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -9,6 +9,23 @@ Every run writes a folder with ``manifest.json`` and ``summary.json`` (``kind`` 
 :func:`sdlens.report.build_report` turns into ``report.html`` / ``report.md``.
 """
 
-from sdlens.experiments.contexts import CONTEXTS, hint_prompt, with_hint
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from sdlens.experiments.config import CONTEXTS
+
+if TYPE_CHECKING:
+    from sdlens.experiments.contexts import hint_prompt, with_hint
 
 __all__ = ["CONTEXTS", "hint_prompt", "with_hint"]
+
+# loaded on first use (PEP 562): the CLI reads sdlens.experiments.config for its help without the records module
+_LAZY = {"hint_prompt": "sdlens.experiments.contexts", "with_hint": "sdlens.experiments.contexts"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,13 +12,14 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdlens.errors import InputError
+from sdlens.experiments.config import SamplingFields
 from sdlens.io import read_records
 from sdlens.schema import Sample, atomic_path
 from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percentile_ci
@@ -28,7 +29,6 @@ __all__ = [
     "bench_path",
     "eval_stage",
     "file_hash",
-    "h",
     "read_json",
     "read_samples",
     "safe_name",
@@ -38,23 +38,6 @@ __all__ = [
 ]
 
 RESAMPLES = 1000
-
-
-def h(default: Any, help: str) -> Any:
-    """A dataclass field whose ``help`` is its documentation (printed by ``--help`` and the docs)."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class SamplingFields:
-    """Sampling: a preset of :mod:`sdlens.generation` plus overrides (``None`` keeps the preset's value)."""
-
-    preset: str = h("paper-think", "Sampling preset: paper-think (T 0.6, top_p 0.95), paper-nothink, greedy.")
-    temperature: float | None = h(None, "Overrides the preset's temperature.")
-    top_p: float | None = h(None, "Overrides the preset's top_p.")
-    top_k: int | None = h(None, "top_k (the presets leave it off, as the paper's eval does).")
-    max_new_tokens: int | None = h(None, "Generation budget per sample (the presets: 38,912).")
-    thinking: str | None = h(None, "on / off / unset: enable_thinking for the chat template; None: the preset's.")
 
 
 def safe_name(text: str) -> str:

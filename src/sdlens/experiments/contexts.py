@@ -21,13 +21,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sdlens.experiments.config import CONTEXTS, HINTED_CONTEXTS
 from sdlens.schema import Problem
 from sdlens.train.teacher import remove_thinking_trace
 
 __all__ = ["CONTEXTS", "HINTED_CONTEXTS", "context_solution", "hint_prompt", "with_hint"]
-
-CONTEXTS: tuple[str, ...] = ("none", "s", "s-nothink", "regen")
-HINTED_CONTEXTS: tuple[str, ...] = ("s", "s-nothink", "regen")
 
 
 def hint_prompt(content: str, solution: str) -> str:

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.experiments.common import (
-    SamplingFields,
     bench_path,
     eval_stage,
-    h,
     read_json,
     read_samples,
     safe_name,
@@ -38,6 +35,7 @@ from sdlens.experiments.common import (
     write_json,
     write_manifest,
 )
+from sdlens.experiments.config import CoverageConfig
 from sdlens.experiments.guided_sft import train_stage
 from sdlens.schema import Problem, Sample, write_jsonl
 
@@ -46,58 +44,6 @@ __all__ = ["CoverageConfig", "build_coverage_set", "parse_level", "run_coverage"
 KIND = "coverage"
 _LEVEL = re.compile(r"^(\d+)(?:x(\d+))?$")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-@dataclass
-class CoverageConfig(SamplingFields):
-    """One coverage sweep: every method trained on every coverage level, evaluated along training."""
-
-    model: str = h("", "The base model: smollm2-135m, a local model folder, or a hub id.")
-    out: str = h("", "Run folder.")
-    coverage: list[str] = field(
-        default_factory=lambda: ["1x64", "8x8", "64"],
-        metadata={"help": "Coverage levels: KxM (K problems x M copies), K, or a training-file path."},
-    )
-    pool: str | None = h(None, "Build the levels from this problem file (else the shipped seen_<level>.parquet).")
-    ood: list[str] = field(default_factory=lambda: ["aime24"], metadata={"help": "Out-of-domain eval sets."})
-    in_domain: str | None = h(None, "In-domain eval set; default: each level's distinct training problems.")
-    methods: list[str] = field(
-        default_factory=lambda: ["sdpo-paper", "grpo-paper"], metadata={"help": "Training presets to compare."}
-    )
-    method_overrides: dict[str, dict[str, Any]] = field(
-        default_factory=dict, metadata={"help": "Per method: extra --set values (e.g. learning_rate)."}
-    )
-    train_overrides: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "--set values for every method: max_steps, num_generations, max_completion_length..."},
-    )
-    eval_every: int | None = h(None, "Save and evaluate a checkpoint every N optimizer steps (None: the preset's).")
-    n_eval: int = h(4, "Samples per problem in every evaluation.")
-    limit: int | None = h(None, "Evaluate only the first N problems of each eval set.")
-    preset: str = h("paper-nothink", "Eval sampling preset (the paper's coverage runs: Qwen3-8B thinking off).")
-    backend: str = h("transformers", "Evaluation backend: transformers, vllm or openai.")
-    eval_options: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Extra sdlens.evaluate.EvalConfig fields: device, dtype..."}
-    )
-    seed: int = h(0, "Run seed (set selection, training, sampling).")
-    grader: str = h("math-verify", "sdlens grader for the evaluations.")
-    reward: str | None = h(None, "Training reward; None: the same grader as the evaluations (paper: paper-reward).")
-    batch_size: int | None = h(None, "Rows per generation chunk (default per backend).")
-    lexicon: str = h("paper", "Hedge lexicon for E.")
-
-    def check(self) -> None:
-        for name in ("model", "out"):
-            if not getattr(self, name):
-                raise InputError(None, f"missing {name}", field=name)
-        if not self.coverage or not self.methods:
-            raise InputError(None, "need at least one coverage level and one method", field="coverage")
-        from sdlens.train.presets import PRESETS
-
-        for m in self.methods:
-            if m not in PRESETS or PRESETS[m].algo == "sft":
-                raise InputError(None, f"method {m!r} is not an RL training preset", field="methods")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise InputError(None, "eval_every must be >= 1", field="eval_every")
 
 
 def parse_level(level: str) -> tuple[int, int] | None:

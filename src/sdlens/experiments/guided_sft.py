@@ -20,16 +20,13 @@ Run folder::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.experiments.common import (
-    SamplingFields,
     bench_path,
     eval_stage,
-    h,
     read_json,
     read_samples,
     safe_name,
@@ -37,6 +34,7 @@ from sdlens.experiments.common import (
     write_json,
     write_manifest,
 )
+from sdlens.experiments.config import PAPER_SYSTEM, GuidedSFTConfig
 from sdlens.experiments.richer_context import RicherContextConfig, first_correct, run_richer_context
 from sdlens.schema import Sample, atomic_path
 
@@ -44,50 +42,6 @@ __all__ = ["MODELS", "PAPER_SYSTEM", "GuidedSFTConfig", "build_sft_sets", "run_g
 
 KIND = "guided-sft"
 MODELS = ("base", "unguided_sft", "guided_sft")
-PAPER_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
-
-
-@dataclass
-class GuidedSFTConfig(SamplingFields):
-    """One section-4 run: build the two SFT sets, train both, evaluate the three models."""
-
-    model: str = h("", "The base model: smollm2-135m, a local model folder, or a hub id.")
-    data: str = h("", "Problems for the section-3 traces (ignored with from_richer_context).")
-    out: str = h("", "Run folder.")
-    benchmarks: list[str] = field(
-        default_factory=lambda: ["aime24"], metadata={"help": "Evaluation sets (names or files): the OOD eval."}
-    )
-    n_eval: int = h(16, "Samples per problem in the evaluation (paper: avg@16).")
-    limit: int | None = h(None, "Evaluate only the first N problems of each benchmark.")
-    max_examples: int = h(800, "At most this many examples per SFT set (paper: 800).")
-    from_richer_context: str | None = h(None, "Reuse this richer-context run folder's samples (no regeneration).")
-    n: int = h(8, "Section-3 samples per problem when the traces are generated here.")
-    window: tuple[int, int] = h((1, 4), "Section-3 selection window when the traces are generated here.")
-    max_problems: int = h(800, "Section-3 problems to keep when the traces are generated here.")
-    trace_max_new_tokens: int | None = h(32768, "Generation budget of the section-3 traces.")
-    system_prompt: str = h(PAPER_SYSTEM, "The alpaca 'system' of every SFT example (paper: the boxed instruction).")
-    train_overrides: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "sft preset overrides, as --set key=value (epochs, lr, batch...)."}
-    )
-    backend: str = h("transformers", "Generation backend for traces and evaluation: transformers, vllm or openai.")
-    eval_options: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Extra sdlens.evaluate.EvalConfig fields: device, dtype..."}
-    )
-    seed: int = h(0, "Run seed (sampling and the SFT data order).")
-    grader: str = h("math-verify", "sdlens grader for the traces and the evaluation.")
-    batch_size: int | None = h(None, "Rows per generation chunk (default per backend).")
-    lexicon: str = h("paper", "Hedge lexicon for E.")
-
-    def check(self) -> None:
-        for name in ("model", "out"):
-            if not getattr(self, name):
-                raise InputError(None, f"missing {name}", field=name)
-        if not self.data and not self.from_richer_context:
-            raise InputError(None, "give data (problems for the traces) or from_richer_context", field="data")
-        if not self.benchmarks:
-            raise InputError(None, "no benchmarks to evaluate on", field="benchmarks")
-        if self.n_eval < 1 or self.max_examples < 1:
-            raise InputError(None, "n_eval and max_examples must be >= 1", field="n_eval")
 
 
 def _problem_prompts(rc_dir: Path) -> dict[str, list[dict[str, Any]]]:

@@ -19,68 +19,26 @@ Every stage is an :func:`sdlens.evaluate.run_eval`, so a killed run resumes wher
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sdlens.errors import InputError
 from sdlens.experiments.common import (
-    SamplingFields,
     bench_path,
     eval_stage,
-    h,
     read_json,
     read_samples,
     sample_stats,
     write_json,
     write_manifest,
 )
-from sdlens.experiments.contexts import CONTEXTS, with_hint
+from sdlens.experiments.config import CONTEXTS, RicherContextConfig
+from sdlens.experiments.contexts import with_hint
 from sdlens.schema import Problem, Sample, write_jsonl
 
 __all__ = ["RicherContextConfig", "first_correct", "run_richer_context", "select_problems"]
 
 KIND = "richer-context"
-
-
-@dataclass
-class RicherContextConfig(SamplingFields):
-    """One section-3 run. Sampling defaults are the paper's (T 0.6, top_p 0.95, top_k 20, 32,768 tokens)."""
-
-    model: str = h("", "smollm2-135m, tiny-random, a local model folder, or a hub id.")
-    data: str = h("", "Problems: a benchmark name, a verl parquet, a Problem JSONL, or a JSONL with question/answer.")
-    out: str = h("", "Run folder.")
-    n: int = h(8, "Samples per problem in every round (paper: 8).")
-    window: tuple[int, int] = h((1, 4), "Keep problems with this many correct unguided samples, inclusive (paper 1-4).")
-    max_problems: int = h(100, "Stop once this many problems are kept (paper: max_collect 100).")
-    scan_batch: int = h(128, "Problems sampled per scanning step, in file order (paper: 128).")
-    contexts: tuple[str, ...] = h(CONTEXTS, "Contexts to run: none, s, s-nothink, regen (regen also runs s).")
-    backend: str = h("transformers", "transformers, vllm or openai.")
-    eval_options: dict[str, Any] | None = field(
-        default=None, metadata={"help": "Extra sdlens.evaluate.EvalConfig fields: base_url, device, dtype..."}
-    )
-    top_k: int | None = h(20, "top_k (paper section 3: 20).")
-    max_new_tokens: int | None = h(32768, "Generation budget per sample (paper section 3: 32,768).")
-    seed: int = h(0, "Run seed (each sample's seed derives from it, the problem id and its index).")
-    grader: str = h("math-verify", "sdlens grader for every round (math-verify, paper-reward, or a registered one).")
-    batch_size: int | None = h(None, "Rows per generation chunk (default per backend).")
-    lexicon: str = h("paper", "Hedge lexicon for E: paper (the paper's counter), words, companion, or a TOML file.")
-
-    def check(self) -> None:
-        for name in ("model", "data", "out"):
-            if not getattr(self, name):
-                raise InputError(None, f"missing {name}", field=name)
-        lo, hi = self.window
-        if not 0 <= lo <= hi <= self.n:
-            raise InputError(None, f"window must satisfy 0 <= low <= high <= n={self.n}, got {lo}-{hi}", field="window")
-        if lo < 1 and any(c != "none" for c in self.contexts):
-            raise InputError(None, "a hinted context needs a correct solution: window low must be >= 1", field="window")
-        bad = [c for c in self.contexts if c not in CONTEXTS]
-        if bad:
-            raise InputError(None, f"unknown context {bad[0]!r}; choose from {', '.join(CONTEXTS)}", field="contexts")
-        for name in ("n", "max_problems", "scan_batch"):
-            if getattr(self, name) < 1:
-                raise InputError(None, f"{name} must be >= 1", field=name)
 
 
 def first_correct(samples: list[Sample]) -> Sample | None:

@@ -29,10 +29,18 @@ Any of these may also come as one JSON array of records (a ``.json`` file) or as
 verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: ``iter_problems`` reads them.
 """
 
-from sdlens.io.detect import FORMATS, detect_format
-from sdlens.io.jsonl import BadLines
-from sdlens.io.readers import KeyMap, is_parquet, iter_problems, iter_records, iter_samples, open_parquet
-from sdlens.io.stored import read_records
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+from sdlens.io.keys import KeyMap
+
+if TYPE_CHECKING:
+    from sdlens.io.detect import FORMATS, detect_format
+    from sdlens.io.jsonl import BadLines
+    from sdlens.io.readers import is_parquet, iter_problems, iter_records, iter_samples, open_parquet
+    from sdlens.io.stored import read_records
 
 __all__ = [
     "FORMATS",
@@ -46,3 +54,22 @@ __all__ = [
     "open_parquet",
     "read_records",
 ]
+
+# loaded on first use (PEP 562): the CLI reads KeyMap's field help at start-up without the readers (orjson, records)
+_LAZY = {
+    "FORMATS": "sdlens.io.detect",
+    "detect_format": "sdlens.io.detect",
+    "BadLines": "sdlens.io.jsonl",
+    "is_parquet": "sdlens.io.readers",
+    "iter_problems": "sdlens.io.readers",
+    "iter_records": "sdlens.io.readers",
+    "iter_samples": "sdlens.io.readers",
+    "open_parquet": "sdlens.io.readers",
+    "read_records": "sdlens.io.stored",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,8 @@ from sdlens.errors import InputError
 from sdlens.io.containers import is_json_array, is_saved_dataset, iter_json_array, iter_saved_dataset
 from sdlens.io.detect import FORMATS, detect_format
 from sdlens.io.jsonl import EMPTY_FILE, BadLines, _kind, iter_json_lines, require, require_str_list
+from sdlens.io.keys import KeyMap
 from sdlens.schema import Problem, Sample, from_dict
-
-
-@dataclass(frozen=True)
-class KeyMap:
-    """Which input fields hold what, for formats that need telling (all optional).
-
-    text_key: field with the response text, or a list of responses (default: the format's own; ``response``
-        for generic files).
-    id_key: field identifying the problem; samples sharing it form one problem (default ``problem_id`` or
-        ``id`` when present, else the line number).
-    group_key: field copied into every sample's ``context``, so ``--by context`` compares its values.
-    correct_key: field giving correctness (a bool, or a number where >= 0.5 means correct).
-    """
-
-    text_key: str | None = None
-    id_key: str | None = None
-    group_key: str | None = None
-    correct_key: str | None = None
-
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
 

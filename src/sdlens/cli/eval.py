@@ -1,6 +1,6 @@
 """CLI: ``sdlens eval`` (a thin layer over :func:`sdlens.evaluate.run_eval`).
 
-``register(app)`` adds the command to a typer app; ``python -m sdlens.cli_eval ...`` runs it on its own.
+``register(app)`` adds the command to a typer app.
 Bad input prints one line ``error: ...`` to stderr and exits with status 2.
 """
 
@@ -282,18 +282,3 @@ def register(app: typer.Typer) -> None:
                 f"{e['name']:<10} {e['kind']:<8} {e['n_problems']:>8} {e['n_distinct']:>8}  {e['license']:<10} "
                 f"{e['source']}\n{'':<49}{e['sha256']}"
             )
-
-
-def main() -> None:
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """sdlens eval, on its own."""
-
-    app()
-
-
-if __name__ == "__main__":
-    main()

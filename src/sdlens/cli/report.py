@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.options import option
+from sdlens.epistemic.config import AnalyzeConfig
 from sdlens.errors import InputError
 
 err = Console(stderr=True)
@@ -27,12 +29,10 @@ def register(app: typer.Typer) -> None:
                 "--out", "-o", help="Where to write report.html / report.md (default: DIR, or FILE's stem + _report)."
             ),
         ] = None,
-        lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Lexicon for trace reports.")] = "paper",
-        measures: Annotated[
-            str, typer.Option("--measures", help="Behaviour measures for trace reports (comma-separated).")
-        ] = "reflection,revisions",
-        fmt: Annotated[str | None, typer.Option("--format", "-f", help="Trace format (default: auto-detect).")] = None,
-        by: Annotated[str | None, typer.Option("--by", help="Group trace statistics by a field.")] = None,
+        lexicon: Annotated[str, option(AnalyzeConfig, "lexicon", "--lexicon", "-l")] = "paper",
+        measures: Annotated[str, option(AnalyzeConfig, "measures", "--measures")] = "reflection,revisions",
+        fmt: Annotated[str | None, option(AnalyzeConfig, "fmt", "--format", "-f")] = None,
+        by: Annotated[str | None, option(AnalyzeConfig, "by", "--by")] = None,
     ) -> None:
         """Write a self-contained report.html (tables with CIs, figures, hedge-highlighted traces) and report.md.
 
@@ -49,7 +49,6 @@ def register(app: typer.Typer) -> None:
             if len(paths) == 1 and _is_run_folder(paths[0]):
                 path = build_report(paths[0], out)
             else:
-                from sdlens.epistemic.analyze import AnalyzeConfig
                 from sdlens.epistemic.measures import parse_measures
                 from sdlens.report.traces import write_trace_report
 

@@ -1,112 +1,44 @@
-"""The `sdlens` command line: a thin typer layer over the library API."""
+"""CLI: ``sdlens analyze`` and ``sdlens compare`` (thin over :mod:`sdlens.epistemic.analyze` and
+:mod:`sdlens.epistemic.compare`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from sdlens.cli_eval import register as _register_eval
-from sdlens.cli_experiment import register as _register_experiment
-from sdlens.cli_grading import register as _register_grading
-from sdlens.cli_lab import register as _register_lab
-from sdlens.cli_monitor import register as _register_monitor
-from sdlens.cli_probe import register as _register_probe
-from sdlens.cli_report import register as _register_report
-from sdlens.cli_train import register as _register_train
+from sdlens.cli.common import emit_json, err, fail
+from sdlens.cli.options import option
+from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
+from sdlens.io.keys import KeyMap
 
-app = typer.Typer(
-    name="sdlens",
-    help="Measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-
-
-def fail(e: Exception) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def emit_json(obj: object) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
-
-
-# Options shared by analyze and compare.
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        "-f",
-        help="Input format (default: auto-detect). One of: sdlens, paper-eval, "
-        "paper-hint, verl-dump, verl-generation, trl-completions, openai-batch, lighteval, trace-dataset, generic.",
-    ),
-]
-LexiconOpt = Annotated[
-    str, typer.Option("--lexicon", "-l", help="paper (the paper's exact counter), words, companion, or a TOML file.")
-]
-ScopeOpt = Annotated[Scope, typer.Option("--scope", help="Count in the full response, its thinking or its answer.")]
-ByOpt = Annotated[
-    str | None,
-    typer.Option("--by", help="Group by a field: step, correct, model, source, context, file, or any input key."),
-]
-TokOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--tokenizer", help="Tokenizer (hub id or local folder) for per-1k-token rates; default: whitespace words."
-    ),
-]
-TextKeyOpt = Annotated[str | None, typer.Option("--text-key", help="Field holding the response text (or a list).")]
-IdKeyOpt = Annotated[str | None, typer.Option("--id-key", help="Field identifying the problem.")]
-GroupKeyOpt = Annotated[
-    str | None, typer.Option("--group-key", help="Field copied into each sample's context (then use --by context).")
-]
-CorrectKeyOpt = Annotated[
-    str | None, typer.Option("--correct-key", help="Field giving correctness (bool, or number >= 0.5).")
-]
-SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Skip and count malformed records instead of failing.")]
+# Options shared by analyze and compare; their help is the config fields' (sdlens.epistemic.config).
+FormatOpt = Annotated[str | None, option(AnalyzeConfig, "fmt", "--format", "-f")]
+LexiconOpt = Annotated[str, option(AnalyzeConfig, "lexicon", "--lexicon", "-l")]
+ScopeOpt = Annotated[Scope, option(AnalyzeConfig, "scope", "--scope")]
+ByOpt = Annotated[str | None, option(AnalyzeConfig, "by", "--by")]
+TokOpt = Annotated[str | None, option(AnalyzeConfig, "tokenizer", "--tokenizer")]
+TextKeyOpt = Annotated[str | None, option(KeyMap, "text_key", "--text-key")]
+IdKeyOpt = Annotated[str | None, option(KeyMap, "id_key", "--id-key")]
+GroupKeyOpt = Annotated[str | None, option(KeyMap, "group_key", "--group-key")]
+CorrectKeyOpt = Annotated[str | None, option(KeyMap, "correct_key", "--correct-key")]
+SkipBadOpt = Annotated[bool, option(AnalyzeConfig, "skip_bad", "--skip-bad")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-MeasuresOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--measures",
-        help="Behaviour measures beside the hedges, comma-separated: reflection, revisions, forks, judged.",
-    ),
-]
-ReflectionLexOpt = Annotated[
-    str,
-    typer.Option("--reflection-lexicon", help="reflection, reflection-qwen|-deepseek|-llama, family, or a TOML file."),
-]
-ForkEntropyOpt = Annotated[
-    float, typer.Option("--fork-entropy", help="Entropy (nats) at or above which a position is a fork.")
-]
-JudgeModelOpt = Annotated[
-    str | None, typer.Option("--judge-model", help="Judge for --measures judged (name, hub id or local folder).")
-]
-JudgeBackendOpt = Annotated[
-    str, typer.Option("--judge-backend", help="transformers, vllm or openai (an OpenAI-compatible server).")
-]
-JudgeUrlOpt = Annotated[str | None, typer.Option("--judge-base-url", help="Server URL for --judge-backend openai.")]
-JudgeCacheOpt = Annotated[
-    Path, typer.Option("--judge-cache", help="JSONL cache of judgements (per response hash, judge, prompt version).")
-]
+MeasuresOpt = Annotated[str | None, option(AnalyzeConfig, "measures", "--measures")]
+ReflectionLexOpt = Annotated[str, option(MeasureOptions, "reflection_lexicon", "--reflection-lexicon")]
+ForkEntropyOpt = Annotated[float, option(MeasureOptions, "fork_entropy", "--fork-entropy")]
+JudgeModelOpt = Annotated[str | None, option(JudgeConfig, "model", "--judge-model")]
+JudgeBackendOpt = Annotated[str, option(JudgeConfig, "backend", "--judge-backend")]
+JudgeUrlOpt = Annotated[str | None, option(JudgeConfig, "base_url", "--judge-base-url")]
+JudgeCacheOpt = Annotated[Path, option(JudgeConfig, "cache", "--judge-cache")]
 
 
 def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour=None):
-    from sdlens.epistemic.analyze import AnalyzeConfig
-    from sdlens.epistemic.measures import MeasureOptions, parse_measures
-    from sdlens.io import KeyMap
+    from sdlens.epistemic.measures import parse_measures
 
     keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
     measures, reflection, fork_entropy, judge = behaviour or (None, "reflection", 1.0, None)
@@ -126,12 +58,11 @@ def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, cor
 def _judge(model, backend, base_url, cache):
     if model is None:
         return None
-    from sdlens.behaviour.judge import JudgeConfig, Judged
+    from sdlens.behaviour.judge import Judged
 
     return Judged(JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache))
 
 
-@app.command()
 def analyze(
     files: Annotated[list[Path], typer.Argument(help="Trace files or folders (verl dumps, TRL completions).")],
     fmt: FormatOpt = None,
@@ -188,7 +119,6 @@ def analyze(
         err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
 
 
-@app.command()
 def compare(
     a: Annotated[Path, typer.Argument(help="Run A (e.g. the base model's traces).")],
     b: Annotated[Path, typer.Argument(help="Run B (e.g. the self-distilled model's traces).")],
@@ -241,19 +171,6 @@ def compare(
     Console().print(comparison_table(res))
 
 
-_register_grading(app)
-_register_eval(app)
-_register_train(app)
-_register_monitor(app)
-_register_experiment(app)
-_register_report(app)
-_register_lab(app)
-_register_probe(app)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze)
+    app.command("compare")(compare)

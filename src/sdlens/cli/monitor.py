@@ -123,9 +123,3 @@ def monitor(
 def register(app: typer.Typer) -> None:
     """Add ``sdlens monitor`` to the main app."""
     app.command("monitor")(monitor)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(_app)
-    _app()

@@ -1,7 +1,7 @@
 """CLI: ``sdlens train {sdpo,grpo,sft}`` and ``sdlens models tiny`` (thin layers over :mod:`sdlens.train`).
 
-``register(app)`` adds both to a typer app. ``python -m sdlens.cli_train ...`` runs them on their own, and so
-``accelerate launch --num_processes N -m sdlens.cli_train train ...`` (or ``-m sdlens.cli`` once registered there).
+``register(app)`` adds both to a typer app; ``accelerate launch --num_processes N -m sdlens.cli train ...`` runs
+the training in N processes.
 Bad input prints one line ``error: ...`` to stderr and exits with status 2.
 """
 
@@ -293,13 +293,3 @@ def register(app: typer.Typer) -> None:
         sys.stdout.write(json.dumps(info) + "\n")
 
     app.add_typer(models_app, name="models")
-
-
-def main() -> None:
-    app = typer.Typer(name="sdlens", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-    register(app)
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -71,9 +71,3 @@ def register(app: typer.Typer) -> None:
         )
 
     app.add_typer(lab, name="lab")
-
-
-if __name__ == "__main__":
-    _app = typer.Typer()
-    register(_app)
-    _app()

@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.options import option
+from sdlens.epistemic.config import ProbeConfig
 from sdlens.errors import InputError
+from sdlens.io.keys import KeyMap
 
 err = Console(stderr=True)
 
@@ -18,29 +21,19 @@ err = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     @app.command("probe", context_settings={"help_option_names": ["-h", "--help"]})
     def probe_cmd(
-        model: Annotated[str, typer.Option("--model", help="smollm2-135m, tiny-random, a local folder or a hub id.")],
-        data: Annotated[Path, typer.Option("--data", help="Trace file or folder (any format analyze reads).")],
-        context: Annotated[
-            str,
-            typer.Option(
-                "--context", help="hint (a correct solution), hint-nothink, answer (the ground truth) or none."
-            ),
-        ] = "hint",
-        problems: Annotated[
-            str | None,
-            typer.Option("--problems", help="Problems file or benchmark (math500...) giving prompts the traces lack."),
-        ] = None,
-        lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Hedge lexicon (default: words).")] = "words",
-        fmt: Annotated[str | None, typer.Option("--format", "-f", help="Input format (default: auto-detect).")] = None,
-        text_key: Annotated[str | None, typer.Option("--text-key", help="Field holding the response text.")] = None,
-        id_key: Annotated[str | None, typer.Option("--id-key", help="Field identifying the problem.")] = None,
-        correct_key: Annotated[str | None, typer.Option("--correct-key", help="Field giving correctness.")] = None,
-        limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score at most N responses.")] = None,
-        max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Tokens scored per response.")] = 1024,
-        device: Annotated[str, typer.Option("--device", help="Torch device.")] = "cpu",
-        save_tokens: Annotated[
-            Path | None, typer.Option("--save-tokens", help="Write the samples with per-token scores (JSONL).")
-        ] = None,
+        model: Annotated[str, option(ProbeConfig, "model", "--model")],
+        data: Annotated[Path, option(ProbeConfig, "data", "--data")],
+        context: Annotated[str, option(ProbeConfig, "context", "--context")] = "hint",
+        problems: Annotated[str | None, option(ProbeConfig, "problems", "--problems")] = None,
+        lexicon: Annotated[str, option(ProbeConfig, "lexicon", "--lexicon", "-l")] = "words",
+        fmt: Annotated[str | None, option(ProbeConfig, "fmt", "--format", "-f")] = None,
+        text_key: Annotated[str | None, option(KeyMap, "text_key", "--text-key")] = None,
+        id_key: Annotated[str | None, option(KeyMap, "id_key", "--id-key")] = None,
+        correct_key: Annotated[str | None, option(KeyMap, "correct_key", "--correct-key")] = None,
+        limit: Annotated[int | None, option(ProbeConfig, "limit", "--limit", min=1)] = None,
+        max_tokens: Annotated[int, option(ProbeConfig, "max_tokens", "--max-tokens", min=1)] = 1024,
+        device: Annotated[str, option(ProbeConfig, "device", "--device")] = "cpu",
+        save_tokens: Annotated[Path | None, option(ProbeConfig, "save_tokens", "--save-tokens")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
         """Teacher-forced scoring of existing traces with and without a privileged context: per token
@@ -52,8 +45,7 @@ def register(app: typer.Typer) -> None:
         import orjson
         from rich.markup import escape
 
-        from sdlens.behaviour.probe import ProbeConfig, run_probe
-        from sdlens.io import KeyMap
+        from sdlens.behaviour.probe import run_probe
 
         config = ProbeConfig(
             model=model,

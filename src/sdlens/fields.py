@@ -1,0 +1,33 @@
+"""Config dataclass fields documented once: a field's ``help`` metadata is its documentation, printed by the CLI's
+``--help`` (:mod:`sdlens.cli.options`) and by ``--help-config``. Light on purpose: the CLI imports the config
+modules that use it to build its help, so nothing heavy may load here."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, field, fields
+from typing import Any
+
+__all__ = ["documented", "field_default", "field_help"]
+
+
+def documented(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING) -> Any:
+    """A dataclass field whose ``help`` metadata documents it."""
+    if not help:
+        raise ValueError("a documented field needs its help text")
+    return field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+def field_help(cls: type, name: str) -> str:
+    """The help text of dataclass ``cls``'s field ``name`` (a ``KeyError`` when the field has none)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name`` (``MISSING`` when it has none or a factory)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.default
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
