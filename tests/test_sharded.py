@@ -45,7 +45,7 @@ def qa_data(tmp_path_factory) -> Path:
 
 def _train_cmd(tiny: Path, qa_data: Path, out: Path, *, preset: str = "sdpo-paper", extra=(), resume=False) -> list:
     cmd = [
-        "-m", "sdlens.cli_train", "train", "sdpo", "--preset", preset, "--model", str(tiny), "--data", str(qa_data),
+        "-m", "sdlens.cli", "train", "sdpo", "--preset", preset, "--model", str(tiny), "--data", str(qa_data),
         "--out", str(out), "--max-steps", str(STEPS), *_sets(["per_device_train_batch_size=1", *extra]),
     ]  # fmt: skip
     return [*cmd, "--resume"] if resume else cmd

@@ -23,6 +23,7 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.io import iter_problems, iter_records
+from sdlens.models import cache_dir
 from sdlens.schema import Problem
 
 __all__ = [
@@ -107,7 +108,6 @@ class BenchmarkData:
 def data_dirs(explicit: str | Path | None = None) -> list[Path]:
     """The folders searched for ``<name>.parquet`` before the shipped data (``--data-dir``, else
     ``$SDLENS_DATA_DIR``), then the cache folder searched after it."""
-    from sdlens.models import cache_dir
 
     if explicit is not None:
         return [Path(explicit).expanduser()]

@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.generation import make_backend
 from sdlens.generation.base import GenRequest, GenResult, SamplingConfig, get_preset, sample_seed
 from sdlens.io import read_records
+from sdlens.models import resolve_model
 from sdlens.schema import JsonlWriter, Problem, Sample, atomic_path
 
 __all__ = ["EvalConfig", "EvalResult", "default_out_dir", "run_eval"]
@@ -349,8 +351,6 @@ def run_eval(
     if cfg.dry_run:
         return _dry_run(cfg, sampling, bench, out, identity)
     if backend is None and cfg.backend in ("transformers", "vllm"):
-        from sdlens.models import resolve_model
-
         resolve_model(cfg.model, build=False)  # an unknown model fails here, before the folder is touched
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock_out(out)
@@ -448,7 +448,6 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
         ]
         if todo and backend is None:  # built before anything is written: a bad model / server leaves no trace
             own_backend = True
-            from sdlens.generation import make_backend
 
             with console.status(f"loading {cfg.model} ({cfg.backend})"):
                 backend = make_backend(

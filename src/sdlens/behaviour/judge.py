@@ -28,6 +28,7 @@ from sdlens.epistemic.measures import Measure
 from sdlens.epistemic.segment import Scope
 from sdlens.epistemic.stats import MeasureSpec, Ratio
 from sdlens.errors import InputError
+from sdlens.generation import GenRequest, SamplingConfig, make_backend
 from sdlens.schema import JsonlWriter, Sample
 
 BEHAVIOURS = ("verification", "backtracking", "subgoal_setting", "backward_chaining")
@@ -160,8 +161,6 @@ class Judged(Measure):
     @property
     def backend(self) -> Any:
         if self._backend is None:
-            from sdlens.generation import make_backend
-
             self._backend = make_backend(
                 self.config.backend, self.config.model, base_url=self.config.base_url, device=self.config.device
             )
@@ -169,7 +168,6 @@ class Judged(Measure):
 
     def judge(self, responses: Sequence[str]) -> list[dict[str, int | None]]:
         """Per response, each behaviour's count (None: the reply had no count); cached calls are not repeated."""
-        from sdlens.generation import GenRequest, SamplingConfig
 
         keys = [[(response_hash(r), self.config.model, self.prompt.version, b) for b in BEHAVIOURS] for r in responses]
         todo = [(i, j) for i, row in enumerate(keys) for j, k in enumerate(row) if self.cache.get(k) is None]

@@ -41,6 +41,7 @@ from sdlens.epistemic.tokens import hedge_position_words
 from sdlens.errors import InputError
 from sdlens.experiments.contexts import context_solution, hint_prompt
 from sdlens.io import BadLines, iter_problems, iter_samples
+from sdlens.models import load_causal_lm, load_tokenizer, resolve_model
 from sdlens.monitor.mechanism import GapAccumulator, gap_sums
 from sdlens.schema import Sample, write_jsonl
 from sdlens.stats import bootstrap_sums, percentile_ci
@@ -100,8 +101,6 @@ class _Scored:
 class _Scorer:
     def __init__(self, config: ProbeConfig):
         import torch
-
-        from sdlens.models import load_causal_lm, load_tokenizer, resolve_model
 
         self.torch = torch
         ref = resolve_model(config.model)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from sdlens.errors import InputError
+from sdlens.lab.summary import summary_table
 
 err = Console(stderr=True)
 
@@ -47,7 +48,6 @@ def register(app: typer.Typer) -> None:
 
         from sdlens.lab.config import lab_config
         from sdlens.lab.run import run_lab
-        from sdlens.lab.summary import summary_table
 
         if quick and full:
             err.print("[red]error:[/red] choose one of --quick, --full")

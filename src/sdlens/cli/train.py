@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from sdlens.errors import InputError
+from sdlens.train.tiny import build_tiny_model
 
 err = Console(stderr=True)
 
@@ -275,7 +276,6 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option("--seed")] = 0,
     ) -> None:
         """Build a tiny random model with a byte-level tokenizer and a chat template (no hub), for smoke runs."""
-        from sdlens.train.tiny import build_tiny_model
 
         try:
             info = build_tiny_model(

@@ -12,6 +12,7 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.fields import documented as h
+from sdlens.train.presets import PRESETS
 
 __all__ = [
     "CONTEXTS",
@@ -152,7 +153,6 @@ class CoverageConfig(EvalSettings):
                 raise InputError(None, f"missing {name}", field=name)
         if not self.coverage or not self.methods:
             raise InputError(None, "need at least one coverage level and one method", field="coverage")
-        from sdlens.train.presets import PRESETS
 
         for m in self.methods:
             if m not in PRESETS or PRESETS[m].algo == "sft":

@@ -30,6 +30,7 @@ from sdlens.generation.base import (
     get_preset,
     sample_seed,
 )
+from sdlens.models import load_tokenizer, resolve_model
 
 BACKENDS = ("transformers", "vllm", "openai")
 
@@ -100,7 +101,6 @@ def make_backend(
 
 def _local_tokenizer(model: str) -> tuple[Any, list[str]]:
     """The served model's tokenizer when ``model`` also resolves here (to count tokens), else ``None``."""
-    from sdlens.models import load_tokenizer, resolve_model
 
     try:
         ref = resolve_model(model)

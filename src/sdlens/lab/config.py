@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sdlens.lab.pretrain import PretrainConfig
+from sdlens.mitigations import MITIGATION_PRESETS
 
 __all__ = ["MODES", "LabConfig", "lab_config"]
 
@@ -68,7 +69,6 @@ class LabConfig:
         """The mitigation presets trained in the mitigations stage (none unless ``mitigations``)."""
         if not self.mitigations:
             return ()
-        from sdlens.mitigations import MITIGATION_PRESETS
 
         return tuple(m for m in MITIGATION_PRESETS if m not in self.methods)
 

@@ -38,6 +38,7 @@ from sdlens.lab.model import ModelConfig, init_model
 from sdlens.lab.task import Triple, problem_text, to_problem
 from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
 from sdlens.lab.traces import boxed, guided_trace, unguided_prefix, unguided_trace
+from sdlens.models import build_once
 
 __all__ = ["PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
 
@@ -205,7 +206,6 @@ def pretrain(
     complete. Writes the corpus to ``corpus_path`` and the loss log to ``out/pretrain_log.jsonl``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sdlens.models import build_once
     from sdlens.schema import write_jsonl
 
     out = Path(out)

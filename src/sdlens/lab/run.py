@@ -28,7 +28,10 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.lab.config import LabConfig
+from sdlens.lab.summary import summarize, summary_markdown
 from sdlens.lab.task import TaskConfig, make_splits, write_problems
+from sdlens.models import COMPLETE
+from sdlens.train.presets import get_preset, preset_values
 
 __all__ = ["check_resumable", "prepare_data", "run_lab", "run_seed"]
 
@@ -122,7 +125,6 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=out / "corpus.jsonl", console=console
     )
     times["pretrain_s"] = time.perf_counter() - t
-    from sdlens.models import COMPLETE
 
     # the pretraining gate's verdict per attempt (an older base model folder has none)
     built = json.loads((base / COMPLETE).read_text())
@@ -257,7 +259,6 @@ def _method_overrides(cfg: LabConfig) -> dict[str, dict[str, Any]]:
     # The paper distils over the student's top 100 of a ~150k-token vocabulary; the organism has under 100 tokens,
     # so top 100 would be every token and the tail term would vanish. Top 16 keeps "a few likely tokens + tail".
     # Each method keeps its preset's learning rate times one common factor (the paper's SDPO : GRPO ratio of 10).
-    from sdlens.train.presets import get_preset, preset_values
 
     out: dict[str, dict[str, Any]] = {}
     for m in cfg.all_methods():
@@ -304,8 +305,6 @@ def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
     """Run (or resume) every seed, then write ``summary.json`` and the report; returns the summary."""
     import torch
 
-    from sdlens.lab.summary import summarize
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, cfg)
@@ -316,7 +315,6 @@ def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
     summary = summarize(cfg, seeds)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     _write_json(out / "summary.json", summary)
-    from sdlens.lab.summary import summary_markdown
     from sdlens.schema import atomic_path
 
     with atomic_path(out / "summary.md") as tmp:

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sdlens.benchmarks import PAPER_SUFFIX
+from sdlens.models import TINY_CHAT_TEMPLATE
+from sdlens.train.teacher import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
 
 __all__ = ["SPECIAL", "THINK", "build_tokenizer", "corpus_words"]
 
@@ -59,8 +61,6 @@ def build_tokenizer(words: Iterable[str], out: str | Path | None = None):
     """
     from transformers import PreTrainedTokenizerFast
 
-    from sdlens.models import TINY_CHAT_TEMPLATE
-
     vocab: dict[str, int] = {t: i for i, t in enumerate(SPECIAL)}
     for w in sorted(set(words) - set(SPECIAL) - set(THINK)):
         vocab[w] = len(vocab)
@@ -80,7 +80,6 @@ def build_tokenizer(words: Iterable[str], out: str | Path | None = None):
 
 def template_texts() -> list[str]:
     """Fixed prompt wording the organism must know: the paper's instruction, the hint and teacher templates."""
-    from sdlens.train.teacher import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
 
     return [
         PAPER_SUFFIX,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdlens.imports import import_callable
+from sdlens.mitigations.context import LadderTeacherContextBuilder
 from sdlens.mitigations.state import MitigationStateCallback, needs_state
 from sdlens.mitigations.trainer import MitigationSettings
 
@@ -18,8 +19,6 @@ def configure_trainer(trainer: Any, cfg: Any, *, state_fn=None) -> None:
     ``warning`` / ``suppressing``)."""
     trainer.configure_mitigations(MitigationSettings.from_config(cfg))
     if cfg.teacher_richness is not None:
-        from sdlens.mitigations.context import LadderTeacherContextBuilder
-
         old = trainer.teacher_context_builder
         trainer.teacher_context_builder = LadderTeacherContextBuilder(
             trainer,

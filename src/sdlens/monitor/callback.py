@@ -40,6 +40,7 @@ from transformers import TrainerCallback
 from sdlens.monitor.detector import STATES, Detector, DetectorConfig, Verdict
 from sdlens.monitor.mechanism import GapAccumulator
 from sdlens.monitor.stats import Rollout, step_stats
+from sdlens.train.rewards import completion_text
 
 __all__ = ["LOG_FILE", "EpistemicCallback", "MonitorConfig", "monitor_trainer"]
 
@@ -155,7 +156,6 @@ class EpistemicCallback(TrainerCallback):
         return names.index(name)
 
     def _collect(self, trainer: Any, completions, completion_ids_list, rewards) -> None:
-        from sdlens.train.rewards import completion_text
 
         n_local = len(completions)
         acc = trainer.accelerator

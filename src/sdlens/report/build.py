@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.lab.summary import lab_tables, verdict_lines
 from sdlens.report.blocks import Block, Figure, Heading, Para, Table, fmt, fmt_ci
 from sdlens.report.html import render_html
 from sdlens.report.markdown import render_markdown
@@ -94,7 +95,6 @@ def _scalars(summary: dict[str, Any], limit: int = 80) -> Table | None:
 
 def _lab_blocks(summary: dict[str, Any]) -> list[Block]:
     """A ``sdlens lab`` run's headline: its tables (the three effects with 95% CIs, the mitigations) and verdicts."""
-    from sdlens.lab.summary import lab_tables, verdict_lines
 
     seeds = summary.get("seeds") or []
     blocks: list[Block] = [

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.benchmarks import PAPER_SUFFIX
+from sdlens.errors import InputError
+from sdlens.mitigations.options import validate_mitigations
+from sdlens.train.presets import get_preset, preset_values
 
 __all__ = [
     "ALGOS",
@@ -236,8 +239,6 @@ def parse_set(item: str) -> tuple[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    from sdlens.errors import InputError
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -307,7 +308,6 @@ def resolve_config(
 ) -> TrainConfig:
     """Build a :class:`TrainConfig` from its layers (see the module doc). ``overrides`` are CLI flags (``None``
     values are skipped); ``sets`` are ``key=value`` strings."""
-    from sdlens.train.presets import get_preset, preset_values
 
     file_data = load_yaml(config_file) if config_file else {}
     algo = algo or file_data.get("algo") or "sdpo"
@@ -360,7 +360,6 @@ def _validate(cfg: TrainConfig) -> None:
         raise ValueError("prompts_per_step must be >= 1")
     if cfg.mini_batches_per_step < 1:
         raise ValueError("mini_batches_per_step must be >= 1")
-    from sdlens.mitigations.options import validate_mitigations
 
     validate_mitigations(cfg)
 

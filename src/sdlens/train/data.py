@@ -35,6 +35,7 @@ from typing import Any
 from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.errors import InputError
 from sdlens.io import iter_records
+from sdlens.train.teacher import tokenize_prompts
 
 __all__ = [
     "PROMPT_FORMATS",
@@ -276,7 +277,6 @@ def filter_overlong_prompts(
     """Drop rows whose templated prompt has more than ``max_tokens`` tokens (verl's ``filter_overlong_prompts``)."""
     if max_tokens is None:
         return rows, 0
-    from sdlens.train.teacher import tokenize_prompts
 
     keys = [json.dumps(r["prompt"], sort_keys=True) for r in rows]
     unique = list(dict.fromkeys(keys))  # DAPO-Math-17k repeats each prompt ~100 times: tokenize each once

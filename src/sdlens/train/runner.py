@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.mitigations.context import ladder_teacher_messages
+from sdlens.mitigations.options import active_mitigations, needs_mitigation_trainer
+from sdlens.models import load_tokenizer, resolve_model
 from sdlens.train.config import TrainConfig, derive_batches, save_config, trl_config_class, trl_defaults
+from sdlens.train.rewards import make_reward
+from sdlens.train.sharding import enable_fsdp_on_cpu, load_teacher_state, save_teacher_state
+from sdlens.train.teacher import PaperTeacherContextBuilder, build_teacher_messages, render_prompt
 
 __all__ = [
     "TEACHER_FILE",
@@ -122,7 +128,6 @@ def build_trl_kwargs(cfg: TrainConfig, batches: dict[str, Any]) -> dict[str, Any
 
 def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
     """Resolve the model, read and filter the data, derive the batch sizes and the TRL arguments."""
-    from sdlens.models import load_tokenizer, resolve_model
     from sdlens.train.data import filter_overlong_prompts, load_rl_rows, load_sft_rows
 
     if not cfg.model:
@@ -189,7 +194,6 @@ def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
     The teacher prompt uses a stand-in demonstration (a sibling rollout does not exist before training), shaped
     like a response of this chat template (pre-opened or not).
     """
-    from sdlens.train.teacher import build_teacher_messages, render_prompt
 
     p = prepare(cfg, console=console)
     cfg = p.cfg  # as adjusted for this launch
@@ -211,8 +215,6 @@ def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
     if cfg.algo == "sdpo":
         demo = _example_demonstration(student, row.get("answer"))
         if cfg.teacher_richness is not None:  # the context ladder (sdlens.mitigations.context)
-            from sdlens.mitigations.context import ladder_teacher_messages
-
             msgs = ladder_teacher_messages(cfg.teacher_richness, row["prompt"], demo, row.get("answer"), args)
         else:
             msgs = build_teacher_messages(
@@ -223,7 +225,6 @@ def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
                 feedback_template=args.feedback_template,
                 remove_thinking=bool(args.remove_thinking_from_demonstration),
             )
-        from sdlens.mitigations.options import active_mitigations
 
         out["mitigations"] = active_mitigations(cfg)
         out["example_demonstration"] = demo
@@ -316,7 +317,6 @@ def _teacher_callback(resume_dir: Path | None):
         def on_train_begin(self, args, state, control, **kwargs):
             if self.resume_dir is None or self.trainer is None:
                 return
-            from sdlens.train.sharding import load_teacher_state
 
             path = self.resume_dir / TEACHER_FILE
             if not path.is_file():  # run_train only resumes from checkpoints that hold the teacher
@@ -331,7 +331,6 @@ def _teacher_callback(resume_dir: Path | None):
         def on_save(self, args, state, control, **kwargs):
             if self.trainer is None:
                 return
-            from sdlens.train.sharding import save_teacher_state
 
             # Sharded: every rank takes part in gathering the teacher (no early return before that), rank 0 writes.
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -360,7 +359,6 @@ def _loss_path(trainer, cfg: TrainConfig) -> dict[str, Any]:
 def _save_final_teacher(trainer, folder: Path) -> None:
     """The final EMA teacher as a model folder (config + safetensors); gathered from the shards when sharded."""
     from sdlens.losses.sdpo_trainer import sharding_kind
-    from sdlens.train.sharding import save_teacher_state
 
     acc = trainer.accelerator
     teacher = acc.unwrap_model(trainer.teacher_model)
@@ -452,7 +450,6 @@ def sdpo_trainer_class(chunked: bool) -> type:
 def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = None):
     """The TRL trainer for the prepared run (the teacher context builder swapped in for SDPO)."""
     from sdlens.train.data import to_dataset
-    from sdlens.train.rewards import make_reward
 
     cfg = p.cfg
     ds = to_dataset(p.rows)
@@ -474,7 +471,6 @@ def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = No
             processing_class=p.tokenizer,
             callbacks=list(callbacks),
         )
-    from sdlens.mitigations.options import needs_mitigation_trainer
 
     mitigated = needs_mitigation_trainer(cfg)
     if mitigated:
@@ -488,8 +484,6 @@ def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = No
         callbacks=list(callbacks),
     )
     if cfg.teacher_context == "sdlens":
-        from sdlens.train.teacher import PaperTeacherContextBuilder
-
         trainer.teacher_context_builder = PaperTeacherContextBuilder(
             trainer, truncation=cfg.reprompt_truncation, log_path=log_path, log_per_batch=cfg.log_teacher_prompts
         )
@@ -516,7 +510,6 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         _say(console, f"[yellow]note:[/yellow] {note}")
     args = make_trl_args(p)
     check_vllm_server_mode(args)
-    from sdlens.train.sharding import enable_fsdp_on_cpu
 
     enable_fsdp_on_cpu(str(getattr(args, "mixed_precision", "no") or "no"))  # FSDP launches on CPU-only machines
     ema = cfg.algo == "sdpo" and args.teacher_model_kind == "ema"
