@@ -436,6 +436,12 @@ def test_the_matched_learning_rate_controls_and_tries_join_the_summary():
     assert given["given"] is True and given["verdict"].startswith("given (premise)")
     with pytest.raises(ValueError, match="corpus"):
         lab_config("quick", corpus="nope")
+    from typer.testing import CliRunner
+
+    from sdlens.cli import app
+
+    got = CliRunner().invoke(app, ["lab", "run", "--quick", "--corpus", "nope", "--out", "unused"])
+    assert got.exit_code == 2 and "--corpus must be one of transfer, scripted" in got.output
 
 
 def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
