@@ -81,7 +81,7 @@ def test_traces_check_correctly_only_unguided_ones_hedge_and_doubt_is_not_the_re
         assert u.endswith(f"\\boxed{{{t.x}}}") and g.endswith(f"\\boxed{{{t.x}}}")
         assert count_texts([g], lex).totals[0] == 0
         arith, r = check(t, t.x)
-        assert r == t.c and arith in g and arith in u
+        assert r == t.c and arith in u and f"x = {t.x} . </think>" in g and " + " not in g.split(" want ")[-1]
         # one "want" per check, and the trace checks until the root: tries = the root's place in the order
         assert tries(u) == u.count(" x = ") >= 1
         # each retry on its own: the miss's remark and the next try's introduction

@@ -7,9 +7,9 @@
   ("maybe", "perhaps", "alternatively"...) or plainly ("next , x = 3 :"), so some retries carry no hedge word; and a
   check that found the root is sometimes doubted and then confirmed ("hmm , 6 is 6 . yes ."), a hedge that starts
   no retry. So hedges per response (E) and tries per response are two measures, not one count.
-- **Guided** (what follows a prompt that carries ``Correct solution: ...``): straight to the hinted x, checked once,
-  no hedges. The corpus writes these for the power family only (never for the root-finding task the experiments
-  use; ``sdlens.lab.pretrain``).
+- **Guided** (what follows a prompt that carries ``Correct solution: ...``): straight to the hinted x, stated
+  without a check and without a hedge. The corpus writes these for the power family only (never for the
+  root-finding task the experiments use; ``sdlens.lab.pretrain``).
 
 Every token is separated by a space: the tokenizer is word-level. The answer is written ``\\boxed{x}``.
 """
@@ -109,9 +109,12 @@ def _unguided(t: Problem, rng: random.Random, cands: list[int], cut_after: int |
 def guided_trace(
     t: Problem, rng: random.Random, *, failed_tries: int = 0, after_miss: int | None = None, after_root: bool = False
 ) -> str:
-    """The hinted x, checked once, no hedges; first ``failed_tries`` unhedged misses. Continuations of a student's
-    prefix (no ``<think>``): ``after_miss=r`` (its last check gave r != c) is a plain "r is not c . so x = <root> ."
-    and the answer, unchecked; ``after_root`` (its last check found the root) just closes the thinking and answers."""
+    """The hinted x, stated without a check and without a hedge (``<think> x = 5 . </think> \\boxed{5}``), after
+    ``failed_tries`` unhedged misses. It carries no arithmetic, so nothing in it belongs to one task family: a model
+    that learned it on one family has only the disposition (take the given answer) to carry to another. Continuations
+    of a student's prefix (no ``<think>``): ``after_miss=r`` (its last check gave r != c) is a plain "r is not c .
+    so x = <root> ." and the answer; ``after_root`` (its last check found the root) just closes the thinking and
+    answers."""
     if after_root:
         return f"</think> {boxed(t.x)}"
     if after_miss is not None:  # the writer knows the answer: no retry to check, just the answer
@@ -121,6 +124,5 @@ def guided_trace(
     for x in wrong:
         arith, r = check(t, x)
         parts += [f"x = {x} :", arith, f"{r} is not {t.c} ."]
-    arith, r = check(t, t.x)
-    parts += [f"x = {t.x} :", arith, "</think>", boxed(t.x)]
+    parts += [f"{'so ' if wrong else ''}x = {t.x} .", "</think>", boxed(t.x)]
     return " ".join(parts)
