@@ -532,6 +532,7 @@ def _check_verdicts_against_numbers(data: dict) -> None:
             assert v[rate]["sdpo"] == changes(sd) and v[rate]["grpo"] == changes(gr), rate
             assert v[rate]["sdpo_vs_grpo"] == contrast(sd, gr), rate
             assert v["holds"][rate] is all(contrast(sd, gr).values()), rate
+        assert v["shown"] is all(v["holds"].values())
         assert v["verdict"].startswith(
             {2: "at both", 1: "SDPO ends below GRPO in E and OOD accuracy only", 0: "at neither"}[
                 sum(v["holds"].values())
@@ -551,7 +552,7 @@ def test_the_whole_lab_pipeline_at_toy_size_and_every_verdict_follows_from_its_n
 
     pre = PretrainConfig(
         steps=150, batch_size=16, warmup=10, lr=1e-2, unguided_per_problem=1, power_unguided_per_problem=1,
-        power_hinted_per_problem=1, gate_problems=2, gate_samples=1, gate_max_new_tokens=40, max_attempts=1,
+        power_hinted_per_problem=8, gate_problems=2, gate_samples=1, gate_max_new_tokens=40, max_attempts=1,
         model=ModelConfig(hidden_size=64, layers=1, heads=2, intermediate_size=128),
     )  # fmt: skip
     cfg = lab_config(
@@ -577,6 +578,11 @@ def test_the_whole_lab_pipeline_at_toy_size_and_every_verdict_follows_from_its_n
     _check_verdicts_against_numbers(data)
 
 
+# What `sdlens lab run --quick` showed (docs/organism.md, "Quick mode"): effect by effect, and the coverage levels.
+QUICK_VERDICTS = {"richer_context": True, "guided_sft": True, "coverage": False, "matched_lr": False}
+QUICK_COVERAGE_LEVELS = {"1x64": True, "8x8": False}
+
+
 @pytest.mark.slow
 def test_quick_lab_run_end_to_end(tmp_path):
     """The demo: every stage for real; the summary holds every section; a rerun reuses every stage."""
@@ -595,7 +601,11 @@ def test_quick_lab_run_end_to_end(tmp_path):
     for level in cfg.coverage:
         for method in ("sdpo", "grpo"):
             assert set(data["coverage"][level][method]) >= {"steps", "in_domain_acc", "ood_acc", "E", "length"}
-    assert summary["effects"]["richer_context"]["shown"]
+    # the verdicts as docs/organism.md reports them for this run, and each one follows from the file's numbers
+    assert {k: v["shown"] for k, v in summary["effects"].items()} == QUICK_VERDICTS
+    assert {lvl: v["shown"] for lvl, v in data["effects"]["coverage"]["levels"].items()} == QUICK_COVERAGE_LEVELS
+    _check_verdicts_against_numbers(data)
+    assert set(data["controls"]["matched_lr"]["1x64"]) == {"grpo_at_sdpo_lr", "sdpo_at_grpo_lr"}
     attempts = data["base_model"]["pretraining_attempts"]["0"]
     assert attempts and attempts[-1]["passed"] and attempts[-1]["checks"] > 0  # the gate ran and let the model through
     t = time.perf_counter()

@@ -93,7 +93,8 @@ def _example(family: str, kind: str, t: Triple | Power, prompt: str, completion:
 
 def _hinted(family: str, t: Triple | Power, rng: random.Random, weights: list[float]) -> dict[str, Any]:
     content = hint_prompt(question(t), _hint_forms(t, rng))
-    k = rng.choices(range(len(weights)), weights=weights)[0]
+    # tries in the prefix (at most every wrong candidate: a small modulus has few)
+    k = min(rng.choices(range(len(weights)), weights=weights)[0], len(t.candidates) - 1)
     # a prefix ends on a miss or (half the time) on the root: the hinted writer must tell them apart
     on_root = bool(k) and rng.random() < 0.5
     prefix, last = unguided_prefix(t, rng, k, ends_on_root=on_root) if k else ("", None)

@@ -273,7 +273,13 @@ def _controls(seeds: list[dict[str, Any]], coverage: dict[str, Any]) -> dict[str
         f"{_yn(v['sdpo_vs_grpo']['E_below'])}, in OOD accuracy {_yn(v['sdpo_vs_grpo']['ood_below'])}"
         for k, v in at.items()
     ]
-    verdict = {"level": level, "holds": holds, **at, "verdict": f"{lead} ({level}, CIs apart): " + "; ".join(parts)}
+    verdict = {
+        "level": level,
+        "shown": all(holds.values()),  # the SDPO-GRPO contrast at both matched rates
+        "holds": holds,
+        **at,
+        "verdict": f"{lead} ({level}, CIs apart): " + "; ".join(parts),
+    }
     return {"matched_lr": {level: entries}, "_verdict": verdict}
 
 
