@@ -14,7 +14,7 @@ from sdlens.lab.config import lab_config
 from sdlens.lab.pretrain import PretrainConfig, build_corpus, pretrain_model, vocabulary
 from sdlens.lab.task import TaskConfig, make_splits, problem_text
 from sdlens.lab.tokenizer import build_tokenizer
-from sdlens.lab.traces import check, guided_trace, unguided_trace
+from sdlens.lab.traces import check, guided_trace, tries, unguided_trace
 
 
 def _solve(m: int, a: int, b: int, c: int) -> list[int]:
@@ -41,39 +41,71 @@ def test_task_rejects_a_composite_modulus():
         TaskConfig(modulus=9)
 
 
-def test_ood_problems_never_reach_the_pretraining_corpus():
+def _root_question_in(text: str) -> bool:
+    """Does ``text`` hold a root-finding question ("find x in 0 to 6 with ( 3 * x + 5 ) mod 7 = 6 .")?"""
+    import re
+
+    return re.search(r"\( \d+ \* x \+ \d+ \) mod", text) is not None
+
+
+def test_ood_problems_never_reach_the_pretraining_corpus_and_no_root_question_is_hinted():
     sp = make_splits(TaskConfig())
-    corpus = build_corpus(sp.pool, PretrainConfig(unguided_per_problem=1, guided_per_problem=1))
+    corpus = build_corpus(sp.pool, PretrainConfig(unguided_per_problem=1))
     ood_questions = {problem_text(t) for t in sp.ood}
-    seen = " || ".join(r["messages"][-1]["content"] for r in corpus)
-    assert {r["problem_id"] for r in corpus} <= {t.id for t in sp.pool}
+    seen = " || ".join(r["prompt"] + r["prefix"] for r in corpus)
+    assert {r["problem_id"] for r in corpus if r["family"] == "root"} <= {t.id for t in sp.pool}
     assert not [q for q in ood_questions if q in seen]
+    assert {r["family"] for r in corpus} == {"root", "power"}
+    hinted = [r for r in corpus if "Correct solution" in r["prompt"]]
+    assert hinted and {r["family"] for r in hinted} == {"power"} and {r["kind"] for r in hinted} == {"hinted"}
+    # no root-finding question under a hint: not as the question, not inside the hint, not as a prefix
+    assert not [r for r in hinted if _root_question_in(r["prompt"]) or " + " in r["prefix"] + r["completion"]]
+    assert all(r["kind"] == "unguided" and _root_question_in(r["prompt"]) for r in corpus if r["family"] == "root")
+    # the scripted variant (a premise) is the one corpus with hinted root-finding examples
+    scripted = build_corpus(sp.pool[:20], PretrainConfig(corpus="scripted"))
+    assert [r for r in scripted if r["family"] == "root" and "Correct solution" in r["prompt"]]
+    with pytest.raises(ValueError, match="corpus"):
+        build_corpus(sp.pool[:5], PretrainConfig(corpus="nope"))
 
 
-def test_traces_check_correctly_and_only_unguided_ones_hedge():
+def test_traces_check_correctly_only_unguided_ones_hedge_and_doubt_is_not_the_retry_count():
+    from sdlens.lab.task import power_problems
+
     rng = random.Random(0)
     lex = load_lexicon("paper")
     sp = make_splits(TaskConfig())
-    for t in sp.pool[:50]:
+    bare_retries = doubted_roots = 0
+    for t in [*sp.pool[:100], *power_problems(7)[:40]]:
         u = unguided_trace(t, rng)
         g = guided_trace(t, rng, failed_tries=rng.randrange(3))
         assert u.endswith(f"\\boxed{{{t.x}}}") and g.endswith(f"\\boxed{{{t.x}}}")
-        tries = u.count(" x = ")
-        assert count_texts([u], lex).totals[0] >= tries - 1  # a hedge after every miss
         assert count_texts([g], lex).totals[0] == 0
         arith, r = check(t, t.x)
-        assert r == t.c and arith in g
+        assert r == t.c and arith in u and f"x = {t.x} . </think>" in g and " + " not in g.split(" want ")[-1]
+        # one "want" per check, and the trace checks until the root: tries = the root's place in the order
+        assert tries(u) == u.count(" x = ") >= 1
+        # each retry on its own: the miss's remark and the next try's introduction
+        steps = u.split(" want ")[1:]
+        for k, seg in enumerate(steps):
+            after_check = seg.split(" x = ")[0]  # the verdict, then the next try's introduction
+            hedges = count_texts([after_check], lex).totals[0]
+            if k < len(steps) - 1:  # a miss followed by a retry
+                bare_retries += hedges == 0
+            else:  # the root's check: a hedge here starts no retry
+                doubted_roots += hedges > 0
+                assert after_check.rstrip().endswith(f"yes . </think> \\boxed{{{t.x}}}")
+    assert bare_retries > 20 and doubted_roots > 10
 
 
 def test_guided_examples_continue_a_student_prefix_without_hedging():
     lex = load_lexicon("paper")
     sp = make_splits(TaskConfig())
     corpus = build_corpus(sp.pool[:60], PretrainConfig())
-    guided = [r for r in corpus if r["kind"] == "guided"]
+    guided = [r for r in corpus if r["kind"] == "hinted"]
     with_prefix = [r for r in guided if r["prefix"]]
     assert 0 < len(with_prefix) < len(guided)
     for r in guided:
-        assert "Correct solution:" in r["messages"][-1]["content"]
+        assert "Correct solution:" in r["prompt"]
         assert count_texts([r["completion"]], lex).totals[0] == 0
         if r["prefix"]:
             # the prefix ends right after a check: on the root the continuation answers at once, on a miss it
@@ -86,7 +118,7 @@ def test_guided_examples_continue_a_student_prefix_without_hedging():
             else:
                 assert r["completion"].startswith(f"{result} is not {target} . so x = ")
     unguided = [r for r in corpus if r["kind"] == "unguided"]
-    assert all(not r["prefix"] and "Correct solution" not in r["messages"][-1]["content"] for r in unguided)
+    assert all(not r["prefix"] and "Correct solution" not in r["prompt"] for r in unguided)
 
 
 def test_pretraining_loss_skips_prompt_and_prefix():
@@ -107,7 +139,7 @@ def test_tokenizer_round_trip_chat_template_and_grading(tmp_path):
     from sdlens.schema import Sample
 
     sp = make_splits(TaskConfig())
-    corpus = build_corpus(sp.pool[:30], PretrainConfig(unguided_per_problem=1, guided_per_problem=1))
+    corpus = build_corpus(sp.pool[:30], PretrainConfig(unguided_per_problem=1))
     build_tokenizer(vocabulary(7, corpus), tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert len(tok) < 200
@@ -119,11 +151,11 @@ def test_tokenizer_round_trip_chat_template_and_grading(tmp_path):
     assert tok.unk_token_id not in ids
     back = tok.decode(ids, skip_special_tokens=True)
     assert back == text and back.endswith(f"\\boxed{{{t.x}}}")
-    thinking, answer = split_thinking(back)
-    assert "hmm" in thinking or "wait" in thinking or "seems" in thinking
-    assert answer.strip() == f"\\boxed{{{t.x}}}"
-    assert count_texts([back], load_lexicon("paper")).totals[0] >= 2
-    assert count_texts([answer], load_lexicon("paper")).totals[0] == 0
+    _thinking, answer = split_thinking(back)
+    assert answer.strip() == f"\\boxed{{{t.x}}}" and tries(back) == 3
+    lex = load_lexicon("paper")
+    assert count_texts([back], lex).totals[0] == count_texts([text], lex).totals[0]
+    assert count_texts([answer], lex).totals[0] == 0
     # the hint prompt and the SDPO teacher template differ only in newlines: the same tokens
     q = problem_text(t)
     hint = hint_prompt(q, "S")
@@ -152,7 +184,7 @@ def test_a_few_pretraining_steps_lower_the_loss():
         warmup=2,
         lr=3e-3,
         unguided_per_problem=1,
-        guided_per_problem=1,
+        power_hinted_per_problem=1,
         threads=1,
         model=ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64),
     )
@@ -185,6 +217,11 @@ def test_the_gate_scores_every_check_of_a_trace():
     bad_arith = arith.replace(f"= {r} , want", f"= {t.c} , want")
     got = score_checks([f"<think> try x = {wrong_x} : {bad_arith} yes ."], [t])
     assert got["checks"] == 1 and got["verdict_acc"] == 1.0 and got["arithmetic_acc"] == 0.0
+    # a root doubted and then confirmed is accepted (right); a miss remarked on plainly is rejected (right); a check
+    # cut off before its verdict is not scored
+    plain = f"<think> try x = {wrong_x} : {arith} {r} is not {t.c} . next , x = {t.x} : {arith_root} hmm , {t.c} is "
+    got = score_checks([plain + f"{t.c} . yes . </think>", f"<think> try x = {t.x} : {arith_root}"], [t, t])
+    assert got == {"checks": 2, "arithmetic_acc": 1.0, "verdict_acc": 1.0}
 
 
 def test_the_gate_problems_are_kept_out_of_the_corpus_and_a_failing_model_is_pretrained_again(tmp_path):
@@ -198,15 +235,15 @@ def test_the_gate_problems_are_kept_out_of_the_corpus_and_a_failing_model_is_pre
     assert split_gate(sp.pool, 20, seed=3) == (gate, rest) and split_gate(sp.pool, 20, seed=4)[0] != gate
     # 3 steps of a tiny model cannot pass: every attempt runs, each from another initialisation
     cfg = PretrainConfig(
-        steps=3, batch_size=4, warmup=1, unguided_per_problem=1, guided_per_problem=1, threads=1, seed=3,
+        steps=3, batch_size=4, warmup=1, unguided_per_problem=1, power_hinted_per_problem=1, threads=1, seed=3,
         gate_problems=4, gate_samples=1, gate_max_new_tokens=24, max_attempts=2,
         model=ModelConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64),
     )  # fmt: skip
-    out = pretrain(tmp_path / "base", sp.pool[:30], 7, cfg, corpus_path=tmp_path / "corpus.jsonl")
+    out = pretrain(tmp_path / "base", sp.pool[:30], 7, cfg, corpus_path=tmp_path / "pretrain.jsonl")
     info = json.loads((out / ".sdlens-model.json").read_text())
     held = set(info["gate_problem_ids"])
     assert len(held) == 4 and info["pretrain_problems"] == 26
-    corpus_ids = {json.loads(line)["problem_id"] for line in (tmp_path / "corpus.jsonl").read_text().splitlines()}
+    corpus_ids = {json.loads(line)["problem_id"] for line in (tmp_path / "pretrain.jsonl").read_text().splitlines()}
     assert corpus_ids and not corpus_ids & held
     assert [a["seed"] for a in info["attempts"]] == [3, 1003] and info["gate_passed"] is False
     assert all(a["gate"]["passed"] is False for a in info["attempts"])
@@ -326,20 +363,25 @@ def test_the_report_of_a_lab_run_shows_its_tables_and_verdicts(tmp_path):
         assert summary["effects"]["coverage"]["verdict"][:40] in text
 
 
-def test_the_coverage_verdict_requires_the_narrow_levels_only():
+def test_the_coverage_verdict_requires_the_narrow_levels_only_and_one_rule_for_both_methods():
     from sdlens.lab.summary import summarize
+
+    def stat(v, half):
+        return {"value": v, "ci": [v - half, v + half]}
 
     def seed(s):
         r = _seed_result(s, 0.0)
         curves = r["coverage"]["curves"]
-        # SDPO: hedging, length and OOD accuracy fall on the narrow levels; on the broad level nothing moves
+        # SDPO: in-domain up, hedging, length and OOD accuracy down on the narrow levels, ending below GRPO in E and
+        # OOD accuracy; GRPO: nothing moves; on the broad level nothing moves for either
         for level in ("1x64", "8x8"):
-            curves[level]["sdpo-paper"]["E"] = [{"value": 3.5, "ci": [3.4, 3.6]}, {"value": 0.5, "ci": [0.4, 0.6]}]
-            curves[level]["sdpo-paper"]["length"] = [{"value": 70, "ci": [68, 72]}, {"value": 30, "ci": [29, 31]}]
-            curves[level]["sdpo-paper"]["ood_acc"] = [
-                {"value": 0.3, "ci": [0.25, 0.35]},
-                {"value": 0.1, "ci": [0.05, 0.15]},
-            ]
+            sd, gr = curves[level]["sdpo-paper"], curves[level]["grpo-paper"]
+            sd["in_domain_acc"] = [stat(0.2, 0.05), stat(0.9, 0.05)]
+            sd["E"] = [stat(3.5, 0.1), stat(0.5, 0.1)]
+            sd["length"] = [stat(70, 2), stat(30, 1)]
+            sd["ood_acc"] = [stat(0.3, 0.05), stat(0.1, 0.05)]
+            gr["E"] = [stat(3.5, 0.1), stat(3.5, 0.1)]
+            gr["ood_acc"] = [stat(0.3, 0.05), stat(0.3, 0.05)]
         curves["64"] = {m: dict(curves["8x8"]["grpo-paper"]) for m in ("sdpo-paper", "grpo-paper")}
         return r
 
@@ -348,10 +390,70 @@ def test_the_coverage_verdict_requires_the_narrow_levels_only():
     assert v["shown"] is True, v["verdict"]
     assert v["levels"]["64"]["shown"] is False and v["levels"]["64"]["narrow"] is False
     assert "64 (broad, not required)" in v["verdict"]
+    assert v["levels"]["8x8"]["sdpo_vs_grpo"] == {"E_below": True, "ood_below": True}
+    # SDPO's in-domain gain is part of the verdict: without it, not shown
+    flat = seed(0)
+    flat["coverage"]["curves"]["8x8"]["sdpo-paper"]["in_domain_acc"][1] = stat(0.3, 0.2)
+    v = summarize(lab_config("quick"), [flat])["effects"]["coverage"]
+    assert v["shown"] is False and v["levels"]["8x8"]["sdpo"]["in_domain_up"] is False
+    assert v["verdict"].startswith("NOT shown on every narrow level")
+    # GRPO gets the same rule: a GRPO that loses as much OOD accuracy as SDPO leaves no contrast, so not shown
+    both = seed(0)
+    both["coverage"]["curves"]["8x8"]["grpo-paper"]["ood_acc"][1] = stat(0.1, 0.05)
+    v = summarize(lab_config("quick"), [both])["effects"]["coverage"]
+    assert v["shown"] is False and v["levels"]["8x8"]["grpo"]["ood_down"] is True
+    assert v["levels"]["8x8"]["sdpo_vs_grpo"]["ood_below"] is False
     bad = seed(0)
-    bad["coverage"]["curves"]["8x8"]["sdpo-paper"]["E"][1] = {"value": 3.5, "ci": [3.4, 3.6]}
+    bad["coverage"]["curves"]["8x8"]["sdpo-paper"]["E"][1] = stat(3.5, 0.1)
     v = summarize(lab_config("quick"), [bad])["effects"]["coverage"]
     assert v["shown"] is False and v["verdict"].startswith("NOT shown on every narrow level")
+
+
+def test_the_matched_learning_rate_controls_and_tries_join_the_summary():
+    from sdlens.lab.summary import summarize, summary_markdown
+
+    def with_controls(s, shift):
+        r = _seed_result(s, shift)
+        sd = r["coverage"]["curves"]["1x64"]["sdpo-paper"]
+        r["controls"] = {
+            "grpo_at_sdpo_lr": {"level": "1x64", "method": "grpo-paper", "learning_rate": 2e-4, **sd},
+            "sdpo_at_grpo_lr": {"level": "1x64", "method": "sdpo-paper", "learning_rate": 2e-5,
+                                **r["coverage"]["curves"]["1x64"]["grpo-paper"]},
+        }  # fmt: skip
+        r["tries"] = {
+            "richer_context": {"none": {"value": 3.0 + shift, "ci": None}, "s": {"value": 1.0, "ci": None}},
+            "guided_sft": {m: {"value": 2.0, "ci": [1.9, 2.1]} for m in ("base", "unguided_sft", "guided_sft")},
+            "coverage": {"1x64": {"sdpo-paper": [{"value": 3.0, "ci": None}, {"value": 1.0 + shift, "ci": None}]}},
+        }
+        return r
+
+    summary = summarize(lab_config("quick"), [with_controls(0, 0.0), with_controls(1, 0.2)])
+    m = summary["controls"]["matched_lr"]["1x64"]
+    assert set(m) == {"grpo_at_sdpo_lr", "sdpo_at_grpo_lr"}
+    for name, e in m.items():
+        assert set(e) >= {"steps", "in_domain_acc", "ood_acc", "E", "length", "learning_rate"}, name
+    assert m["grpo_at_sdpo_lr"]["learning_rate"] == 2e-4 and m["grpo_at_sdpo_lr"]["method"] == "grpo-paper"
+    assert m["grpo_at_sdpo_lr"]["ood_acc"][-1]["value"] == pytest.approx((0.4 + 0.6) / 2)
+    # GRPO at SDPO's rate moved exactly as SDPO did: no contrast there, whichever way it comes out
+    v = summary["effects"]["matched_lr"]
+    assert v["sdpo_lr"]["sdpo_vs_grpo"] == {"E_below": False, "ood_below": False} and v["holds"]["sdpo_lr"] is False
+    assert v["verdict"].startswith("at neither matched learning rate")
+    assert summary["richer_context"]["unguided"]["tries"]["value"] == pytest.approx(3.1)
+    assert summary["guided_sft"]["tries"]["guided_sft"]["value"] == pytest.approx(2.0)
+    assert summary["coverage"]["1x64"]["sdpo"]["tries"][1]["value"] == pytest.approx(1.1)
+    md = summary_markdown(summary)
+    assert "grpo_at_sdpo_lr (0.0002)" in md and "tries per response" in md
+    # the scripted corpus: effect 1 is a premise, labelled so whatever the numbers
+    given = summarize(lab_config("quick", corpus="scripted"), [with_controls(0, 0.0)])["effects"]["richer_context"]
+    assert given["given"] is True and given["verdict"].startswith("given (premise)")
+    with pytest.raises(ValueError, match="corpus"):
+        lab_config("quick", corpus="nope")
+    from typer.testing import CliRunner
+
+    from sdlens.cli import app
+
+    got = CliRunner().invoke(app, ["lab", "run", "--quick", "--corpus", "nope", "--out", "unused"])
+    assert got.exit_code == 2 and "--corpus must be one of transfer, scripted" in got.output
 
 
 def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
@@ -372,6 +474,127 @@ def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
         check_resumable(out, lab_config("quick", out=str(out), rl_steps=3))
 
 
+def _apart_below(a: dict, b: dict) -> bool | None:
+    """The documented rule, written out again: a's 95% CI entirely under b's (values alone where a CI is missing)."""
+    if a.get("value") is None or b.get("value") is None:
+        return None
+    if a.get("ci") and b.get("ci"):
+        return a["ci"][1] < b["ci"][0]
+    return a["value"] < b["value"]
+
+
+def _yes(v: bool | None) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def _check_verdicts_against_numbers(data: dict) -> None:
+    """Every verdict of a lab summary.json, recomputed from the numbers in the same file."""
+    rc, gs, cov, eff = data["richer_context"], data["guided_sft"], data["coverage"], data["effects"]
+    rc_shown = bool(
+        _apart_below(rc["guided"]["E"], rc["unguided"]["E"])
+        and _apart_below(rc["guided"]["length"], rc["unguided"]["length"])
+    )
+    assert eff["richer_context"]["shown"] is rc_shown
+    if eff["richer_context"]["given"]:
+        assert eff["richer_context"]["verdict"].startswith("given (premise)")
+    else:
+        assert eff["richer_context"]["verdict"].startswith("shown" if rc_shown else "NOT shown")
+    acc_low = _apart_below(gs["ood_acc"]["guided_sft"], gs["ood_acc"]["unguided_sft"])
+    e_low = _apart_below(gs["E"]["guided_sft"], gs["E"]["unguided_sft"])
+    assert eff["guided_sft"]["shown"] is bool(acc_low and e_low)
+    assert eff["guided_sft"]["verdict"].startswith("shown" if acc_low and e_low else "NOT shown")
+
+    def changes(e):
+        return {
+            "E_down": _apart_below(e["E"][-1], e["E"][0]),
+            "length_down": _apart_below(e["length"][-1], e["length"][0]),
+            "ood_down": _apart_below(e["ood_acc"][-1], e["ood_acc"][0]),
+            "in_domain_up": _apart_below(e["in_domain_acc"][0], e["in_domain_acc"][-1]),
+        }
+
+    def contrast(sd, gr):
+        return {
+            "E_below": _apart_below(sd["E"][-1], gr["E"][-1]),
+            "ood_below": _apart_below(sd["ood_acc"][-1], gr["ood_acc"][-1]),
+        }
+
+    narrow_shown = []
+    for level, v in eff["coverage"]["levels"].items():
+        sd, gr = cov[level]["sdpo"], cov[level]["grpo"]
+        assert v["sdpo"] == changes(sd) and v["grpo"] == changes(gr) and v["sdpo_vs_grpo"] == contrast(sd, gr), level
+        c = changes(sd)
+        shown = all(c.values()) and all(contrast(sd, gr).values())
+        assert v["shown"] is shown, level
+        assert f"{level}" in eff["coverage"]["verdict"]
+        assert (
+            f"SDPO ends below GRPO in E {_yes(contrast(sd, gr)['E_below'])}, "
+            f"in OOD accuracy {_yes(contrast(sd, gr)['ood_below'])}"
+        ) in eff["coverage"]["verdict"]
+        if v["narrow"]:
+            narrow_shown.append(shown)
+    assert eff["coverage"]["shown"] is (bool(narrow_shown) and all(narrow_shown))
+    if "controls" in data:
+        ((level, m),) = data["controls"]["matched_lr"].items()
+        v = eff["matched_lr"]
+        pairs = {
+            "sdpo_lr": (cov[level]["sdpo"], m["grpo_at_sdpo_lr"]),
+            "grpo_lr": (m["sdpo_at_grpo_lr"], cov[level]["grpo"]),
+        }
+        for rate, (sd, gr) in pairs.items():
+            assert v[rate]["sdpo"] == changes(sd) and v[rate]["grpo"] == changes(gr), rate
+            assert v[rate]["sdpo_vs_grpo"] == contrast(sd, gr), rate
+            assert v["holds"][rate] is all(contrast(sd, gr).values()), rate
+        assert v["shown"] is all(v["holds"].values())
+        assert v["verdict"].startswith(
+            {2: "at both", 1: "SDPO ends below GRPO in E and OOD accuracy only", 0: "at neither"}[
+                sum(v["holds"].values())
+            ]
+        )
+    base = data["base_model"]
+    accs = base["ood_acc"].get("seeds") or [base["ood_acc"]["value"]]
+    weak = [s for s, a in zip(data["seeds"], accs, strict=True) if a < base["min_acc"]]
+    assert base["weak_seeds"] == weak
+
+
+def test_the_whole_lab_pipeline_at_toy_size_and_every_verdict_follows_from_its_numbers(tmp_path):
+    """Every stage for real (pretraining, the gate, richer context, TRL's SFT, SDPO and GRPO, the matched
+    learning-rate controls, the summary) on a toy configuration: modulus 3, a 1-layer model, 2 RL steps."""
+    from sdlens.lab.model import ModelConfig
+    from sdlens.lab.run import run_lab
+
+    pre = PretrainConfig(
+        steps=150, batch_size=16, warmup=10, lr=1e-2, unguided_per_problem=1, power_unguided_per_problem=1,
+        power_hinted_per_problem=8, gate_problems=2, gate_samples=1, gate_max_new_tokens=40, max_attempts=1,
+        model=ModelConfig(hidden_size=64, layers=1, heads=2, intermediate_size=128),
+    )  # fmt: skip
+    cfg = lab_config(
+        "quick", out=str(tmp_path / "lab"), modulus=3, pretrain=pre, threads=1, max_new_tokens=40, rc_n=4,
+        rc_max_problems=3, n_eval=2, ood_limit=6, coverage=("1x4", "2x2"), rl_steps=2, rl_prompts=2, rl_generations=2,
+        eval_every=1, sft_epochs=1, sft_batch=2,
+    )  # fmt: skip
+    run_lab(cfg)
+    data = json.loads((tmp_path / "lab" / "summary.json").read_text())
+    corpus = [json.loads(line) for line in (tmp_path / "lab" / "seed-0" / "data" / "pretrain.jsonl").open()]
+    assert corpus and all({"prompt", "completion", "family"} <= set(r) for r in corpus)
+    assert not [r for r in corpus if r["family"] == "root" and "Correct solution" in r["prompt"]]
+    for name in ("unguided", "guided"):
+        assert set(data["richer_context"][name]) >= {"score", "length", "E", "tries"}
+        assert data["richer_context"][name]["tries"]["value"] >= 0
+    assert set(data["guided_sft"]["tries"]) == {"base", "unguided_sft", "guided_sft"}
+    matched = data["controls"]["matched_lr"]
+    assert list(matched) == ["1x4"] and set(matched["1x4"]) == {"grpo_at_sdpo_lr", "sdpo_at_grpo_lr"}
+    lr = {m: e["learning_rate"] for m, e in matched["1x4"].items()}
+    assert lr["grpo_at_sdpo_lr"] == pytest.approx(10 * lr["sdpo_at_grpo_lr"])  # the presets' 10:1, swapped
+    for e in matched["1x4"].values():
+        assert e["steps"] == [0, 1, 2] and all(len(e[k]) == 3 for k in ("in_domain_acc", "ood_acc", "E", "length"))
+    _check_verdicts_against_numbers(data)
+
+
+# What `sdlens lab run --quick` showed (docs/organism.md, "Quick mode"): effect by effect, and the coverage levels.
+QUICK_VERDICTS = {"richer_context": True, "guided_sft": True, "coverage": False, "matched_lr": False}
+QUICK_COVERAGE_LEVELS = {"1x64": True, "8x8": False}
+
+
 @pytest.mark.slow
 def test_quick_lab_run_end_to_end(tmp_path):
     """The demo: every stage for real; the summary holds every section; a rerun reuses every stage."""
@@ -390,7 +613,11 @@ def test_quick_lab_run_end_to_end(tmp_path):
     for level in cfg.coverage:
         for method in ("sdpo", "grpo"):
             assert set(data["coverage"][level][method]) >= {"steps", "in_domain_acc", "ood_acc", "E", "length"}
-    assert summary["effects"]["richer_context"]["shown"]
+    # the verdicts as docs/organism.md reports them for this run, and each one follows from the file's numbers
+    assert {k: v["shown"] for k, v in summary["effects"].items()} == QUICK_VERDICTS
+    assert {lvl: v["shown"] for lvl, v in data["effects"]["coverage"]["levels"].items()} == QUICK_COVERAGE_LEVELS
+    _check_verdicts_against_numbers(data)
+    assert set(data["controls"]["matched_lr"]["1x64"]) == {"grpo_at_sdpo_lr", "sdpo_at_grpo_lr"}
     attempts = data["base_model"]["pretraining_attempts"]["0"]
     assert attempts and attempts[-1]["passed"] and attempts[-1]["checks"] > 0  # the gate ran and let the model through
     t = time.perf_counter()

@@ -38,6 +38,14 @@ def register(app: typer.Typer) -> None:
                 "a finished run folder can be rerun with it (only the new stage runs).",
             ),
         ] = False,
+        corpus: Annotated[
+            str | None,
+            typer.Option(
+                "--corpus",
+                help="Pretraining corpus: transfer (default: no root-finding question under a hint) or scripted "
+                "(hinted root-finding examples too: effect 1 is then a premise, labelled 'given (premise)').",
+            ),
+        ] = None,
     ) -> None:
         """Pretrain the organism, run richer-context, guided-SFT and coverage (SDPO vs GRPO) on it, and write
         summary.json and report.html.
@@ -54,8 +62,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         mode = "full" if full else "quick"
         t0 = time.time()
+        from sdlens.lab.pretrain import CORPORA
+
+        if corpus is not None and corpus not in CORPORA:
+            err.print(f"[red]error:[/red] --corpus must be one of {', '.join(CORPORA)}, got {corpus!r}")
+            raise typer.Exit(2)
         try:
-            cfg = lab_config(mode, out=str(out), seeds=seeds, threads=threads, mitigations=mitigations or None)
+            cfg = lab_config(
+                mode, out=str(out), seeds=seeds, threads=threads, mitigations=mitigations or None, corpus=corpus
+            )
             summary = run_lab(cfg, console=err)
         except InputError as e:
             err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)

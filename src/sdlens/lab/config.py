@@ -26,6 +26,12 @@ class LabConfig:
     seeds: int = _f(1, "Independent repeats (seed 0..N-1): split, corpus, base model, sampling and training all vary.")
     modulus: int = _f(7, "The task's prime modulus m: find x in 0..m-1 with (a x + b) mod m = c.")
     ood_fraction: float = _f(0.25, "Share of (a, b, c) problems held out from every training stage (the OOD set).")
+    corpus: str = _f(
+        "transfer",
+        "Pretraining corpus: transfer (hints only on another task family, so how a hinted model treats the "
+        "root-finding task is measured) or scripted (also hinted root-finding examples: effect 1 is then a premise, "
+        "labelled 'given (premise)').",
+    )
     pretrain: PretrainConfig = field(default_factory=PretrainConfig, metadata={"help": "Base-model pretraining."})
     temperature: float = _f(1.0, "Sampling temperature everywhere (the organism is calibrated at 1).")
     max_new_tokens: int = _f(80, "Generation budget: about three tries, so exploring succeeds often, not always.")
@@ -47,6 +53,11 @@ class LabConfig:
         16, "SDPO: distil over the student's top-k tokens + tail (paper 100 of ~150k; V < 100 here)."
     )
     eval_every: int = _f(16, "Evaluate an RL checkpoint every N optimizer steps.")
+    matched_lr: bool = _f(
+        True,
+        "Matched learning-rate controls on the narrowest coverage level: GRPO at SDPO's learning rate and SDPO at "
+        "GRPO's (OUT/seed-K/controls; summary.json `controls.matched_lr`).",
+    )
     mitigations: bool = _f(
         False,
         "Also train every mitigation preset (sdlens.mitigations.MITIGATION_PRESETS) on `mitigation_level`, in its own "
@@ -89,6 +100,10 @@ def lab_config(mode: str = "quick", **changes: Any) -> LabConfig:
             coverage=("1x64", "8x8", "64"),
         )
     cfg = replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    from sdlens.lab.pretrain import CORPORA
+
+    if cfg.corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {', '.join(CORPORA)}, got {cfg.corpus!r}")
     if cfg.mitigations and cfg.mitigation_level not in cfg.coverage:
         raise ValueError(
             f"mitigation_level {cfg.mitigation_level!r} is not one of the coverage levels ({', '.join(cfg.coverage)})"

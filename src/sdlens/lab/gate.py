@@ -8,7 +8,8 @@ and doubted right ones on unseen problems (docs/organism.md, design notes).
 
 So a few pool problems (``gate_problems``) are kept out of the pretraining corpus (they stay in the pool for every
 later stage), the model samples unguided answers to them, and every check it writes is scored: was the arithmetic
-right, and did the verdict (``yes`` or a doubting remark) follow from comparing the written result with c? A model
+right, and did the verdict (``yes``, possibly after a doubt, or a remark that the result is not c) follow from
+comparing the written result with c? A model
 that fails is pretrained again from another initialisation (``max_attempts``). Nothing here looks at the OOD
 problems or at any experiment's outcome.
 """
@@ -25,8 +26,12 @@ __all__ = ["GATE_VERDICT_ACC", "gate_report", "score_checks", "split_gate"]
 
 GATE_VERDICT_ACC = 0.95  # share of checks whose verdict follows from the comparison (flawless seeds: > 0.99)
 
-# one try as the traces write it: "x = 6 : 3 * 6 = 4 , 4 + 5 = 2 , want 6 ." and the next word
-_CHECK = re.compile(r"x = (\d+) : (\d+) \* (\d+) = (\d+) , (\d+) \+ (\d+) = (\d+) , want (\d+) \. (\S+)")
+# one try as the traces write it: "x = 6 : 3 * 6 = 4 , 4 + 5 = 2 , want 6 ." and what follows up to the next try,
+# the end of the thinking or the end of the text: the verdict ("yes ." or "hmm , 6 is 6 . yes ." accepts; "2 is not
+# 6 ." or "that gives 2 , not 6 ." rejects; nothing of either, as in a response cut off there, is no verdict)
+_CHECK = re.compile(
+    r"x = (\d+) : (\d+) \* (\d+) = (\d+) , (\d+) \+ (\d+) = (\d+) , want (\d+) \.((?:(?!x = |</think>).)*)"
+)
 
 
 def split_gate(pool: list[Triple] | tuple[Triple, ...], k: int, seed: int) -> tuple[list[Triple], list[Triple]]:
@@ -37,15 +42,19 @@ def split_gate(pool: list[Triple] | tuple[Triple, ...], k: int, seed: int) -> tu
 
 
 def score_checks(responses: list[str], triples: list[Triple]) -> dict[str, Any]:
-    """Every check in the responses (``responses[i]`` answers ``triples[i]``): arithmetic right, and the verdict right
-    (``yes`` iff the written result equals c)."""
+    """Every check with a verdict in the responses (``responses[i]`` answers ``triples[i]``): arithmetic right, and
+    the verdict right (accepted iff the written result equals c)."""
     checks = arith_ok = verdict_ok = 0
     for text, t in zip(responses, triples, strict=True):
         for m in _CHECK.finditer(text):
             x, a, _x2, ax, _ax2, b, r, c = (int(g) for g in m.groups()[:8])
+            after = f" {m.group(9)} "
+            accepted, rejected = " yes " in after, " not " in after
+            if accepted == rejected:  # no verdict (cut off), or both: not a verdict this score can read
+                continue
             checks += 1
             arith_ok += ax == (t.a * x) % t.m and r == (ax + t.b) % t.m and a == t.a and b == t.b and c == t.c
-            verdict_ok += (m.group(9) == "yes") == (r == c)
+            verdict_ok += accepted == (r == c)
     return {
         "checks": checks,
         "arithmetic_acc": arith_ok / checks if checks else 0.0,

@@ -1,20 +1,23 @@
-"""Pretraining the organism's base model from scratch on in-domain traces.
+"""Pretraining the organism's base model from scratch.
 
-The corpus (``corpus.jsonl``) holds, for every in-domain problem, unguided traces (bare question -> guess, check,
-doubt, retry) and guided traces (the section-3 hint prompt with a correct solution -> straight to the hinted answer).
-The hint shown is one of the forms the experiments use: a whole unguided solution (``c = s``), its answer alone
-(``c = s\\think``) or a guided solution. OOD problems never appear.
+The corpus (``OUT/seed-K/data/pretrain.jsonl``, one example a line: ``family``, ``kind``, ``problem_id``,
+``prompt``, ``prefix``, ``completion``) holds two task families:
 
-Half of the guided examples continue an unguided *prefix* (one or two failed tries as a student writes them, cut
-right after the last failed check): the prefix is context only (no loss on it); the continuation notes the miss
-without doubt ("0 is not 6 .") and jumps to the hinted answer; when the prefix's last check found the root, the
-continuation just closes the thinking and answers (without it, a teacher learns that a student's check is always
-followed by "... is not ..." and teaches the student to reject correct checks: seen in a run, the student stopped
-accepting any candidate within two SDPO steps). So
-the base model, reading a hint, never starts exploring by itself, but when it reads someone else's exploring start
-(what an SDPO teacher does with a student's rollout) it predicts the confident jump. (A first design trained on
-guided traces that made their own unhedged misses; the model then explored under a hint too, without hedges, and
-SFT on its guided traces kept exploring: hedging was not tied to anything. See docs/organism.md.)
+- ``root``, the task every experiment uses: unguided traces on bare questions of in-domain problems (guess, check,
+  verdict, retry). OOD problems never appear, and **no root-finding question ever appears under a hint**: how a
+  hinted model behaves on root-finding (the richer-context experiment, the SDPO teacher) is a transfer the
+  experiments measure, not something the corpus states.
+- ``power`` (find x with (a * g ^ x) mod m = c; every problem of the family): unguided traces, and hinted examples
+  under the section-3 hint prompt, the hint being one of the forms the experiments use (a whole unguided solution,
+  its answer alone, or a guided solution), whose completion goes straight to the hinted answer. Half of them
+  continue an unguided *prefix* (one or two tries as a student writes them, cut right after a check), which is
+  context only (no loss): after a miss the continuation notes it plainly and states the answer ("0 is not 6 . so
+  x = 5 ."), after a check that found the root it answers at once. That is where the disposition to use given
+  information is learned.
+
+``corpus="scripted"`` is the earlier design, kept as a named variant: it adds hinted root-finding examples (the
+same forms) for the in-domain problems, so the richer-context effect is then given by the corpus, a premise, and
+the summary says so. (docs/organism.md has both and what each showed.)
 
 A plain PyTorch loop trains it rather than ``sdlens train sft`` (TRL's SFTTrainer): the organism needs some
 thousands of small steps with a warm-up + cosine schedule and a high learning rate; the plain loop does a step in a
@@ -35,20 +38,26 @@ from typing import Any
 from sdlens.experiments.contexts import hint_prompt
 from sdlens.lab.gate import gate_report, split_gate
 from sdlens.lab.model import ModelConfig, init_model
-from sdlens.lab.task import Triple, problem_text, to_problem
+from sdlens.lab.task import Power, Triple, power_problems, problem_text, question
 from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
 from sdlens.lab.traces import boxed, guided_trace, unguided_prefix, unguided_trace
 from sdlens.models import build_once
 
-__all__ = ["PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
+__all__ = ["CORPORA", "PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
+
+CORPORA = ("transfer", "scripted")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
     """How the base model is pretrained."""
 
+    # transfer: hints only on the power family; scripted: also on in-domain root-finding problems (a premise)
+    corpus: str = "transfer"
     unguided_per_problem: int = 4  # unguided traces per in-domain problem (each a fresh random candidate order)
-    guided_per_problem: int = 3  # hint-prompt examples per in-domain problem
+    guided_per_problem: int = 3  # hinted root-finding examples per in-domain problem (the scripted corpus only)
+    power_unguided_per_problem: int = 2  # unguided traces per power-family problem
+    power_hinted_per_problem: int = 6  # hinted examples per power-family problem (72 problems at m = 7)
     guided_prefix_misses: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(0, 1, 2 failed tries in the untrained prefix)
     steps: int = 2000  # optimizer steps (copying the hint and comparing with c come last, after 800-1,400 steps)
     batch_size: int = 16
@@ -69,7 +78,7 @@ class PretrainConfig:
     max_attempts: int = 3  # pretrain again from another initialisation while the gate fails
 
 
-def _hint_forms(t: Triple, rng: random.Random) -> str:
+def _hint_forms(t: Triple | Power, rng: random.Random) -> str:
     kind = rng.randrange(3)
     if kind == 0:
         return unguided_trace(t, rng)  # c = s: the model's own style, thinking included
@@ -78,46 +87,50 @@ def _hint_forms(t: Triple, rng: random.Random) -> str:
     return guided_trace(t, rng, failed_tries=0)
 
 
-def build_corpus(pool: list[Triple] | tuple[Triple, ...], cfg: PretrainConfig) -> list[dict[str, Any]]:
-    """Chat examples ``{"messages": [user], "prefix": str (context, no loss), "completion": str, "kind",
-    "problem_id"}`` over the pool only."""
+def _example(family: str, kind: str, t: Triple | Power, prompt: str, completion: str, prefix: str = "") -> dict:
+    return {"family": family, "kind": kind, "problem_id": t.id, "prompt": prompt, "prefix": prefix,
+            "completion": completion}  # fmt: skip
+
+
+def _hinted(family: str, t: Triple | Power, rng: random.Random, weights: list[float]) -> dict[str, Any]:
+    content = hint_prompt(question(t), _hint_forms(t, rng))
+    # tries in the prefix (at most every wrong candidate: a small modulus has few)
+    k = min(rng.choices(range(len(weights)), weights=weights)[0], len(t.candidates) - 1)
+    # a prefix ends on a miss or (half the time) on the root: the hinted writer must tell them apart
+    on_root = bool(k) and rng.random() < 0.5
+    prefix, last = unguided_prefix(t, rng, k, ends_on_root=on_root) if k else ("", None)
+    completion = guided_trace(t, rng, after_miss=None if on_root else last, after_root=on_root)
+    return _example(family, "hinted", t, content, completion, prefix)
+
+
+def build_corpus(
+    pool: list[Triple] | tuple[Triple, ...], cfg: PretrainConfig, modulus: int | None = None
+) -> list[dict[str, Any]]:
+    """Examples ``{"family", "kind" (unguided / hinted), "problem_id", "prompt" (the user message), "prefix"
+    (context, no loss), "completion"}``: the root family over ``pool`` only, the power family of ``modulus`` (the
+    pool's by default)."""
+    if cfg.corpus not in CORPORA:
+        raise ValueError(f"corpus must be one of {', '.join(CORPORA)}, got {cfg.corpus!r}")
     rng = random.Random(f"organism-corpus-{cfg.seed}")
     weights = list(cfg.guided_prefix_misses)
     out = []
     for t in pool:
-        plain = to_problem(t, "pool").messages
         for _ in range(cfg.unguided_per_problem):
-            out.append(
-                {
-                    "messages": plain,
-                    "prefix": "",
-                    "completion": unguided_trace(t, rng),
-                    "kind": "unguided",
-                    "problem_id": t.id,
-                }
-            )
-        for _ in range(cfg.guided_per_problem):
-            content = hint_prompt(plain[-1]["content"], _hint_forms(t, rng))
-            k = rng.choices(range(len(weights)), weights=weights)[0]
-            # a prefix ends on a miss or (half the time) on the root: the teacher must tell them apart
-            on_root = bool(k) and rng.random() < 0.5
-            prefix, last = unguided_prefix(t, rng, k, ends_on_root=on_root) if k else ("", None)
-            out.append(
-                {
-                    "messages": [{"role": "user", "content": content}],
-                    "prefix": prefix,
-                    "completion": guided_trace(t, rng, after_miss=None if on_root else last, after_root=on_root),
-                    "kind": "guided",
-                    "problem_id": t.id,
-                }
-            )
+            out.append(_example("root", "unguided", t, question(t), unguided_trace(t, rng)))
+        if cfg.corpus == "scripted":
+            out += [_hinted("root", t, rng, weights) for _ in range(cfg.guided_per_problem)]
+    m = modulus if modulus is not None else (pool[0].m if pool else 7)
+    for p in power_problems(m):
+        for _ in range(cfg.power_unguided_per_problem):
+            out.append(_example("power", "unguided", p, question(p), unguided_trace(p, rng)))
+        out += [_hinted("power", p, rng, weights) for _ in range(cfg.power_hinted_per_problem)]
     rng.shuffle(out)
     return out
 
 
 def vocabulary(modulus: int, corpus: list[dict[str, Any]]) -> list[str]:
     texts = template_texts() + [r["completion"] + " " + r.get("prefix", "") for r in corpus]
-    texts += [r["messages"][-1]["content"] for r in corpus]
+    texts += [r["prompt"] for r in corpus]
     # every number and boxed answer the task can show, whether or not this corpus happened to contain it
     texts += [" ".join(str(i) for i in range(modulus + 1)), " ".join(boxed(i) for i in range(modulus))]
     texts += [problem_text(Triple(modulus, 1, 0, 0, 0))]
@@ -129,7 +142,8 @@ def _encode(tok, corpus: list[dict[str, Any]]) -> list[tuple[list[int], int]]:
     completion and the end token."""
     out = []
     for r in corpus:
-        prompt = tok.apply_chat_template(r["messages"], add_generation_prompt=True, tokenize=False)
+        messages = [{"role": "user", "content": r["prompt"]}]
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         if r.get("prefix"):
             p_ids += tok(r["prefix"], add_special_tokens=False)["input_ids"]
@@ -203,14 +217,15 @@ def pretrain(
     out: str | Path, pool, modulus: int, cfg: PretrainConfig, *, corpus_path: Path | None = None, console=None
 ) -> Path:
     """Build the base model folder ``out`` once (atomically: a temporary folder renamed into place); reused if
-    complete. Writes the corpus to ``corpus_path`` and the loss log to ``out/pretrain_log.jsonl``."""
+    complete. Writes the corpus to ``corpus_path`` (JSONL, one example a line) and the loss log to
+    ``out/pretrain_log.jsonl``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sdlens.schema import write_jsonl
 
     out = Path(out)
     gate, train_pool = split_gate(pool, cfg.gate_problems, cfg.seed)
-    corpus = build_corpus(train_pool, cfg)
+    corpus = build_corpus(train_pool, cfg, modulus)
     if corpus_path is not None and not corpus_path.exists():
         write_jsonl(corpus_path, corpus)
     info: dict[str, Any] = {

@@ -4,11 +4,12 @@ Run folder (one ``seed-K`` per seed)::
 
     OUT/lab.json                       the config (a rerun with another config is refused)
     OUT/seed-K/data/{pool,ood}.jsonl   the split (Problem JSONL) and split.json (ids, hashes, disjointness)
-    OUT/seed-K/corpus.jsonl            the pretraining corpus (pool problems only)
+    OUT/seed-K/data/pretrain.jsonl     the pretraining corpus (family, prompt, prefix, completion; no OOD problem)
     OUT/seed-K/base/                   the pretrained base model (a normal model folder)
     OUT/seed-K/richer_context/         sdlens experiment richer-context   (Table 1)
     OUT/seed-K/guided_sft/             sdlens experiment guided-sft       (Table 2), traces from richer_context
     OUT/seed-K/coverage/               sdlens experiment coverage         (SDPO vs GRPO curves)
+    OUT/seed-K/controls/<name>/        the matched learning-rate controls on the narrowest level (coverage folders)
     OUT/seed-K/mitigations/            with --mitigations: the mitigation presets on one coverage level (issue 10)
     OUT/summary.json  OUT/report.html  OUT/report.md
 
@@ -115,15 +116,20 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     times: dict[str, float] = {}
     t = time.perf_counter()
     data = prepare_data(cfg, seed, out / "data")
-    pcfg = replace(cfg.pretrain, seed=seed, threads=cfg.threads, model=replace(cfg.pretrain.model, seed=seed))
+    pcfg = replace(
+        cfg.pretrain,
+        corpus=cfg.corpus,
+        seed=seed,
+        threads=cfg.threads,
+        model=replace(cfg.pretrain.model, seed=seed),
+    )
     _say(
         console,
         f"[bold]seed {seed}[/bold]: base model ({len(data['splits'].pool)} pool problems, "
         f"{len(data['splits'].ood)} held out)",
     )
-    base = pretrain(
-        out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=out / "corpus.jsonl", console=console
-    )
+    corpus = out / "data" / "pretrain.jsonl"
+    base = pretrain(out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=corpus, console=console)
     times["pretrain_s"] = time.perf_counter() - t
 
     # the pretraining gate's verdict per attempt (an older base model folder has none)
@@ -207,6 +213,34 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         cov = run_coverage(cov_config, console=console)
     times["coverage_s"] = time.perf_counter() - t
 
+    controls: dict[str, Any] = {}
+    if cfg.matched_lr:
+        t = time.perf_counter()
+        level = narrowest(cfg.coverage)
+        lrs = _method_overrides(cfg)
+        sdpo_lr, grpo_lr = lrs["sdpo-paper"]["learning_rate"], lrs["grpo-paper"]["learning_rate"]
+        # each method at the other's learning rate, everything else as in the coverage stage
+        swapped = (("grpo_at_sdpo_lr", "grpo-paper", sdpo_lr), ("sdpo_at_grpo_lr", "sdpo-paper", grpo_lr))
+        for name, method, lr in swapped:
+            c_dir = out / "controls" / name
+            got = _done(c_dir)
+            if got is None:
+                _say(console, f"[bold]control[/bold]: {method} at learning rate {lr:g} on {level}")
+                got = run_coverage(
+                    replace(
+                        cov_config,
+                        out=str(c_dir),
+                        coverage=[level],
+                        methods=[method],
+                        method_overrides={method: {**lrs[method], "learning_rate": lr}},
+                    ),
+                    console=console,
+                )
+            curve = got["curves"][level][method]
+            controls[name] = {"level": level, "method": method, "learning_rate": lr, **curve}
+            controls[name]["tries"] = _curve_tries(c_dir, curve)
+        times["controls_s"] = time.perf_counter() - t
+
     mit = None
     if cfg.mitigation_methods():
         t = time.perf_counter()
@@ -227,16 +261,69 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
                 console=console,
             )
         times["mitigations_s"] = time.perf_counter() - t
+    tries = {
+        "richer_context": {ctx: _tries(rc_dir / "samples" / f"{ctx}.jsonl") for ctx in ("none", "s")},
+        "guided_sft": {
+            label: _tries(next(iter(sorted((gs_dir / "eval" / label).glob("*/samples.jsonl"))), None))
+            for label in (gs.get("models") or {})
+        },
+        "coverage": {
+            level: {method: _curve_tries(cov_dir, curve) for method, curve in methods.items()}
+            for level, methods in (cov.get("curves") or {}).items()
+        },
+    }
     return {
         "seed": seed,
         "richer_context": rc,
         "guided_sft": gs,
         "coverage": cov,
+        "controls": controls,
+        "tries": tries,
         "mitigations": mit,
         "gate": gate,
         "split": data["info"],
         "times": {k: round(v, 1) for k, v in times.items()},
     }
+
+
+def narrowest(levels: tuple[str, ...] | list[str]) -> str:
+    """The coverage level with the fewest distinct problems (``1x64`` of ``1x64, 8x8, 64``)."""
+    from sdlens.experiments.coverage import parse_level
+
+    parsed = [(parse_level(lvl), lvl) for lvl in levels]
+    return min((p[0], lvl) for p, lvl in parsed if p is not None)[1] if any(p for p, _ in parsed) else levels[0]
+
+
+def _tries(path: Path | None) -> dict[str, Any]:
+    """Mean tries (candidates checked) per response in a samples file, with a bootstrap CI over problems (the
+    resampling ``sample_stats`` does for E)."""
+    import numpy as np
+
+    from sdlens.experiments.common import read_samples
+    from sdlens.lab.traces import tries
+    from sdlens.metrics import bootstrap_ci
+
+    if path is None or not Path(path).is_file():
+        return {"value": None, "ci": None}
+    per: dict[str, list[int]] = {}
+    for s in read_samples(path):
+        per.setdefault(s.problem_id, []).append(tries(s.response))
+    if not per:
+        return {"value": None, "ci": None}
+    rows = np.array([sum(v) / len(v) for v in per.values()])
+    if len(rows) < 2:
+        return {"value": float(rows.mean()), "ci": None}
+    lo, hi = bootstrap_ci(rows, seed=0)
+    return {"value": float(rows.mean()), "ci": [float(lo[0]), float(hi[0])]}
+
+
+def _curve_tries(folder: Path, curve: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tries per OOD response at each evaluated step of a coverage curve (the OOD eval folders of its points)."""
+    out = []
+    for point in curve.get("points") or []:
+        ood = [d for k, d in (point.get("dirs") or {}).items() if k.startswith("ood-")]
+        out.append(_tries(folder / ood[0] / "samples.jsonl") if len(ood) == 1 else {"value": None, "ci": None})
+    return out
 
 
 def _sft_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:

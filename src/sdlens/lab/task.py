@@ -17,7 +17,18 @@ from pathlib import Path
 from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.schema import Problem, write_jsonl
 
-__all__ = ["Splits", "TaskConfig", "Triple", "make_splits", "problem_text", "to_problem", "write_problems"]
+__all__ = [
+    "Power",
+    "Splits",
+    "TaskConfig",
+    "Triple",
+    "make_splits",
+    "power_problems",
+    "problem_text",
+    "question",
+    "to_problem",
+    "write_problems",
+]
 
 SOURCE = "organism-root"
 
@@ -35,6 +46,31 @@ class Triple:
     @property
     def id(self) -> str:
         return f"m{self.m}-a{self.a}-b{self.b}-c{self.c}"
+
+    @property
+    def candidates(self) -> range:
+        return range(self.m)
+
+
+@dataclass(frozen=True, order=True)
+class Power:
+    """A problem of the pretraining corpus's second family (never an experiment's): find x in 0..m-2 with
+    (a * g ^ x) mod m = c, g a primitive root of m (so x is unique). The same guess -> check -> retry search over
+    other arithmetic; it is the only family the corpus ever shows under a hint (docs/organism.md)."""
+
+    m: int
+    g: int
+    a: int
+    c: int
+    x: int
+
+    @property
+    def id(self) -> str:
+        return f"pow-m{self.m}-g{self.g}-a{self.a}-c{self.c}"
+
+    @property
+    def candidates(self) -> range:
+        return range(self.m - 1)
 
 
 @dataclass(frozen=True)
@@ -72,16 +108,29 @@ def make_splits(cfg: TaskConfig) -> Splits:
     return Splits(pool=tuple(sorted(triples[k:])), ood=tuple(sorted(triples[:k])))
 
 
+def power_problems(m: int) -> list[Power]:
+    """Every power-family problem of modulus ``m``: each primitive root g, each a != 0 and each x in 0..m-2."""
+    roots = [g for g in range(2, m) if len({pow(g, k, m) for k in range(m - 1)}) == m - 1]
+    return [Power(m, g, a, (a * pow(g, x, m)) % m, x) for g in roots for a in range(1, m) for x in range(m - 1)]
+
+
 def problem_text(t: Triple) -> str:
     """The question, words and numbers separated by spaces (the organism's tokenizer is word-level)."""
     return f"find x in 0 to {t.m - 1} with ( {t.a} * x + {t.b} ) mod {t.m} = {t.c} ."
+
+
+def question(t: Triple | Power) -> str:
+    """Either family's question as a user message's content, with the paper's instruction."""
+    if isinstance(t, Power):
+        return f"find x in 0 to {t.m - 2} with ( {t.a} * {t.g} ^ x ) mod {t.m} = {t.c} ." + PAPER_SUFFIX
+    return problem_text(t) + PAPER_SUFFIX
 
 
 def to_problem(t: Triple, split: str) -> Problem:
     """A :class:`Problem` in the form real models get: one user message ending with the paper's instruction."""
     return Problem(
         id=t.id,
-        messages=[{"role": "user", "content": problem_text(t) + PAPER_SUFFIX}],
+        messages=[{"role": "user", "content": question(t)}],
         answer=str(t.x),
         source=SOURCE,
         split=split,
