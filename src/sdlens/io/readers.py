@@ -111,14 +111,22 @@ def _text_hash(text: str) -> str:
 # ---------------------------------------------------------------- paper eval JSONL
 
 
-def read_paper_eval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
-    for line, obj in _rows(path, bad):
+def _each_record(
+    path: Path, bad: BadLines, samples_of: Callable[[dict[str, Any], int], list[Sample]]
+) -> Iterator[Sample]:
+    """The samples of every record (``samples_of(record, line)``); a bad record goes to ``bad``: an error, or skipped
+    and counted under ``--skip-bad``."""
+    for line, rec in _rows(path, bad):
         try:
-            samples = paper_eval_samples(obj, path, line, keys, bad)
+            samples = samples_of(rec, line)
         except InputError as e:
             bad.handle(e)
             continue
         yield from samples
+
+
+def read_paper_eval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
+    yield from _each_record(path, bad, lambda obj, line: paper_eval_samples(obj, path, line, keys, bad))
 
 
 def paper_eval_samples(obj: dict[str, Any], path: Path, line: int, keys: KeyMap, bad: BadLines) -> list[Sample]:
@@ -174,13 +182,7 @@ _ROUND = re.compile(r"^round(\d+)_responses$")
 
 
 def read_paper_hint(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
-    for line, obj in _rows(path, bad):
-        try:
-            samples = list(_hint_samples(obj, path, line))
-        except InputError as e:
-            bad.handle(e)
-            continue
-        yield from samples
+    yield from _each_record(path, bad, lambda obj, line: list(_hint_samples(obj, path, line)))
 
 
 def _hint_samples(obj: dict[str, Any], path: Path, line: int) -> Iterator[Sample]:
@@ -470,13 +472,7 @@ def read_generic(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
 def read_openai_batch(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
     """OpenAI Batch API output JSONL: ``{custom_id, response: {status_code, body}, error}`` per request; the body
     is a chat completion (``choices``) or a Responses API object (``output``). ``custom_id`` is the problem id."""
-    for line, rec in _rows(path, bad):
-        try:
-            samples = _batch_samples(rec, path, line)
-        except InputError as e:
-            bad.handle(e)
-            continue
-        yield from samples
+    yield from _each_record(path, bad, lambda rec, line: _batch_samples(rec, path, line))
 
 
 def _batch_samples(rec: dict[str, Any], path: Path, line: int) -> list[Sample]:
@@ -541,13 +537,7 @@ def read_lighteval(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
     versions store ``doc`` / ``model_response`` (``text`` = the samples) / ``metric``; older ones ``full_prompt`` /
     ``predictions`` / ``gold`` / ``metrics``. Correctness is the ``--correct-key`` metric, else the first metric whose
     name holds ``match``, ``pass`` or ``acc``."""
-    for row, rec in _rows(path, bad):
-        try:
-            samples = _lighteval_samples(rec, path, row, keys)
-        except InputError as e:
-            bad.handle(e)
-            continue
-        yield from samples
+    yield from _each_record(path, bad, lambda rec, row: _lighteval_samples(rec, path, row, keys))
 
 
 def _lighteval_samples(rec: dict[str, Any], path: Path, row: int, keys: KeyMap) -> list[Sample]:
@@ -611,13 +601,7 @@ def read_trace_dataset(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Samp
     """Trace data sets: a ``generations`` list per problem (OpenR1-Math style, with ``correctness_math_verify``)
     or a chat in ``messages`` (``role`` / ``content``) or ``conversations`` (``from`` / ``value``, OpenThoughts
     style) whose assistant turns are the responses."""
-    for row, rec in _rows(path, bad):
-        try:
-            samples = _trace_samples(rec, path, row, keys)
-        except InputError as e:
-            bad.handle(e)
-            continue
-        yield from samples
+    yield from _each_record(path, bad, lambda rec, row: _trace_samples(rec, path, row, keys))
 
 
 _CORRECT_LISTS = ("correctness_math_verify", "correctness_llama", "correctness")
