@@ -106,9 +106,8 @@ class BenchmarkData:
 
 
 def data_dirs(explicit: str | Path | None = None) -> list[Path]:
-    """The folders searched for ``<name>.parquet`` before the shipped data (``--data-dir``, else
-    ``$SDLENS_DATA_DIR``), then the cache folder searched after it."""
-
+    """The folders searched for ``<name>.parquet``: ``explicit`` (``--data-dir``) alone, else ``$SDLENS_DATA_DIR``
+    (if set) and the cache folder; :func:`resolve_benchmark` searches the shipped data between the two."""
     if explicit is not None:
         return [Path(explicit).expanduser()]
     env = os.environ.get("SDLENS_DATA_DIR")
@@ -160,8 +159,8 @@ def resolve_benchmark(spec: str, data_dir: str | Path | None = None) -> tuple[st
         )
     dirs = data_dirs(data_dir)
     searched = list(dirs)
-    if data_dir is None:  # the shipped copy goes after $SDLENS_DATA_DIR and before the cache
-        searched.insert(len(dirs) - 1, shipped.parent if shipped is not None else dirs[-1])
+    if data_dir is None and shipped is not None:  # after $SDLENS_DATA_DIR, before the cache
+        searched.insert(len(dirs) - 1, shipped.parent)
     for d in searched:
         for suffix in (".parquet", ".jsonl"):
             f = d / f"{spec}{suffix}"
