@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sdlens.errors import InputError
-from sdlens.experiments.config import SamplingFields
+from sdlens.experiments.config import EvalSettings, SamplingFields
 from sdlens.io import read_records
 from sdlens.schema import Sample, atomic_path
 from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percentile_ci
@@ -115,45 +115,41 @@ def read_samples(path: str | Path) -> list[Sample]:
 
 
 def eval_stage(
+    settings: EvalSettings,
     *,
-    model: str,
     benchmark: str,
     out: Path,
     n: int,
-    sampling: SamplingFields,
-    backend: str = "transformers",
-    seed: int = 0,
-    grader: str = "math-verify",
-    batch_size: int | None = None,
+    model: str | None = None,
     limit: int | None = None,
     console: Any = None,
     overwrite: bool = False,
-    extra: dict[str, Any] | None = None,
 ):
-    """Run (or resume) one :func:`sdlens.evaluate.run_eval` and return its :class:`EvalResult`.
+    """Run (or resume) one :func:`sdlens.evaluate.run_eval` with an experiment's eval settings (``model`` overrides
+    theirs, e.g. a trained checkpoint) and return its :class:`EvalResult`.
 
     ``overwrite``: a folder holding samples of other settings is emptied (used for derived prompt files, whose
     content changes only when an earlier stage changed)."""
     from sdlens.evaluate import EvalConfig, run_eval
 
     cfg = EvalConfig(
-        model=model,
+        model=settings.model if model is None else model,
         benchmark=benchmark,
-        backend=backend,
-        preset=sampling.preset,
+        backend=settings.backend,
+        preset=settings.preset,
         n=n,
-        max_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        thinking=sampling.thinking,
-        seed=seed,
+        max_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        thinking=settings.thinking,
+        seed=settings.seed,
         limit=limit,
         out=str(out),
-        batch_size=batch_size,
-        grader=grader,
+        batch_size=settings.batch_size,
+        grader=settings.grader,
         overwrite=overwrite,
-        **(extra or {}),
+        **(settings.eval_options or {}),
     )
     return run_eval(cfg, console=console, progress=console is not None)
 

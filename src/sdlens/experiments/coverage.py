@@ -151,20 +151,7 @@ def _evaluate(cfg: CoverageConfig, model: str, sets: dict[str, tuple[str, Path]]
     """Evaluate ``model`` on each ``name -> (spec, eval folder)``; returns the samples per name."""
     samples: dict[str, list[Sample]] = {}
     for name, (spec, ev) in sets.items():
-        eval_stage(
-            model=model,
-            benchmark=spec,
-            out=ev,
-            n=cfg.n_eval,
-            sampling=cfg,
-            backend=cfg.backend,
-            seed=cfg.seed,
-            grader=cfg.grader,
-            batch_size=cfg.batch_size,
-            limit=cfg.limit,
-            console=console,
-            extra=cfg.eval_options,
-        )
+        eval_stage(cfg, model=model, benchmark=spec, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console)
         samples[name] = read_samples(ev / "samples.jsonl")
     return samples
 

@@ -210,20 +210,7 @@ def run_guided_sft(cfg: GuidedSFTConfig, console: Any = None) -> dict[str, Any]:
         results[label] = {}
         for bench in cfg.benchmarks:
             ev = out / "eval" / label / safe_name(bench)
-            eval_stage(
-                model=model,
-                benchmark=bench,
-                out=ev,
-                n=cfg.n_eval,
-                sampling=cfg,
-                backend=cfg.backend,
-                seed=cfg.seed,
-                grader=cfg.grader,
-                batch_size=cfg.batch_size,
-                limit=cfg.limit,
-                console=console,
-                extra=cfg.eval_options,
-            )
+            eval_stage(cfg, model=model, benchmark=bench, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console)
             stats = sample_stats(read_samples(ev / "samples.jsonl"), cfg.lexicon)
             stats["dir"] = str(ev.relative_to(out))
             results[label][safe_name(bench)] = stats

@@ -74,21 +74,7 @@ def select_problems(
 
 
 def _stage(cfg: RicherContextConfig, benchmark: str, out: Path, console: Any, *, limit=None, overwrite=False):
-    return eval_stage(
-        model=cfg.model,
-        benchmark=benchmark,
-        out=out,
-        n=cfg.n,
-        sampling=cfg,
-        backend=cfg.backend,
-        seed=cfg.seed,
-        grader=cfg.grader,
-        batch_size=cfg.batch_size,
-        limit=limit,
-        console=console,
-        overwrite=overwrite,
-        extra=cfg.eval_options,
-    )
+    return eval_stage(cfg, benchmark=benchmark, out=out, n=cfg.n, limit=limit, console=console, overwrite=overwrite)
 
 
 def _say(console: Any, msg: str) -> None:
