@@ -71,6 +71,8 @@ def test_wheel_holds_the_data_and_the_counter_and_runs_offline(tmp_path) -> None
         assert f"sdlens/data/{entry['file']}" in names
     assert "sdlens/data/provenance.json" in names
     assert {f"sdlens/epistemic/lexicons/{n}.toml" for n in ("paper", "words", "companion")} <= names
+    # the judge's prompt and the HTML report's template are read at run time
+    assert {"sdlens/behaviour/prompts/behaviours-v1.toml", "sdlens/report/templates/report.html.j2"} <= names
     if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]):
         assert any(n.startswith("sdlens/epistemic/_fastcount") and n.endswith((".so", ".pyd")) for n in names)
 
