@@ -9,9 +9,7 @@ losses, the gradient norms or the final weights."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import pytest
 pytest.importorskip("trl")
 
 from test_train_cli import _env, _free_port, _sets
+from test_train_helpers import kill_when
 
 TESTS = Path(__file__).parent
 CONFIGS = TESTS.parent / "configs" / "accelerate"
@@ -196,16 +195,11 @@ def sharded_ema_runs(request, tiny, qa_data, tmp_path_factory) -> dict[str, Path
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     ckpt = killed / "checkpoint-2"
-    deadline = time.time() + 300
-    try:
-        while not ((ckpt / "trainer_state.json").is_file() and (ckpt / "sdlens_teacher.safetensors").is_file()):
-            assert proc.poll() is None, "the run ended before its first checkpoint: " + proc.stderr.read()[-2000:]
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(
+        proc,
+        lambda: (ckpt / "trainer_state.json").is_file() and (ckpt / "sdlens_teacher.safetensors").is_file(),
+        group=True,
+    )
     assert not (killed / "run_summary.json").exists()  # it really died mid-run
     copy = root / "killed-copy"
     shutil.copytree(killed, copy)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from typer.testing import CliRunner
 pytest.importorskip("trl")
 
 from sdlens.cli.train import register
+from test_train_helpers import kill_when
 
 TESTS = Path(__file__).parent
 SMALL = [
@@ -177,16 +176,7 @@ def test_resume_after_sigkill(tiny, qa_data, tmp_path):
     ]  # fmt: skip
     proc = subprocess.Popen(base, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpt = out / "checkpoint-2"
-    deadline = time.time() + 300
-    try:
-        while not ((ckpt / "trainer_state.json").is_file() and (ckpt / "sdlens_teacher.safetensors").is_file()):
-            assert proc.poll() is None, "the run ended before its first checkpoint: " + proc.stderr.read()[-2000:]
-            assert time.time() < deadline, "no checkpoint in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: (ckpt / "trainer_state.json").is_file() and (ckpt / "sdlens_teacher.safetensors").is_file())
     assert not (out / "run_summary.json").exists()  # it really died mid-run
     # without --resume the folder is refused
     refused = subprocess.run(base, env=_env(), capture_output=True, text=True, timeout=300)
@@ -200,20 +190,6 @@ def test_resume_after_sigkill(tiny, qa_data, tmp_path):
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps[-1] == 8 and set(range(1, 9)) <= set(steps)  # history kept across the kill
     assert (out / "teacher" / "model.safetensors").is_file()  # the final EMA teacher
-
-
-def _kill_after(proc: subprocess.Popen, ready) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds."""
-    deadline = time.time() + 300
-    try:
-        while not ready():
-            assert proc.poll() is None, "the run ended too early: " + proc.stderr.read()[-2000:]
-            assert time.time() < deadline, "not ready in time"
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
 
 
 DETECTOR = "test_train_helpers:suppressing_from_step_2"
@@ -230,7 +206,7 @@ def test_resume_keeps_the_mix_switch(tiny, qa_data, tmp_path):
     ]  # fmt: skip
     proc = subprocess.Popen(base, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     state_file = out / "checkpoint-4" / "sdlens_mitigations.json"
-    _kill_after(proc, state_file.is_file)
+    kill_when(proc, state_file.is_file)
     assert json.loads(state_file.read_text())["mix"] == {"switched_at": 2, "weight": 0.5}
     assert not (out / "run_summary.json").exists()
     done = subprocess.run([*base, "--resume"], env=_env(), capture_output=True, text=True, timeout=600)

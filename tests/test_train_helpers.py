@@ -33,3 +33,22 @@ def suppressing_from_step_2(trainer):
     """A ``mix_detector``: reports ``suppressing`` from optimizer step 2 on (a stand-in for the epistemic monitor,
     whose firing step depends on the model's hedging)."""
     return lambda: "suppressing" if trainer.state.global_step >= 2 else "ok"
+
+
+def kill_when(proc, ready, *, group: bool = False, timeout: float = 300.0) -> None:
+    """SIGKILL ``proc`` (its whole process group with ``group``: a launcher and its ranks) as soon as ``ready()``
+    holds; fails if the process ends first or ``timeout`` seconds pass."""
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended too early: " + proc.stderr.read()[-2000:]
+            assert time.time() < deadline, "not ready in time"
+            time.sleep(0.05)
+        (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
