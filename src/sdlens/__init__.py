@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from sdlens.errors import InputError
+from sdlens.imports import lazy_attributes
 
 if TYPE_CHECKING:
     from sdlens.io import read_records
@@ -33,7 +33,4 @@ _LAZY = {name: "sdlens.schema" for name in ("Problem", "Sample", "write_jsonl", 
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

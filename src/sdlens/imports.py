@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["import_callable"]
+__all__ = ["import_callable", "lazy_attributes"]
 
 
 def import_callable(spec: str, what: str) -> Any:
@@ -21,3 +22,15 @@ def import_callable(spec: str, what: str) -> Any:
     if not callable(obj):
         raise ValueError(f"{what} {spec!r} is not callable")
     return obj
+
+
+def lazy_attributes(package: str, table: dict[str, str]) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` (PEP 562) that imports each name of ``table`` (name -> module) on first use, so
+    the package exports names without importing what they need (the CLI's start-up stays light)."""
+
+    def __getattr__(name: str) -> Any:
+        if name in table:
+            return getattr(importlib.import_module(table[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from sdlens.epistemic.segment import Scope, scope_text, split_thinking
+from sdlens.imports import lazy_attributes
 
 if TYPE_CHECKING:
     from sdlens.epistemic.count import CountArrays, count_texts
@@ -22,7 +22,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

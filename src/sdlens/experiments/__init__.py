@@ -11,10 +11,10 @@ Every run writes a folder with ``manifest.json`` and ``summary.json`` (``kind`` 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
 from sdlens.experiments.config import CONTEXTS
+from sdlens.imports import lazy_attributes
 
 if TYPE_CHECKING:
     from sdlens.experiments.contexts import hint_prompt, with_hint
@@ -25,7 +25,4 @@ __all__ = ["CONTEXTS", "hint_prompt", "with_hint"]
 _LAZY = {"hint_prompt": "sdlens.experiments.contexts", "with_hint": "sdlens.experiments.contexts"}
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -31,9 +31,9 @@ verl *datasets* (``prompt``, ``reward_model``...) hold problems, not responses: 
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
+from sdlens.imports import lazy_attributes
 from sdlens.io.keys import KeyMap
 
 if TYPE_CHECKING:
@@ -69,7 +69,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -16,7 +16,7 @@ Heavy libraries (torch, transformers, trl) are imported only when a function nee
 
 from __future__ import annotations
 
-from typing import Any
+from sdlens.imports import lazy_attributes
 
 __all__ = [
     "PRESETS",
@@ -43,9 +43,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sdlens.train' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
