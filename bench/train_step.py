@@ -6,7 +6,7 @@ differs:
 
 - ``trl``: ``chunked_distillation`` off, i.e. ``trl.experimental.sdpo.SDPOTrainer``'s own compute path (full
   ``[B, T, V]`` student and teacher logits, ``compute_topk_self_distillation_loss``, full-logit rollout log-probs);
-- ``sdlens``: the preset as shipped, ``sdlens.losses.ChunkedSDPOTrainer`` (hidden states, chunked loss).
+- ``sdlens``: the preset as shipped, ``sdlens.train.sdpo_trainer.SdlensSDPOTrainer`` (hidden states, chunked loss).
 
 The paper preset's batch (256 prompts x 8 rollouts) is cut to one prompt x 2 rollouts, one optimizer step of two
 micro-batches of one completion (the preset's ``per_device_train_batch_size`` 1). Generation is replaced by fixed

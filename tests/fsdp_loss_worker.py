@@ -1,7 +1,7 @@
 """Worker for tests/test_sharded.py (not a test module): run under ``torch.distributed.run`` with 2 gloo processes.
 
 Computes sdlens' chunked distillation loss under FSDP2 on one batch split over the ranks, exactly as
-``ChunkedSDPOTrainer`` does (LM head as identity, then ``whole_head_weight``), backpropagates, gathers the loss and
+``SdlensSDPOTrainer`` does (LM head as identity, then ``whole_head_weight``), backpropagates, gathers the loss and
 the full gradients, and compares them on rank 0 with the same batch in one process (plain models, no sharding).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/fsdp_loss_worker.py MODEL_DIR OUT.json accelerate,root
@@ -43,7 +43,7 @@ def _batch(world: int, vocab: int) -> dict[str, torch.Tensor]:
 
 
 def _hidden(model, ids: torch.Tensor) -> torch.Tensor:
-    from sdlens.losses.sdpo_trainer import lm_head_returns_hidden
+    from sdlens.losses.heads import lm_head_returns_hidden
 
     with lm_head_returns_hidden(model.get_output_embeddings()):
         hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
@@ -54,7 +54,7 @@ def _loss(student, teacher, b: dict[str, torch.Tensor], rows: slice, seen: dict[
     from torch.distributed.tensor import DTensor
 
     from sdlens.losses import reduce_per_token, self_distillation_per_token
-    from sdlens.losses.sdpo_trainer import whole_head_weight
+    from sdlens.losses.heads import whole_head_weight
 
     hs = _hidden(student, torch.cat([b["prompt"][rows], b["completion"][rows]], dim=1))
     seen.setdefault("student_head_sharded", isinstance(student.get_output_embeddings().weight, DTensor))

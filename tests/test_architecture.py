@@ -24,15 +24,6 @@ HEAVY = {
     "accelerate", "datasets", "deepspeed", "gguf", "huggingface_hub", "jinja2", "math_verify", "matplotlib", "numpy",
     "orjson", "pyarrow", "safetensors", "tokenizers", "torch", "transformers", "trl", "vllm", "yaml",
 }  # fmt: skip
-# Import cycles still in the tree, each with what removes it. The test asserts this list exactly, so a cycle that
-# grows or a new one fails, and one that is gone must be struck off here.
-KNOWN_CYCLES = [
-    # the mitigation presets register into the preset table they extend: one preset registry removes it
-    ["sdlens.mitigations.presets", "sdlens.train.presets"],
-    # the runner builds the mitigation trainer class, which subclasses the runner's SDPO class: issue 16 item 1
-    # (one SDPO trainer class in one file) removes it
-    ["sdlens.mitigations.setup", "sdlens.mitigations.trainer", "sdlens.train.runner"],
-]
 # Imports inside functions of modules that are not heavy, and why they stay there.
 LAZY_ON_PURPOSE = {
     # a registry that loads only the backend asked for (importing each at the package's top would be a cycle:
@@ -180,7 +171,7 @@ def test_no_import_cycles() -> None:
     for v in list(mods):
         if v not in index:
             strongconnect(v)
-    assert sorted(cycles) == sorted(KNOWN_CYCLES)
+    assert cycles == []
 
 
 def _layer(mod: str) -> int:

@@ -1,4 +1,4 @@
-"""ChunkedSDPOTrainer on a tiny random Qwen2: same loss curve as TRL's full-logit path; fallbacks; the LM head hook."""
+"""SdlensSDPOTrainer on a tiny random Qwen2: same loss curve as TRL's full-logit path; fallbacks; the LM head hook."""
 
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from sdlens.losses.sdpo_trainer import (  # noqa: E402
-    PAPER_SDPO_LOSS,
-    ChunkedSDPOConfig,
-    ChunkedSDPOTrainer,
-    DistillationHiddenStates,
-    lm_head_returns_hidden,
-)
+from sdlens.losses.heads import DistillationHiddenStates, lm_head_returns_hidden  # noqa: E402
+from sdlens.train.sdpo_trainer import PAPER_SDPO_LOSS, SdlensSDPOConfig, SdlensSDPOTrainer  # noqa: E402
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -100,10 +95,10 @@ def run_sdpo(model_dir, tmp_path, chunked: bool, steps: int = 3, **overrides):
         distillation_chunk_size=7,  # does not divide the completion length
     )
     cfg.update(overrides)
-    trainer = ChunkedSDPOTrainer(
+    trainer = SdlensSDPOTrainer(
         model=model_dir,
         reward_funcs=alternate_reward,
-        args=ChunkedSDPOConfig(**cfg),
+        args=SdlensSDPOConfig(**cfg),
         train_dataset=dataset,
         processing_class=byte_tokenizer(),
     )
@@ -194,7 +189,7 @@ def test_lm_head_hook_returns_hidden_states(tie):
 
 def test_fallbacks(model_dir, tmp_path, caplog):
     # distillation_weight < 1 needs the full student logits for the policy loss: TRL's path, with one warning
-    with caplog.at_level(logging.WARNING, logger="sdlens.losses.sdpo_trainer"):
+    with caplog.at_level(logging.WARNING, logger="sdlens.train.sdpo_trainer"):
         trainer, logs = run_sdpo(model_dir, tmp_path, chunked=True, steps=1, distillation_weight=0.5)
     assert trainer.chunked_calls == 0 and len(logs) == 1
     assert "distillation_weight" in caplog.text
@@ -222,10 +217,10 @@ def test_fallbacks(model_dir, tmp_path, caplog):
 
 
 def test_paper_preset_config(tmp_path):
-    cfg = ChunkedSDPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **PAPER_SDPO_LOSS)
+    cfg = SdlensSDPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **PAPER_SDPO_LOSS)
     assert cfg.chunked_distillation and cfg.distillation_topk == 100 and cfg.distillation_add_tail
     assert cfg.distillation_alpha == 0.5 and cfg.distillation_is_clip == 2.0 and cfg.distillation_weight == 1.0
     assert (
-        ChunkedSDPOConfig(output_dir=str(tmp_path), use_cpu=True, chunked_distillation=False).chunked_distillation
+        SdlensSDPOConfig(output_dir=str(tmp_path), use_cpu=True, chunked_distillation=False).chunked_distillation
         is False
     )

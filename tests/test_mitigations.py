@@ -24,7 +24,6 @@ from sdlens.mitigations.context import ladder_teacher_messages, peer_demonstrati
 from sdlens.mitigations.hedge import class_clip, hedge_weights  # noqa: E402
 from sdlens.mitigations.mixing import fires  # noqa: E402
 from sdlens.mitigations.presets import FOLLOWUP_PRESETS  # noqa: E402
-from sdlens.mitigations.trainer import MitigationSettings  # noqa: E402
 from sdlens.train.config import resolve_config  # noqa: E402
 from sdlens.train.presets import PRESETS, preset_values  # noqa: E402
 from sdlens.train.teacher import (  # noqa: E402
@@ -244,9 +243,9 @@ def test_mitigations_are_sdpo_options():
     with pytest.raises(ValueError, match="options of the SDPO trainer"):
         resolve_config("grpo", preset="grpo-paper", sets=["hedge_weight=0"])
     cfg = resolve_config("sdpo", preset="sdpo-paper")
-    from sdlens.mitigations.options import active_mitigations, needs_mitigation_trainer
+    from sdlens.mitigations.options import active_mitigations
 
-    assert active_mitigations(cfg) == [] and not needs_mitigation_trainer(cfg)
+    assert active_mitigations(cfg) == []
 
 
 def test_detector_states_fire_at_or_above_the_trigger():
@@ -263,9 +262,11 @@ def test_docs_describe_every_preset_and_option():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mitigations.md").read_text()
     for name in MITIGATION_PRESETS:
         assert f"`{name}`" in doc, name
-    options = [f.name for f in fields(TrainConfig) if f.name in MitigationSettings.__dataclass_fields__]
-    options.append("teacher_richness")
-    for name in [*options, "mix_trigger"]:
+    from sdlens.mitigations.options import SDPOResearchConfig
+
+    options = [f.name for f in fields(SDPOResearchConfig)]
+    assert set(options) <= {f.name for f in fields(TrainConfig)}
+    for name in options:
         assert f"`{name}`" in doc, name
     assert "## Results on the model organism" in doc
 

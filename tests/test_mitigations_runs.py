@@ -273,7 +273,7 @@ def test_antisd_advantages_in_a_real_step_match_the_closed_form(tiny, qa_data, t
                 t_lp = torch.log_softmax(t_logits, -1).gather(-1, ids[..., None]).squeeze(-1)
                 mask = src["completion_mask"] * src["self_distillation_mask"][:, None]
                 gate = trainer.antisd_gate.is_open or trainer.state.global_step < trainer.antisd_gate.warmup_steps
-                lam = trainer.mitigations.antisd_lambda
+                lam = trainer.research.antisd_lambda
                 want = src["advantages"][:, None] - lam * antisd_phi(t_lp - s_lp) * mask * float(gate)
             assert torch.allclose(inputs["advantages"], want.expand_as(inputs["advantages"]), atol=1e-4)
             checked.append(int(mask.sum()))
@@ -286,7 +286,7 @@ def test_antisd_advantages_in_a_real_step_match_the_closed_form(tiny, qa_data, t
     trainer, summary, logs = _run("antisd", tiny, qa_data, tmp_path / "anti", 4, ["antisd_warmup_steps=1"], hook)
     assert summary["mitigations"]["antisd_h_warm"] == trainer.antisd_gate.h_warm
     assert len(checked) == 8 and sum(checked) > 0  # 4 steps x 2 micro-batches; tokens with a teacher checked
-    assert trainer.chunked_calls == 0 and trainer.mitigations.antisd
+    assert trainer.chunked_calls == 0 and trainer.research.antisd
     assert all("antisd/gate_open" in h for h in logs) and any("antisd/teacher_entropy" in h for h in logs)
     assert trainer.antisd_gate.h_warm is not None and trainer.antisd_gate.h_warm > 0  # calibrated after warm-up
 
@@ -476,7 +476,7 @@ def test_purified_opsd_distils_the_pmi_target_in_a_real_step(tiny, qa_data, tmp_
         trainer._purified_loss = purified_loss
 
     trainer, summary, logs = _run("purified-opsd", tiny, qa_data, tmp_path / "pu", 2, hook=hook)
-    assert summary["mitigations"]["purified"] and trainer.mitigations.purified_clip == 10.0
+    assert summary["mitigations"]["purified"] and trainer.research.purified_clip == 10.0
     batch, recs = records[0]
     tok = trainer.processing_class
     for r, rec in enumerate(recs):

@@ -283,7 +283,7 @@ def test_resumed_run_replays_the_detector(tiny, qa_data, tmp_path):
 
 @pytest.mark.slow
 def test_full_logit_fallback_gives_the_same_mechanism_numbers(tiny, qa_data, tmp_path):
-    """distillation_weight 0.5 sends ChunkedSDPOTrainer down TRL's full-logit path; before the first optimizer update
+    """distillation_weight 0.5 sends SdlensSDPOTrainer down TRL's full-logit path; before the first optimizer update
     both paths see the same model and rollouts, so the step-1 mechanism record must agree with the chunked one."""
     letters = tmp_path / "letters.toml"
     letters.write_text(LETTERS)

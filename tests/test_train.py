@@ -125,7 +125,7 @@ def test_presets_resolve_to_valid_trl_configs():
         cfg = resolve_config(p.algo, preset=name, overrides={"out": "/tmp/x"})
         batches = derive_batches(cfg, world_size=4)
         kwargs = build_trl_kwargs(cfg, batches)
-        args = trl_config_class(p.algo, chunked=p.algo == "sdpo" and cfg.chunked_distillation)(**kwargs)
+        args = trl_config_class(p.algo)(**kwargs)
         for key, setting in preset_settings(name).items():
             if key.startswith("trl.") and key[4:] not in ("report_to", "save_strategy", "lr_scheduler_type"):
                 assert getattr(args, key[4:]) == setting.value, (name, key)
@@ -281,7 +281,7 @@ def test_sdpo_builds_the_teacher_context_and_distills(tiny, qa_data, tmp_path):
     trainer = seen_trainer[0]
     tok = trainer.processing_class
     assert summary["global_step"] == 4 and len(seen) == 2  # 2 rollout batches of 2 optimizer steps
-    assert type(trainer).__name__ == "SdlensChunkedSDPOTrainer" and trainer.chunked_calls > 0
+    assert type(trainer).__name__ == "SdlensSDPOTrainer" and trainer.chunked_calls > 0
 
     with_teacher = without = 0
     for batch, records, losses in seen:

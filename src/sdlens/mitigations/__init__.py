@@ -9,14 +9,15 @@
   weights), :mod:`~sdlens.mitigations.egrsd` (EGRSD-style entropy-gated advantages), :mod:`~sdlens.mitigations.ssopd`
   (SSOPD-style shortest-correct-teaches-longest-wrong), with their teacher builders in
   :mod:`~sdlens.mitigations.builders`.
-- :mod:`~sdlens.mitigations.trainer`: the trainer subclass that applies them; :mod:`~sdlens.mitigations.presets`:
-  one named preset per mitigation (``MITIGATION_PRESETS``), usable wherever a train preset name is.
+- :mod:`~sdlens.mitigations.options`: the options themselves (:class:`SDPOResearchConfig`, also fields of
+  :class:`sdlens.train.config.TrainConfig`) and their checks; :mod:`~sdlens.mitigations.presets`: one named preset
+  per mitigation (``MITIGATION_PRESETS``), usable wherever a train preset name is.
 
-The options are :class:`sdlens.train.config.TrainConfig` fields; :mod:`~sdlens.mitigations.options` checks them.
+:class:`sdlens.train.sdpo_trainer.SdlensSDPOTrainer` applies them (its ``research`` argument).
 This package imports torch / TRL only in the modules that need them.
 """
 
-from sdlens.mitigations.options import RICHNESS, active_mitigations, validate_mitigations
+from sdlens.mitigations.options import RICHNESS, SDPOResearchConfig, active_mitigations, validate_mitigations
 from sdlens.mitigations.presets import MITIGATION_PRESETS
 
-__all__ = ["MITIGATION_PRESETS", "RICHNESS", "active_mitigations", "validate_mitigations"]
+__all__ = ["MITIGATION_PRESETS", "RICHNESS", "SDPOResearchConfig", "active_mitigations", "validate_mitigations"]

@@ -1,19 +1,27 @@
-"""Which mitigations a :class:`~sdlens.train.config.TrainConfig` switches on, and the checks on their fields.
+"""The SDPO trainer's research options (:class:`SDPOResearchConfig`), which of them a config switches on, and the
+checks on their values.
 
-The fields themselves live in ``TrainConfig`` (one place for their help text); this module only reads them. It
-imports neither torch nor TRL, so config resolution stays cheap.
+Kept apart from the trainer's core config (:class:`sdlens.train.sdpo_trainer.SdlensSDPOConfig`: TRL's fields and
+the chunked loss), in the spirit of TRL's ``experimental/``: every field here is a published or proposed remedy for
+epistemic suppression, off by default. :class:`sdlens.train.config.TrainConfig` has these fields too (it subclasses
+this dataclass), so a YAML file or ``--set`` sets them like any other. This module imports neither torch nor TRL,
+so config resolution stays cheap.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
+
+from sdlens.fields import documented
 
 __all__ = [
     "FOLLOWUPS",
     "RICHNESS",
     "TRIGGER_STATES",
+    "SDPOResearchConfig",
     "active_mitigations",
-    "needs_mitigation_trainer",
+    "needs_state",
     "validate_mitigations",
 ]
 
@@ -24,6 +32,81 @@ TRIGGER_STATES = ("warning", "suppressing")
 FOLLOWUPS = ("purified", "rlcsd", "position_weights", "egrsd", "ssopd")
 # Those that replace the loss, and AntiSD: at most one per run.
 _OWN_LOSS = ("antisd", "purified", "rlcsd", "egrsd", "ssopd")
+
+
+@dataclass
+class SDPOResearchConfig:
+    """The research options of :class:`sdlens.train.sdpo_trainer.SdlensSDPOTrainer`; the defaults change nothing."""
+
+    # the paper-era mitigations (issue 10, docs/mitigations.md sections 1-4)
+    teacher_richness: str | None = documented(
+        None, "SDPO teacher context: answer-only, s-nothink, s (paper), peer (any other rollout); None: TRL fields."
+    )
+    hedge_weight: float = documented(1.0, "SDPO: distillation weight of hedge-word positions (0: excluded, 1: off).")
+    hedge_lexicon: str = documented(
+        "words", "Lexicon whose words are hedge positions (paper, words, companion, a TOML)."
+    )
+    hedge_clip: float | None = documented(None, "SDPO: cap on the per-token distillation loss at hedge positions.")
+    other_clip: float | None = documented(None, "SDPO: cap on the per-token distillation loss at all other positions.")
+    mix_on_suppression: float | None = documented(
+        None, "SDPO: switch distillation_weight to this (GRPO mixing) once the suppression detector fires."
+    )
+    mix_trigger: str = documented("suppressing", "Detector state that switches the mixing on: warning or suppressing.")
+    mix_detector: str | None = documented(
+        None,
+        "The signal that switches the mixing on, as package.module:function: called with the trainer, it returns a "
+        "no-argument callable giving ok / warning / suppressing. None: the epistemic monitor's suppression detector.",
+    )
+    antisd: bool = documented(
+        False, "SDPO trainer: AntiSD, GRPO with the advantage A - lambda * phi(u_t) (no distillation)."
+    )
+    antisd_lambda: float = documented(1.0, "AntiSD: weight of the per-token term phi(u) = (softplus(u) - log 2) / 2.")
+    antisd_gate: bool = documented(
+        True, "AntiSD: entropy gate (off below antisd_gate_ratio x H_warm, on again at H_warm)."
+    )
+    antisd_warmup_steps: int = documented(10, "AntiSD: optimizer steps whose teacher entropy calibrates H_warm.")
+    antisd_gate_ratio: float = documented(0.93, "AntiSD: the gate closes below this fraction of H_warm.")
+    # the literature's follow-up methods (issue 21, docs/mitigations.md section 5)
+    purified: bool = documented(
+        False, "SDPO: Purified OPSD, JSD to the PMI target of (question + ref, ref only, question)."
+    )
+    purified_clip: float = documented(10.0, "Purified OPSD: soft clip c of the centred log-ratio, c * tanh(D / c).")
+    purified_beta: float = documented(1.0, "Purified OPSD: beta of the target log P_0 + D / beta.")
+    rlcsd: bool = documented(
+        False, "SDPO trainer: RLCSD, GRPO with a correct-hint vs wrong-hints contrast on the advantage."
+    )
+    rlcsd_negatives: int = documented(4, "RLCSD: at most this many wrong siblings as negative hints (K_max).")
+    rlcsd_tau: float = documented(0.02, "RLCSD: tanh temperature of the contrast.")
+    rlcsd_scale: float = documented(0.5, "RLCSD: beta * lambda, the contrast term's scale.")
+    rlcsd_threshold: float = documented(0.02, "RLCSD: tokens with |r_t| above this get the shaped advantage (delta).")
+    rlcsd_eta: float = documented(1.0, "RLCSD: weight of the selected tokens' loss.")
+    rlcsd_clip: float = documented(2.0, "RLCSD: clip of r_t.")
+    position_weights: bool = documented(
+        False, "SDPO: PW-OPSD position weights on the distillation loss (chunked loss)."
+    )
+    position_weight_min: float = documented(0.25, "PW-OPSD: weight at the start of a response (w_min).")
+    position_weight_center: float = documented(0.30, "PW-OPSD: relative position of the sigmoid's midpoint (tau).")
+    position_weight_width: float = documented(0.10, "PW-OPSD: sigmoid width (s).")
+    egrsd: bool = documented(
+        False, "SDPO trainer: EGRSD-style GRPO, advantage x RLSD ratio weight x teacher-entropy gate."
+    )
+    egrsd_lambda: float = documented(0.5, "EGRSD: share of the advantage that is re-weighted per token.")
+    egrsd_ratio_clip: float = documented(0.2, "EGRSD: the likelihood-ratio weight is clipped to [1 - c, 1 + c].")
+    egrsd_gate_min: float = documented(0.1, "EGRSD: floor of the entropy gate.")
+    egrsd_entropy_scale: float = documented(1.0, "EGRSD: gate = floor + (1 - floor) * exp(-H / scale), H in nats.")
+    egrsd_lookahead: int = documented(0, "EGRSD: CL-EGRSD look-ahead k (0: off): H -> min(H, mean of the next k).")
+    ssopd: bool = documented(False, "SDPO trainer: SSOPD, GRPO + shortest-correct-teaches-longest-wrong distillation.")
+    ssopd_weight: float = documented(1.0, "SSOPD: weight of the auxiliary distillation loss (mu).")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SDPOResearchConfig:
+        """These options as set on ``cfg`` (any object with the same attribute names, e.g. a ``TrainConfig``)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    @property
+    def hedge_aware(self) -> bool:
+        """Whether the per-token distillation loss is re-weighted or clipped by token class."""
+        return self.hedge_weight != 1.0 or self.hedge_clip is not None or self.other_clip is not None
 
 
 def active_mitigations(cfg: Any) -> list[str]:
@@ -43,9 +126,10 @@ def active_mitigations(cfg: Any) -> list[str]:
     return out
 
 
-def needs_mitigation_trainer(cfg: Any) -> bool:
-    """Whether the SDPO run needs :func:`sdlens.mitigations.trainer.mitigation_trainer_class` (any mitigation on)."""
-    return cfg.algo == "sdpo" and bool(active_mitigations(cfg))
+def needs_state(cfg: Any) -> bool:
+    """Whether ``cfg``'s research options carry state across steps (the GRPO-mix switch, AntiSD's gate), saved with
+    every checkpoint (:mod:`sdlens.mitigations.state`)."""
+    return cfg.mix_on_suppression is not None or bool(cfg.antisd)
 
 
 def validate_mitigations(cfg: Any) -> None:

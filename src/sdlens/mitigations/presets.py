@@ -1,4 +1,4 @@
-"""The mitigation presets (issue 10), registered into :data:`sdlens.train.presets.PRESETS` on import.
+"""The research presets (issues 10 and 21), part of the preset table :data:`sdlens.train.presets.PRESETS`.
 
 Each is ``sdpo-paper`` (the paper's SDPO: same data, batches, teacher, loss) with one mitigation switched on, so a
 run differs from ``sdpo-paper`` in that mitigation only. ``MITIGATION_PRESETS`` lists them in the order of
@@ -7,9 +7,9 @@ docs/mitigations.md; ``sdlens experiment coverage --methods`` and ``sdlens lab r
 
 from __future__ import annotations
 
-from sdlens.train.presets import PRESETS, Preset, Setting
+from sdlens.train.preset_types import Preset, Setting
 
-__all__ = ["FOLLOWUP_PRESETS", "MITIGATION_PRESETS", "register"]
+__all__ = ["FOLLOWUP_PRESETS", "MITIGATION_PRESETS", "RESEARCH_PRESETS"]
 
 # The policy-loss half of a GRPO mix uses the grpo-paper settings that SDPOConfig has (it has no dual-clip delta).
 _GRPO_POLICY = {
@@ -196,11 +196,4 @@ _MITIGATIONS.extend(_FOLLOWUPS)
 MITIGATION_PRESETS: tuple[str, ...] = tuple(p.name for p in _MITIGATIONS)
 FOLLOWUP_PRESETS: tuple[str, ...] = tuple(p.name for p in _FOLLOWUPS)
 
-
-def register() -> None:
-    """Add the mitigation presets to the registry (idempotent)."""
-    for p in _MITIGATIONS:
-        PRESETS.setdefault(p.name, p)
-
-
-register()
+RESEARCH_PRESETS: tuple[Preset, ...] = tuple(_MITIGATIONS)

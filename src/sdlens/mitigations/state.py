@@ -20,23 +20,18 @@ from transformers import TrainerCallback
 
 from sdlens.errors import InputError
 
-__all__ = ["MITIGATION_STATE_FILE", "MitigationStateCallback", "needs_state", "restore_state", "run_state"]
+__all__ = ["MITIGATION_STATE_FILE", "MitigationStateCallback", "restore_state", "run_state"]
 
 MITIGATION_STATE_FILE = "sdlens_mitigations.json"
-
-
-def needs_state(cfg: Any) -> bool:
-    """Whether ``cfg``'s mitigations carry state across steps."""
-    return cfg.mix_on_suppression is not None or bool(cfg.antisd)
 
 
 def run_state(trainer: Any) -> dict[str, Any]:
     """The state to save: ``mix`` (``switched_at``, ``weight``) and ``antisd_gate`` (the gate's fields)."""
     out: dict[str, Any] = {}
-    switch = getattr(trainer, "mixing_switch", None)
+    switch = trainer.mixing_switch
     if switch is not None:
         out["mix"] = {"switched_at": switch.switched_at, "weight": switch.weight}
-    if trainer.mitigations is not None and trainer.mitigations.antisd:
+    if trainer.research is not None and trainer.research.antisd:
         out["antisd_gate"] = asdict(trainer.antisd_gate)
     return out
 
@@ -54,14 +49,14 @@ def restore_state(trainer: Any, checkpoint: Path) -> dict[str, Any]:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise InputError(path, f"unreadable mitigation state ({e})") from None
-    switch = getattr(trainer, "mixing_switch", None)
+    switch = trainer.mixing_switch
     if switch is not None:
         if "mix" not in saved:
             raise InputError(path, "no GRPO-mix state, but this run switches the mix on suppression", field="mix")
         switch.switched_at = saved["mix"]["switched_at"]
         if switch.switched_at is not None:
             trainer.mix_weight = switch.weight
-    if trainer.mitigations is not None and trainer.mitigations.antisd:
+    if trainer.research is not None and trainer.research.antisd:
         if "antisd_gate" not in saved:
             raise InputError(path, "no AntiSD gate state, but this run uses AntiSD", field="antisd_gate")
         names = {f.name for f in fields(trainer.antisd_gate)}

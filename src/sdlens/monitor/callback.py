@@ -5,20 +5,24 @@ Two lines in a TRL script::
     from sdlens.monitor import monitor_trainer
     monitor_trainer(trainer)            # before trainer.train(); `sdlens train` does it by default
 
-What :meth:`EpistemicCallback.attach` hooks, and why there:
+What :meth:`EpistemicCallback.attach` listens to, and why there:
 
-- the trainer's ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)``, which GRPO, SDPO and
-  their relatives all call once per rollout batch with the student's own completions (text and token ids) and
-  return the rewards of every rank's rollouts. The callback keeps each completion, its token count and whether its
-  reward says correct; with several processes the batches are gathered (``gather_object``, every rank calls it at
-  the same point), so every rank holds the same rollouts and reaches the same detector state (early stopping must
-  agree across ranks).
-- the trainer's ``log``: before the trainer reports (``report_to``: W&B, TensorBoard, ...), the statistics of the
+- each training rollout batch: the student's own completions (text and token ids) with the rewards of every rank's
+  rollouts, as TRL's ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)`` returns them (GRPO,
+  SDPO and their relatives call it once per rollout batch). The callback keeps each completion, its token count and
+  whether its reward says correct; with several processes the batches are gathered (``gather_object``, every rank
+  calls it at the same point), so every rank holds the same rollouts and reaches the same detector state (early
+  stopping must agree across ranks).
+- each log record: before the trainer reports (``report_to``: W&B, TensorBoard, ...), the statistics of the
   rollouts since the last log are computed and added as ``epistemic/...`` keys, so they travel the trainer's own
   logging path; the same record (plus the detector's verdict) is appended to ``OUT/epistemic.jsonl`` by rank 0.
-- ``distillation_listeners`` of :class:`sdlens.losses.sdpo_trainer.ChunkedSDPOTrainer`, when present: the teacher
-  minus student log-probability at hedge positions (:mod:`sdlens.monitor.mechanism`), summed across ranks at log
-  time.
+- each distillation pass (SDPO): the teacher minus student log-probability at hedge positions
+  (:mod:`sdlens.monitor.mechanism`), summed across ranks at log time.
+
+sdlens' :class:`~sdlens.train.sdpo_trainer.SdlensSDPOTrainer` has a listener list for each
+(``rollout_listeners``, ``log_listeners``, ``distillation_listeners``). Any other TRL trainer (``GRPOTrainer``, a
+script's own subclass) has no such hooks: there the callback wraps that trainer object's ``_calculate_rewards`` and
+``log`` instead, and the mechanism signal is absent.
 
 As a ``TrainerCallback`` it sets ``control.should_training_stop`` when ``stop_on_suppression`` is on and the
 detector says ``suppressing``. A resumed run replays ``epistemic.jsonl`` up to the checkpoint's step into the
@@ -111,8 +115,12 @@ class EpistemicCallback(TrainerCallback):
         self.trainer = trainer
         pc = getattr(trainer, "processing_class", None)
         self.tokenizer = getattr(pc, "tokenizer", pc)
-        self._wrap_rewards(trainer)
-        self._wrap_log(trainer)
+        if isinstance(getattr(trainer, "rollout_listeners", None), list):
+            trainer.rollout_listeners.append(self._on_rollouts)
+            trainer.log_listeners.append(self.flush)
+        else:
+            self._wrap_rewards(trainer)
+            self._wrap_log(trainer)
         if self.config.mechanism and isinstance(getattr(trainer, "distillation_listeners", None), list):
             self.gap = GapAccumulator(self.tokenizer, self.config.lexicon)
             trainer.distillation_listeners.append(self.gap)
@@ -120,6 +128,9 @@ class EpistemicCallback(TrainerCallback):
             trainer.add_callback(self)
         trainer.epistemic_monitor = self
         return self
+
+    def _on_rollouts(self, completions, completion_ids_list, rewards) -> None:
+        self._collect(self.trainer, completions, completion_ids_list, rewards)
 
     def _wrap_rewards(self, trainer: Any) -> None:
         original = trainer._calculate_rewards

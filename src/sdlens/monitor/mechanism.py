@@ -32,7 +32,7 @@ def gap_sums(event: Any, tokenizer: Any, lexicon: str | Path | Lexicon = "words"
     """The six sums of one distillation pass as a float64 tensor (see ``_FIELDS``).
 
     ``event``: anything with ``completion_ids``, ``loss_mask``, ``student_logps``, ``teacher_logps``,
-    ``per_token_loss`` (``[B, T]``), e.g. :class:`sdlens.losses.sdpo_trainer.DistillationPass`. ``hedge_mask``:
+    ``per_token_loss`` (``[B, T]``), e.g. :class:`sdlens.train.sdpo_trainer.DistillationPass`. ``hedge_mask``:
     precomputed hedge positions (default: from the tokenizer).
     """
     import torch

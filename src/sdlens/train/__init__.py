@@ -7,7 +7,9 @@
   handles pre-opened ``<think>`` templates) as a drop-in builder for TRL's ``SDPOTrainer``.
 - :mod:`sdlens.train.rewards`: rewards from the sdlens graders (``paper-reward``, ``math-verify``).
 - :mod:`sdlens.train.data`: verl parquet / JSONL / hub datasets -> TRL datasets (duplicated rows stay groups).
-- :mod:`sdlens.train.runner`: :func:`run_train`, :func:`dry_run`: the glue around TRL's trainers, resume.
+- :mod:`sdlens.train.sdpo_trainer`: ``SdlensSDPOTrainer`` / ``SdlensSDPOConfig``, the one SDPO trainer (TRL's, with
+  the chunked loss, the paper's teacher context, telemetry hooks and the research options of :mod:`sdlens.mitigations`).
+- :mod:`sdlens.train.runner`: :func:`run_train`, :func:`dry_run`: the glue around the trainers, resume.
 - :mod:`sdlens.train.tiny`: tiny random models with a calibrated stop rate for CPU smoke runs.
 - :mod:`sdlens.train.sharding`: FSDP on CPU-only machines, the EMA teacher's checkpoint from sharded weights.
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.errors import InputError
-from sdlens.mitigations.options import validate_mitigations
+from sdlens.mitigations.options import SDPOResearchConfig, validate_mitigations
 from sdlens.train.presets import get_preset, preset_values
 
 __all__ = [
@@ -52,8 +52,8 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """One training run. Every field is documented in ``help`` (``sdlens train --help-config`` prints them)."""
+class _CoreTrainConfig:
+    """The fields of :class:`TrainConfig` that every run has (the research options come after them)."""
 
     algo: str = _f("sdpo", "sdpo (self-distillation, TRL's SDPOTrainer), grpo (GRPOTrainer) or sft (SFTTrainer).")
     preset: str | None = _f(None, "A named preset (sdlens.train.presets); its values come before this config's.")
@@ -76,52 +76,7 @@ class TrainConfig:
     teacher_context: str = _f("sdlens", "SDPO teacher prompts: sdlens (the paper's, pre-opened <think> fix) or trl.")
     reprompt_truncation: str = _f("right", "Cut over-long teacher prompts at the right (paper) or the left (TRL).")
     log_teacher_prompts: int = _f(1, "Teacher prompts per rollout batch written to OUT/teacher_prompts.jsonl.")
-    chunked_distillation: bool = _f(True, "SDPO: sdlens.losses.ChunkedSDPOTrainer (no [B,T,V] logits); off: TRL's.")
-    # Mitigations (sdlens.mitigations, docs/mitigations.md); the defaults change nothing.
-    teacher_richness: str | None = _f(
-        None, "SDPO teacher context: answer-only, s-nothink, s (paper), peer (any other rollout); None: TRL fields."
-    )
-    hedge_weight: float = _f(1.0, "SDPO: distillation weight of hedge-word positions (0: excluded, 1: off).")
-    hedge_lexicon: str = _f("words", "Lexicon whose words are hedge positions (paper, words, companion, a TOML).")
-    hedge_clip: float | None = _f(None, "SDPO: cap on the per-token distillation loss at hedge positions.")
-    other_clip: float | None = _f(None, "SDPO: cap on the per-token distillation loss at all other positions.")
-    mix_on_suppression: float | None = _f(
-        None, "SDPO: switch distillation_weight to this (GRPO mixing) once the suppression detector fires."
-    )
-    mix_trigger: str = _f("suppressing", "Detector state that switches the mixing on: warning or suppressing.")
-    mix_detector: str | None = _f(
-        None,
-        "The signal that switches the mixing on, as package.module:function: called with the trainer, it returns a "
-        "no-argument callable giving ok / warning / suppressing. None: the epistemic monitor's suppression detector.",
-    )
-    antisd: bool = _f(False, "SDPO trainer: AntiSD, GRPO with the advantage A - lambda * phi(u_t) (no distillation).")
-    antisd_lambda: float = _f(1.0, "AntiSD: weight of the per-token term phi(u) = (softplus(u) - log 2) / 2.")
-    antisd_gate: bool = _f(True, "AntiSD: entropy gate (off below antisd_gate_ratio x H_warm, on again at H_warm).")
-    antisd_warmup_steps: int = _f(10, "AntiSD: optimizer steps whose teacher entropy calibrates H_warm.")
-    antisd_gate_ratio: float = _f(0.93, "AntiSD: the gate closes below this fraction of H_warm.")
-    # The literature's follow-up methods (issue 21, docs/mitigations.md section 5); the defaults change nothing.
-    purified: bool = _f(False, "SDPO: Purified OPSD, JSD to the PMI target of (question + ref, ref only, question).")
-    purified_clip: float = _f(10.0, "Purified OPSD: soft clip c of the centred log-ratio, c * tanh(D / c).")
-    purified_beta: float = _f(1.0, "Purified OPSD: beta of the target log P_0 + D / beta.")
-    rlcsd: bool = _f(False, "SDPO trainer: RLCSD, GRPO with a correct-hint vs wrong-hints contrast on the advantage.")
-    rlcsd_negatives: int = _f(4, "RLCSD: at most this many wrong siblings as negative hints (K_max).")
-    rlcsd_tau: float = _f(0.02, "RLCSD: tanh temperature of the contrast.")
-    rlcsd_scale: float = _f(0.5, "RLCSD: beta * lambda, the contrast term's scale.")
-    rlcsd_threshold: float = _f(0.02, "RLCSD: tokens with |r_t| above this get the shaped advantage (delta).")
-    rlcsd_eta: float = _f(1.0, "RLCSD: weight of the selected tokens' loss.")
-    rlcsd_clip: float = _f(2.0, "RLCSD: clip of r_t.")
-    position_weights: bool = _f(False, "SDPO: PW-OPSD position weights on the distillation loss (chunked loss).")
-    position_weight_min: float = _f(0.25, "PW-OPSD: weight at the start of a response (w_min).")
-    position_weight_center: float = _f(0.30, "PW-OPSD: relative position of the sigmoid's midpoint (tau).")
-    position_weight_width: float = _f(0.10, "PW-OPSD: sigmoid width (s).")
-    egrsd: bool = _f(False, "SDPO trainer: EGRSD-style GRPO, advantage x RLSD ratio weight x teacher-entropy gate.")
-    egrsd_lambda: float = _f(0.5, "EGRSD: share of the advantage that is re-weighted per token.")
-    egrsd_ratio_clip: float = _f(0.2, "EGRSD: the likelihood-ratio weight is clipped to [1 - c, 1 + c].")
-    egrsd_gate_min: float = _f(0.1, "EGRSD: floor of the entropy gate.")
-    egrsd_entropy_scale: float = _f(1.0, "EGRSD: gate = floor + (1 - floor) * exp(-H / scale), H in nats.")
-    egrsd_lookahead: int = _f(0, "EGRSD: CL-EGRSD look-ahead k (0: off): H -> min(H, mean of the next k).")
-    ssopd: bool = _f(False, "SDPO trainer: SSOPD, GRPO + shortest-correct-teaches-longest-wrong distillation.")
-    ssopd_weight: float = _f(1.0, "SSOPD: weight of the auxiliary distillation loss (mu).")
+    chunked_distillation: bool = _f(True, "SDPO: the chunked loss from hidden states (no [B,T,V] logits); off: TRL's.")
     prompts_per_step: int | None = _f(None, "Prompts per rollout batch (paper 256); None: TRL's batch fields as set.")
     mini_batches_per_step: int = _f(1, "Optimizer steps per rollout batch (paper 2).")
     ema_once_per_step: bool = _f(True, "EMA teacher: update once per rollout batch (paper), not per optimizer step.")
@@ -140,20 +95,23 @@ class TrainConfig:
         return asdict(self)
 
 
+@dataclass
+class TrainConfig(SDPOResearchConfig, _CoreTrainConfig):
+    """One training run. Every field is documented in ``help`` (``sdlens train --help-config`` prints them): the core
+    fields, then the SDPO trainer's research options (:class:`sdlens.mitigations.options.SDPOResearchConfig`)."""
+
+
 TOP_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
-def trl_config_class(algo: str, *, chunked: bool = False):
-    """The TRL config class for ``algo`` (``chunked``: sdlens' ``ChunkedSDPOConfig`` for sdpo)."""
+def trl_config_class(algo: str):
+    """The TRL config class for ``algo`` (for sdpo, sdlens' ``SdlensSDPOConfig``: TRL's ``SDPOConfig`` plus the
+    chunked loss and the paper's teacher context)."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     if algo == "sdpo":
-        if chunked:
-            from sdlens.losses.sdpo_trainer import ChunkedSDPOConfig
+        from sdlens.train.sdpo_trainer import SdlensSDPOConfig
 
-            return ChunkedSDPOConfig
-        from trl.experimental.sdpo import SDPOConfig
-
-        return SDPOConfig
+        return SdlensSDPOConfig
     if algo == "grpo":
         from trl import GRPOConfig
 
@@ -165,14 +123,14 @@ def trl_config_class(algo: str, *, chunked: bool = False):
     raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}")
 
 
-def trl_field_names(algo: str, *, chunked: bool = False) -> dict[str, Any]:
-    return {f.name: f for f in fields(trl_config_class(algo, chunked=chunked)) if f.init}
+def trl_field_names(algo: str) -> dict[str, Any]:
+    return {f.name: f for f in fields(trl_config_class(algo)) if f.init}
 
 
-def trl_defaults(algo: str, *, chunked: bool = False) -> dict[str, Any]:
+def trl_defaults(algo: str) -> dict[str, Any]:
     """TRL's field defaults (before ``__post_init__``)."""
     out = {}
-    for name, f in trl_field_names(algo, chunked=chunked).items():
+    for name, f in trl_field_names(algo).items():
         if f.default is not MISSING:
             out[name] = f.default
         elif f.default_factory is not MISSING:
@@ -268,9 +226,9 @@ def _flatten(data: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 class _Resolver:
-    def __init__(self, algo: str, chunked: bool):
+    def __init__(self, algo: str):
         self.algo = algo
-        self.trl_fields = trl_field_names(algo, chunked=chunked)
+        self.trl_fields = trl_field_names(algo)
 
     def key(self, key: str) -> tuple[str, str]:
         if key.startswith("trl."):
@@ -326,13 +284,7 @@ def resolve_config(
     layers.append([(k, v) for k, v in (overrides or {}).items() if v is not None])
     layers.append([parse_set(s) for s in sets])
 
-    # Whether SDPO uses the chunked config decides which TRL fields exist: look for the switch first.
-    chunked = TrainConfig.__dataclass_fields__["chunked_distillation"].default
-    for layer in layers:
-        for k, v in layer:
-            if k == "chunked_distillation":
-                chunked = bool(_coerce(v, bool))
-    resolver = _Resolver(algo, chunked=(algo == "sdpo" and chunked))
+    resolver = _Resolver(algo)
     values: dict[str, Any] = {}
     trl: dict[str, Any] = {}
     for layer in layers:
@@ -396,7 +348,7 @@ def derive_batches(cfg: TrainConfig, world_size: int, n_rows: int | None = None)
         raise ValueError(
             f"{', '.join(clash)} and prompts_per_step are both set; set prompts_per_step: null to use TRL's fields"
         )
-    defaults = trl_defaults(cfg.algo, chunked=cfg.algo == "sdpo" and cfg.chunked_distillation)
+    defaults = trl_defaults(cfg.algo)
     n_gen = int(cfg.trl.get("num_generations", defaults.get("num_generations", 8)))
     per_device = int(cfg.trl.get("per_device_train_batch_size", defaults.get("per_device_train_batch_size", 8)))
     prompts = cfg.prompts_per_step

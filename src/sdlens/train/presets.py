@@ -14,27 +14,13 @@ steps: with 2 mini-batches, the paper's 100 training steps are 200 TRL steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from sdlens.mitigations.presets import RESEARCH_PRESETS
+from sdlens.train.preset_types import Preset, Setting
 from sdlens.train.teacher import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
 
 __all__ = ["PRESETS", "Preset", "Setting", "get_preset", "preset_values"]
-
-
-@dataclass(frozen=True)
-class Setting:
-    value: Any
-    why: str  # where the value comes from (docs/paper.md section) or why it is set
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    algo: str  # sdpo | grpo | sft
-    summary: str
-    settings: dict[str, Setting] = field(default_factory=dict)
-    base: str | None = None  # a preset whose settings come first
 
 
 _COMMON_RL: dict[str, Setting] = {
@@ -196,9 +182,9 @@ _add(
     )
 )
 
-
-# The mitigation presets (issue 10, docs/mitigations.md) add themselves to PRESETS.
-from sdlens.mitigations import presets as _mitigation_presets  # noqa: E402, F401
+# the research presets (docs/mitigations.md): sdpo-paper with one research option of the SDPO trainer switched on
+for _preset in RESEARCH_PRESETS:
+    _add(_preset)
 
 
 def get_preset(name: str) -> Preset:

@@ -1,7 +1,7 @@
 """The glue: a resolved :class:`TrainConfig` -> TRL's trainer, run, saved, resumable.
 
 Nothing here trains: generation, losses, optimisation, checkpointing and distribution are TRL's and transformers'
-(``SDPOTrainer`` or sdlens' ``ChunkedSDPOTrainer`` subclass, ``GRPOTrainer``, ``SFTTrainer``). sdlens adds the data,
+(sdlens' ``SdlensSDPOTrainer`` subclass of ``SDPOTrainer``, ``GRPOTrainer``, ``SFTTrainer``). sdlens adds the data,
 the reward, the paper's teacher context, the EMA teacher's checkpointing, a rank-agreement check, and the run folder:
 
     OUT/sdlens_train.yaml      the resolved config (written before training starts)
@@ -25,12 +25,12 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.mitigations.context import ladder_teacher_messages
-from sdlens.mitigations.options import active_mitigations, needs_mitigation_trainer
+from sdlens.mitigations.options import SDPOResearchConfig, active_mitigations, needs_state
 from sdlens.models import load_tokenizer, resolve_model
 from sdlens.train.config import TrainConfig, derive_batches, save_config, trl_config_class, trl_defaults
 from sdlens.train.rewards import make_reward
 from sdlens.train.sharding import enable_fsdp_on_cpu, load_teacher_state, save_teacher_state
-from sdlens.train.teacher import PaperTeacherContextBuilder, build_teacher_messages, render_prompt
+from sdlens.train.teacher import build_teacher_messages, render_prompt
 
 __all__ = [
     "TEACHER_FILE",
@@ -84,7 +84,7 @@ def _chat_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 def build_trl_kwargs(cfg: TrainConfig, batches: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of the TRL config: ``cfg.trl`` plus what sdlens derives (output dir, precision, model
-    dtype, chat template switches, batch fields, EMA sync period, the chunked loss switch)."""
+    dtype, chat template switches, batch fields, EMA sync period, the chunked loss switch, the teacher context)."""
     import torch
 
     kw = dict(cfg.trl)
@@ -113,8 +113,12 @@ def build_trl_kwargs(cfg: TrainConfig, batches: dict[str, Any]) -> dict[str, Any
         if k in batches:
             kw[k] = batches[k]
     if cfg.algo == "sdpo":
-        if cfg.chunked_distillation:
-            kw["chunked_distillation"] = True
+        kw["chunked_distillation"] = cfg.chunked_distillation
+        kw["teacher_context"] = cfg.teacher_context
+        kw["reprompt_truncation"] = cfg.reprompt_truncation
+        kw["log_teacher_prompts"] = cfg.log_teacher_prompts
+        if cfg.out and cfg.teacher_context == "sdlens":
+            kw.setdefault("teacher_prompts_log", str(Path(cfg.out) / "teacher_prompts.jsonl"))
         if (
             kw.get("teacher_model_kind", "ema") == "ema"
             and cfg.ema_once_per_step
@@ -138,31 +142,22 @@ def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
     ref = resolve_model(cfg.model)
     side = "left" if cfg.algo != "sft" else None  # prompts are left-padded and left-truncated for generation
     tok = load_tokenizer(ref, padding_side=side, truncation_side=side)
+    # how to read the data, for either kind of row
+    source = {
+        "split": cfg.data_split,
+        "config": cfg.data_config,
+        "prompt_key": cfg.prompt_key,
+        "question_suffix": cfg.question_suffix,
+        "max_rows": cfg.max_rows,
+    }
     if cfg.algo == "sft":
-        rows = load_sft_rows(
-            cfg.data,
-            split=cfg.data_split,
-            config=cfg.data_config,
-            prompt_key=cfg.prompt_key,
-            completion_key=cfg.completion_key,
-            question_suffix=cfg.question_suffix,
-            max_rows=cfg.max_rows,
-        )
+        rows = load_sft_rows(cfg.data, completion_key=cfg.completion_key, **source)
         if cfg.enable_thinking is not None:
             for r in rows:
                 r["chat_template_kwargs"] = {"enable_thinking": bool(cfg.enable_thinking)}
         dropped = 0
     else:
-        rows = load_rl_rows(
-            cfg.data,
-            split=cfg.data_split,
-            config=cfg.data_config,
-            prompt_key=cfg.prompt_key,
-            answer_key=cfg.answer_key,
-            prompt_format=cfg.prompt_format,
-            question_suffix=cfg.question_suffix,
-            max_rows=cfg.max_rows,
-        )
+        rows = load_rl_rows(cfg.data, answer_key=cfg.answer_key, prompt_format=cfg.prompt_format, **source)
         rows, dropped = filter_overlong_prompts(rows, tok, cfg.max_prompt_tokens, _chat_kwargs(cfg))
         if dropped:
             notes.append(f"dropped {dropped} rows with prompts over {cfg.max_prompt_tokens} tokens")
@@ -176,8 +171,7 @@ def prepare(cfg: TrainConfig, *, console=None) -> Prepared:
 
 
 def make_trl_args(p: Prepared):
-    cls = trl_config_class(p.cfg.algo, chunked=p.cfg.algo == "sdpo" and p.cfg.chunked_distillation)
-    return cls(**p.trl_kwargs)
+    return trl_config_class(p.cfg.algo)(**p.trl_kwargs)
 
 
 # ---------------------------------------------------------------- dry run
@@ -235,7 +229,7 @@ def dry_run(cfg: TrainConfig, *, console=None) -> dict[str, Any]:
 
 
 def _changed(cfg: TrainConfig, kw: dict[str, Any]) -> dict[str, Any]:
-    defaults = trl_defaults(cfg.algo, chunked=cfg.algo == "sdpo" and cfg.chunked_distillation)
+    defaults = trl_defaults(cfg.algo)
     return {k: v for k, v in sorted(kw.items()) if k not in defaults or defaults[k] != v}
 
 
@@ -310,7 +304,7 @@ def _teacher_callback(resume_dir: Path | None):
             return self.trainer.accelerator.unwrap_model(self.trainer.teacher_model)
 
         def _sharding(self) -> str | None:
-            from sdlens.losses.sdpo_trainer import sharding_kind
+            from sdlens.losses.heads import sharding_kind
 
             return sharding_kind(self.trainer.accelerator)
 
@@ -349,16 +343,13 @@ def _teacher_callback(resume_dir: Path | None):
 def _loss_path(trainer, cfg: TrainConfig) -> dict[str, Any]:
     if cfg.algo != "sdpo":
         return {"distillation_loss_path": None, "distillation_loss_reason": None}
-    if hasattr(trainer, "distillation_loss_path"):
-        info = trainer.distillation_loss_path()
-    else:  # TRL's own SDPOTrainer (chunked_distillation off)
-        info = {"path": "full_logits", "reason": "chunked_distillation is off", "passes": None}
+    info = trainer.distillation_loss_path()
     return {"distillation_loss_path": info["path"], "distillation_loss_reason": info["reason"]}
 
 
 def _save_final_teacher(trainer, folder: Path) -> None:
     """The final EMA teacher as a model folder (config + safetensors); gathered from the shards when sharded."""
-    from sdlens.losses.sdpo_trainer import sharding_kind
+    from sdlens.losses.heads import sharding_kind
 
     acc = trainer.accelerator
     teacher = acc.unwrap_model(trainer.teacher_model)
@@ -413,42 +404,8 @@ def _check_out(out: Path, resume: bool) -> None:
         raise InputError(out, "already holds a run; pass --resume to continue it, or choose another --out")
 
 
-_SDPO_CLASSES: dict[bool, type] = {}
-
-
-def sdpo_trainer_class(chunked: bool) -> type:
-    """TRL's ``SDPOTrainer`` (or sdlens' ``ChunkedSDPOTrainer``) with one distributed fix.
-
-    TRL 1.16's ``_compute_self_distillation_loss`` all-gathers its loss metric only when the micro-batch has a
-    teacher; a rank whose micro-batch has none returns early, and the other ranks wait for it forever (a hang under
-    DDP as soon as one rank draws only all-fail groups). Here a rank without a teacher joins that all-gather with a
-    zero. The loss itself is TRL's (or the chunked one) unchanged.
-    """
-    if chunked not in _SDPO_CLASSES:
-        import torch
-
-        if chunked:
-            from sdlens.losses.sdpo_trainer import ChunkedSDPOTrainer as Base
-        else:
-            from trl.experimental.sdpo import SDPOTrainer as Base
-
-        def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
-            loss = Base._compute_self_distillation_loss(self, model, inputs, distillation_logits)
-            # after the loss, as the other ranks' metric all-gather is (under ZeRO-3 the chunked loss itself gathers
-            # the head weight first, on every rank alike)
-            if self.accelerator.num_processes > 1 and distillation_logits.loss_mask.sum() == 0:
-                self.accelerator.gather(torch.zeros((), dtype=torch.float32, device=self.accelerator.device))
-            return loss
-
-        name = f"Sdlens{Base.__name__}"
-        _SDPO_CLASSES[chunked] = type(
-            name, (Base,), {"_compute_self_distillation_loss": _compute_self_distillation_loss, "__doc__": Base.__doc__}
-        )
-    return _SDPO_CLASSES[chunked]
-
-
-def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = None):
-    """The TRL trainer for the prepared run (the teacher context builder swapped in for SDPO)."""
+def build_trainer(p: Prepared, args, *, callbacks=()):
+    """The trainer for the prepared run: TRL's SFT or GRPO trainer, or sdlens' SDPO trainer."""
     from sdlens.train.data import to_dataset
 
     cfg = p.cfg
@@ -472,26 +429,17 @@ def build_trainer(p: Prepared, args, *, callbacks=(), log_path: Path | None = No
             callbacks=list(callbacks),
         )
 
-    mitigated = needs_mitigation_trainer(cfg)
-    if mitigated:
-        from sdlens.mitigations.trainer import mitigation_trainer_class
-    trainer = (mitigation_trainer_class if mitigated else sdpo_trainer_class)(cfg.chunked_distillation)(
+    from sdlens.train.sdpo_trainer import SdlensSDPOTrainer
+
+    return SdlensSDPOTrainer(
         model=p.model_path,
         reward_funcs=[reward],
         args=args,
         train_dataset=ds,
         processing_class=p.tokenizer,
         callbacks=list(callbacks),
+        research=SDPOResearchConfig.from_config(cfg) if active_mitigations(cfg) else None,
     )
-    if cfg.teacher_context == "sdlens":
-        trainer.teacher_context_builder = PaperTeacherContextBuilder(
-            trainer, truncation=cfg.reprompt_truncation, log_path=log_path, log_per_batch=cfg.log_teacher_prompts
-        )
-    if mitigated:
-        from sdlens.mitigations.setup import configure_trainer
-
-        configure_trainer(trainer, cfg)  # the ladder's teacher builder, the loss options, the detector switch
-    return trainer
 
 
 def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None) -> dict[str, Any]:
@@ -528,15 +476,14 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
     teacher_cb = _teacher_callback(ckpt) if ema else None
     if teacher_cb is not None:
         cbs.append(teacher_cb)
-    trainer = build_trainer(p, args, callbacks=cbs, log_path=out / "teacher_prompts.jsonl")
+    trainer = build_trainer(p, args, callbacks=cbs)
     if teacher_cb is not None:
         teacher_cb.trainer = trainer
     mitigation_state = None
-    if ckpt is not None and getattr(trainer, "mitigations", None) is not None:
-        from sdlens.mitigations.state import needs_state, restore_state
+    if ckpt is not None and getattr(trainer, "research", None) is not None and needs_state(cfg):
+        from sdlens.mitigations.state import restore_state
 
-        if needs_state(cfg):
-            mitigation_state = restore_state(trainer, ckpt)
+        mitigation_state = restore_state(trainer, ckpt)
     monitor = None
     if cfg.epistemic_monitor and cfg.algo != "sft":
         from sdlens.monitor import monitor_trainer
@@ -586,7 +533,7 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         **_loss_path(trainer, cfg),
         "epistemic": monitor.summary() if monitor is not None else None,  # the suppression detector's verdict
         # what the mitigations did (docs/mitigations.md); None: none switched on
-        "mitigations": trainer.mitigation_summary() if hasattr(trainer, "mitigation_summary") else None,
+        "mitigations": trainer.research_summary() if cfg.algo == "sdpo" else None,
         "out": str(out),
         **ranks,
     }
