@@ -46,9 +46,9 @@ LAZY_ON_PURPOSE = {
 # Layers, bottom first: a module may import from its own layer or below, never above. The package root is the
 # public facade (it re-exports lazily) and counts as the top.
 LAYERS = [
-    {"errors", "imports", "fields", "schema", "data"},
+    {"errors", "imports", "fields", "prompts", "schema", "data"},
     {"io", "stats", "epistemic", "grading", "metrics", "benchmarks", "models"},
-    {"generation", "evaluate", "losses", "train", "mitigations", "monitor"},
+    {"generation", "eval_config", "evaluate", "losses", "train", "mitigations", "monitor"},
     {"experiments", "lab", "report", "behaviour", "examples", "demo"},
     {"cli"},
 ]
