@@ -40,6 +40,7 @@ __all__ = [
     "shipped_sets",
 ]
 
+
 @dataclass(frozen=True)
 class HubSource:
     dataset: str

@@ -16,6 +16,7 @@ from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
 from sdlens.experiments.config import CoverageConfig, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_default
+from sdlens.train.config import parse_set
 
 err = Console(stderr=True)
 
@@ -33,8 +34,6 @@ def _list(values: list[str] | None) -> list[str]:
 
 
 def _sets(values: list[str] | None, flag: str = "--set") -> dict[str, Any]:
-    from sdlens.train.config import parse_set
-
     out: dict[str, Any] = {}
     for item in values or []:
         try:

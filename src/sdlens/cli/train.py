@@ -16,7 +16,7 @@ from rich.console import Console
 
 from sdlens.cli.options import option
 from sdlens.errors import InputError
-from sdlens.train.config import TrainConfig
+from sdlens.train.config import ALGOS, TrainConfig, resolve_config
 from sdlens.train.tiny import build_tiny_model
 
 err = Console(stderr=True)
@@ -38,8 +38,6 @@ def _print_section(title: str, text: str) -> None:
 
 def _config_help() -> str:
     from dataclasses import fields
-
-    from sdlens.train.config import TrainConfig
 
     lines = ["sdlens fields (any TRL config field is also accepted, plain or as trl.<field>):"]
     for f in fields(TrainConfig):
@@ -167,8 +165,6 @@ def register(app: typer.Typer) -> None:
         if help_config:
             sys.stdout.write(_config_help() + "\n")
             return
-        from sdlens.train.config import ALGOS, resolve_config
-
         _quiet_known_warnings()
         if single_process_cpu_launch():
             relaunch_cpu_processes()
