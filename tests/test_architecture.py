@@ -54,7 +54,7 @@ LAZY_ON_PURPOSE = {
 # public facade (it re-exports lazily) and counts as the top.
 LAYERS = [
     {"errors", "imports", "fields", "prompts", "schema", "data"},
-    {"io", "stats", "epistemic", "grading", "metrics", "benchmarks", "models"},
+    {"io", "stats", "epistemic", "grading", "grading_config", "metrics", "benchmarks", "models"},
     {"generation", "eval_config", "evaluate", "losses", "train", "mitigations", "monitor"},
     {"experiments", "lab", "report", "behaviour", "examples", "demo"},
     {"cli"},
