@@ -25,8 +25,8 @@ RENAMED = {
     "set_": "train_overrides",
     "method_set": "method_overrides",
 }
-# options that are no config field (eval_options entries, output switches, compare's bootstrap, --help)
-CLI_ONLY = {"base_url", "device", "dtype", "report", "help", "json", "html"}
+# options that are no config field (output switches, compare's bootstrap, --help)
+CLI_ONLY = {"report", "help", "json", "html"}
 COMMAND_ONLY = {("compare",): {"n_boot", "seed"}, ("report",): {"out"}}
 # analyze / compare / probe / report: options whose field lives in a nested config
 NESTED = {
@@ -34,6 +34,8 @@ NESTED = {
     **{k: (MeasureOptions, k) for k in ("reflection_lexicon", "fork_entropy")},
     **{f"judge_{k}": (JudgeConfig, k) for k in ("model", "backend", "base_url", "cache")},
 }
+# experiments: the eval_options entries, fields of the EvalConfig they are passed to
+EVAL_OPTIONS = {k: (EvalConfig, k) for k in ("base_url", "device", "dtype")}
 
 COMMANDS = {
     ("experiment", "richer-context"): RicherContextConfig,
@@ -70,7 +72,8 @@ def test_every_option_help_is_its_config_fields_help(path: tuple[str, ...]) -> N
         if name in cli_only:
             continue
         renamed = RENAMED.get(name, name) if issubclass(cls, EvalSettings) else name
-        owner, field = NESTED.get(name, (cls, renamed))
+        nested = {**NESTED, **EVAL_OPTIONS} if issubclass(cls, EvalSettings) else NESTED
+        owner, field = nested.get(name, (cls, renamed))
         _assert_help_is_the_fields(param, owner, field)
     if issubclass(cls, EvalSettings):
         assert {"base_url", "device", "dtype"} <= set(params)  # the eval options stay on every experiment
