@@ -5,6 +5,7 @@ heavy dependency off the import path."""
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import tomllib
 from collections import defaultdict
@@ -33,13 +34,17 @@ LAZY_ON_PURPOSE = {
     ("sdlens.generation", "sdlens.generation.openai_backend"),
     # sdlens.grading's __init__ imports audit, and base through the package: at audit's top a partial package
     ("sdlens.grading.audit", "sdlens.grading.base"),
+    # the runner is light at its top (torch / TRL inside its functions) only as long as nobody adds a heavy import
+    # there; `sdlens train --help` and the experiments' imports must not depend on that
+    ("sdlens.cli.train", "sdlens.train.runner"),
+    ("sdlens.experiments.guided_sft", "sdlens.train.runner"),
 }
 # Layers, bottom first: a module may import from its own layer or below, never above. The package root is the
 # public facade (it re-exports lazily) and counts as the top.
 LAYERS = [
-    {"errors", "imports", "fields", "schema", "data"},
-    {"io", "stats", "epistemic", "grading", "metrics", "benchmarks", "models"},
-    {"generation", "evaluate", "losses", "train", "mitigations", "monitor"},
+    {"errors", "imports", "fields", "prompts", "schema", "data"},
+    {"io", "stats", "epistemic", "grading", "grading_config", "metrics", "benchmarks", "models"},
+    {"generation", "eval_config", "evaluate", "losses", "train", "mitigations", "monitor"},
     {"experiments", "lab", "report", "behaviour", "examples", "demo"},
     {"cli"},
 ]
@@ -76,10 +81,21 @@ def _top_level_nodes(tree: ast.Module) -> set[int]:
     return out
 
 
+def _lazy_tables(mods: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """Each lazily exporting package's table (name -> module, :func:`sdlens.imports.lazy_attributes`): ``from
+    package import name`` imports that module, which the package's source does not show."""
+    tables = {}
+    for mod, path in mods.items():
+        if path.name == "__init__.py" and "lazy_attributes(" in path.read_text(encoding="utf-8"):
+            tables[mod] = dict(importlib.import_module(mod)._LAZY)
+    return tables
+
+
 def _imports(mods: dict[str, Path]):
     """``(importer, imported, nested, line)`` for every sdlens import, and each module's top-level third-party
     imports."""
     edges, external = [], defaultdict(set)
+    lazy = _lazy_tables(mods)
     for mod, path in mods.items():
         if path.suffix != ".py":
             continue
@@ -97,7 +113,10 @@ def _imports(mods: dict[str, Path]):
                     base = ".".join([*parts, *([node.module] if node.module else [])])
                 else:
                     base = node.module or ""
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+                targets = [
+                    lazy.get(base, {}).get(a.name) or (f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base)
+                    for a in node.names
+                ]
             else:
                 continue
             nested = id(node) not in top

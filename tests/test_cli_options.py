@@ -9,9 +9,14 @@ import typer
 
 from sdlens.cli import app
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, ProbeConfig
+from sdlens.eval_config import EvalConfig
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_default, field_help
+from sdlens.grading_config import AuditConfig, GradeConfig, MetricsConfig, WorkerSettings
 from sdlens.io.keys import KeyMap
+from sdlens.lab.config import LabConfig
+from sdlens.monitor.config import DetectorConfig, OfflineConfig
+from sdlens.train.config import TrainConfig
 
 # experiments: option name -> config field, where they differ
 RENAMED = {
@@ -20,8 +25,8 @@ RENAMED = {
     "set_": "train_overrides",
     "method_set": "method_overrides",
 }
-# options that are no config field (eval_options entries, output switches, compare's bootstrap, --help)
-CLI_ONLY = {"base_url", "device", "dtype", "report", "help", "json", "html"}
+# options that are no config field (output switches, compare's bootstrap, --help)
+CLI_ONLY = {"report", "help", "json", "html"}
 COMMAND_ONLY = {("compare",): {"n_boot", "seed"}, ("report",): {"out"}}
 # analyze / compare / probe / report: options whose field lives in a nested config
 NESTED = {
@@ -29,6 +34,8 @@ NESTED = {
     **{k: (MeasureOptions, k) for k in ("reflection_lexicon", "fork_entropy")},
     **{f"judge_{k}": (JudgeConfig, k) for k in ("model", "backend", "base_url", "cache")},
 }
+# experiments: the eval_options entries, fields of the EvalConfig they are passed to
+EVAL_OPTIONS = {k: (EvalConfig, k) for k in ("base_url", "device", "dtype")}
 
 COMMANDS = {
     ("experiment", "richer-context"): RicherContextConfig,
@@ -39,6 +46,13 @@ COMMANDS = {
     ("probe",): ProbeConfig,
     ("report",): AnalyzeConfig,
 }
+
+
+def _assert_help_is_the_fields(param: Any, cls: type, field: str) -> None:
+    """The option's help is the field's help: the same text, and the same string object, so a copy restated by hand
+    in the CLI fails even while its text still matches."""
+    assert param.help == field_help(cls, field), (param.name, cls.__name__, field)
+    assert param.help is field_help(cls, field), f"{param.name}: help restated instead of read from {cls.__name__}"
 
 
 def _command(path: tuple[str, ...]) -> Any:
@@ -58,8 +72,9 @@ def test_every_option_help_is_its_config_fields_help(path: tuple[str, ...]) -> N
         if name in cli_only:
             continue
         renamed = RENAMED.get(name, name) if issubclass(cls, EvalSettings) else name
-        owner, field = NESTED.get(name, (cls, renamed))
-        assert param.help == field_help(owner, field), name
+        nested = {**NESTED, **EVAL_OPTIONS} if issubclass(cls, EvalSettings) else NESTED
+        owner, field = nested.get(name, (cls, renamed))
+        _assert_help_is_the_fields(param, owner, field)
     if issubclass(cls, EvalSettings):
         assert {"base_url", "device", "dtype"} <= set(params)  # the eval options stay on every experiment
 
@@ -91,3 +106,86 @@ def test_shared_options_reach_the_config(tmp_path) -> None:
     assert r.exit_code == 2 and "window" in r.stderr
     r = CliRunner().invoke(app, ["experiment", "coverage", "-m", "x", "-o", str(tmp_path), "--method-set", "nocolon"])
     assert r.exit_code == 2 and "METHOD:key=value" in r.stderr
+
+
+# The commands that fill one config each, or a few: every option is a field of the command's config of the same name
+# (or the field named here), or a pure CLI switch listed in SWITCHES; an option that is neither fails (KeyError).
+OTHER_COMMANDS: dict[tuple[str, ...], tuple[type, dict[str, tuple[type, str]]]] = {
+    ("eval",): (
+        EvalConfig,
+        {"retries": (EvalConfig, "max_retries"), "tensor_parallel": (EvalConfig, "tensor_parallel_size")},
+    ),
+    ("train",): (TrainConfig, {}),
+    ("lab", "run"): (LabConfig, {}),
+    ("monitor",): (OfflineConfig, {"baseline_steps": (DetectorConfig, "baseline_steps")}),
+    ("grade",): (
+        GradeConfig,
+        {"workers": (WorkerSettings, "workers"), "no_think_split": (GradeConfig, "think_aware")},
+    ),
+    ("graders", "audit"): (
+        AuditConfig,
+        {
+            "grader": (AuditConfig, "graders"),
+            "workers": (WorkerSettings, "workers"),
+            "examples": (AuditConfig, "max_examples"),
+            "no_control": (AuditConfig, "control"),
+        },
+    ),
+    ("metrics",): (MetricsConfig, {"k": (MetricsConfig, "ks")}),
+}
+# Options that are no config field: output switches, the TRL fields train passes through, the --quick / --full
+# switches of lab's mode.
+SWITCHES = {
+    ("eval",): {"json_out", "no_progress"},
+    ("train",): {"max_steps", "config", "set_", "dry_run", "use_vllm", "vllm_mode", "vllm_server_base_url"}
+    | {"json_out", "help_config"},
+    ("lab", "run"): {"quick", "full", "json_out"},
+    ("monitor",): {"json_out", "plot"},
+    ("grade",): {"out", "json"},
+    ("graders", "audit"): {"json"},
+    ("metrics",): {"json"},
+}
+IDS = [" ".join(p) for p in OTHER_COMMANDS]
+
+
+def _config_options(path: tuple[str, ...]) -> dict[str, tuple[Any, type, str]]:
+    """The command's options that are config fields: name -> (click parameter, config class, field)."""
+    cls, special = OTHER_COMMANDS[path]
+    params = [p for p in _command(path).params if p.param_type_name == "option" and p.name != "help"]
+    out = {p.name: (p, *special.get(p.name, (cls, p.name))) for p in params if p.name not in SWITCHES[path]}
+    assert len(out) >= 4, out  # the listing works
+    assert not SWITCHES[path] - {p.name for p in params}, "a listed switch is gone"
+    return out
+
+
+@pytest.mark.parametrize("path", list(OTHER_COMMANDS), ids=IDS)
+def test_each_option_of_the_other_commands_reads_its_help_from_its_field(path: tuple[str, ...]) -> None:
+    for param, cls, field in _config_options(path).values():
+        _assert_help_is_the_fields(param, cls, field)
+
+
+@pytest.mark.parametrize("path", list(OTHER_COMMANDS), ids=IDS)
+def test_option_defaults_are_the_config_defaults(path: tuple[str, ...]) -> None:
+    """An option with a default of its own (not None, which leaves the config's) has the field's default; a negated
+    switch (--no-think-split, --no-control) is off by default, leaving the field's default (on)."""
+    checked = 0
+    for name, (param, cls, field) in _config_options(path).items():
+        if name.startswith("no_"):
+            assert param.default is False and field_default(cls, field) is True, name
+        elif param.default is not None:
+            assert str(param.default) == str(field_default(cls, field)), name  # lab's --out: a Path of the str
+            checked += 1
+    assert checked, "no default checked"
+
+
+def test_the_grading_switches_reach_the_config(tmp_path) -> None:
+    """--no-think-split turns GradeConfig.think_aware off: the paper-reward grader, which takes no think_aware, then
+    refuses it by the CLI's flag name."""
+    from typer.testing import CliRunner
+
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"response": "\\boxed{1}", "answer": "1"}\n')
+    r = CliRunner().invoke(
+        app, ["grade", str(src), "-o", str(tmp_path / "o.jsonl"), "-g", "paper-reward", "--no-think-split"]
+    )
+    assert r.exit_code == 2 and "--no-think-split does not apply to the paper-reward grader" in r.stderr

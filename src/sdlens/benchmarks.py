@@ -24,6 +24,7 @@ from typing import Any
 from sdlens.errors import InputError
 from sdlens.io import iter_problems, iter_records
 from sdlens.models import cache_dir
+from sdlens.prompts import PAPER_SUFFIX
 from sdlens.schema import Problem
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
     "shipped_path",
     "shipped_sets",
 ]
-
-PAPER_SUFFIX = "\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)

@@ -31,78 +31,19 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.eval_config import EvalConfig
 from sdlens.generation import make_backend
-from sdlens.generation.base import GenRequest, GenResult, SamplingConfig, get_preset, sample_seed
+from sdlens.generation.base import GenRequest, GenResult, SamplingConfig, sample_seed
 from sdlens.io import read_records
 from sdlens.models import resolve_model
 from sdlens.schema import JsonlWriter, Problem, Sample, atomic_path
 
 __all__ = ["EvalConfig", "EvalResult", "default_out_dir", "run_eval"]
-
-THINKING_CHOICES = {"on": True, "off": False, "unset": None}
-
-
-@dataclass
-class EvalConfig:
-    model: str = "smollm2-135m"
-    benchmark: str = "math500"
-    backend: str = "transformers"
-    base_url: str | None = None
-    preset: str = "paper-think"
-    n: int | None = None  # overrides of the preset
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    thinking: str | None = None  # on / off / unset (enable_thinking True / False / not passed); None: the preset's
-    seed: int = 0
-    limit: int | None = None
-    few_shot: int = 0
-    data_dir: str | None = None
-    out: str | None = None
-    batch_size: int | None = None  # rows per chunk; default per backend (transformers 32, vllm 256, openai 4x conc.)
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int | None = None  # CPU threads (transformers); None: torch's default (1 for tiny models)
-    grader: str = "math-verify"
-    concurrency: int = 8
-    timeout: float = 600.0
-    max_retries: int = 5
-    group_n: bool = False
-    api_key: str | None = None
-    tensor_parallel_size: int = 1
-    save_logprobs: bool = False
-    overwrite: bool = False
-    dry_run: bool = False  # resolve everything that needs no model, report the plan, write nothing
-
-    def sampling(self) -> SamplingConfig:
-        base = get_preset(self.preset)
-        changes: dict[str, Any] = {
-            "n": self.n,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "seed": self.seed,
-        }
-        s = base.with_overrides(**changes)
-        if self.thinking is not None:
-            if self.thinking not in THINKING_CHOICES:
-                raise InputError(None, f"thinking must be on, off or unset, got {self.thinking!r}", field="thinking")
-            s = SamplingConfig(**{**asdict(s), "enable_thinking": THINKING_CHOICES[self.thinking]})
-        return s
-
-    def rows_per_chunk(self) -> int:
-        if self.batch_size is not None:
-            if self.batch_size < 1:
-                raise InputError(None, f"batch size must be >= 1, got {self.batch_size}", field="batch_size")
-            return self.batch_size
-        return {"transformers": 32, "vllm": 256}.get(self.backend, 4 * self.concurrency)
 
 
 @dataclass

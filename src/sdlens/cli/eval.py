@@ -13,9 +13,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.eval_config import EvalConfig
+from sdlens.fields import field_default
 
 err = Console(stderr=True)
+
+
+def _opt(name: str, *param_decls: str, **kwargs: Any) -> Any:
+    """The option for :class:`EvalConfig`'s field ``name`` (its help is the field's)."""
+    return option(EvalConfig, name, *param_decls, **kwargs)
+
+
+def _default(name: str) -> Any:
+    return field_default(EvalConfig, name)
 
 
 def _fail(e: BaseException) -> NoReturn:
@@ -77,121 +89,38 @@ def quiet_omp() -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        model: Annotated[
-            str,
-            typer.Option(
-                "--model", "-m", help="smollm2-135m (embedded), tiny-random, a local model folder, or a hub id."
-            ),
-        ] = "smollm2-135m",
-        benchmark: Annotated[
-            str,
-            typer.Option(
-                "--benchmark",
-                "-b",
-                help="aime24, aime25, amc23, math500 (shipped: `sdlens benchmarks list`), or a verl parquet / JSONL "
-                "file.",
-            ),
-        ] = "math500",
-        backend: Annotated[str, typer.Option("--backend", help="transformers, vllm or openai.")] = "transformers",
-        base_url: Annotated[
-            str | None,
-            typer.Option(
-                "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (backend openai)."
-            ),
-        ] = None,
-        preset: Annotated[
-            str,
-            typer.Option(
-                "--preset",
-                "-p",
-                help="paper-think (T 0.6, top-p 0.95, n 16, 38,912 "
-                "tokens, thinking on), paper-nothink (T 0.7, top-p 0.8), greedy.",
-            ),
-        ] = "paper-think",
-        n: Annotated[
-            int | None, typer.Option("--n", min=1, help="Samples per problem (default: the preset's).")
-        ] = None,
-        max_tokens: Annotated[
-            int | None, typer.Option("--max-tokens", min=1, help="Max new tokens (default: the preset's).")
-        ] = None,
-        temperature: Annotated[
-            float | None, typer.Option("--temperature", min=0.0, help="Default: the preset's.")
-        ] = None,
-        top_p: Annotated[float | None, typer.Option("--top-p", help="Default: the preset's.")] = None,
-        top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Default: off, as in the paper.")] = None,
-        thinking: Annotated[
-            str | None,
-            typer.Option(
-                "--thinking",
-                help="enable_thinking for the chat template: on, off, or unset (not passed); default: the preset's.",
-            ),
-        ] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Run seed; each sample's seed derives from it.")] = 0,
-        limit: Annotated[int | None, typer.Option("--limit", min=1, help="First L problems only.")] = None,
-        few_shot: Annotated[
-            int,
-            typer.Option(
-                "--few-shot",
-                min=0,
-                help="Worked examples put in the chat before "
-                "each problem (0-4; small models need 1 to write \\boxed{}).",
-            ),
-        ] = 0,
-        data_dir: Annotated[
-            str | None,
-            typer.Option(
-                "--data-dir",
-                help="Folder with {name}.parquet (default: $SDLENS_DATA_DIR, then the cache; see docs/eval.md).",
-            ),
-        ] = None,
-        out: Annotated[
-            str | None, typer.Option("--out", "-o", help="Output folder (default: runs/eval/MODEL-BENCHMARK-PRESET).")
-        ] = None,
-        batch_size: Annotated[
-            int | None,
-            typer.Option(
-                "--batch-size",
-                min=1,
-                help="Samples per chunk, and per forward pass for transformers (default: 32; vllm 256; openai "
-                "4x concurrency).",
-            ),
-        ] = None,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda (transformers).")] = "auto",
-        dtype: Annotated[
-            str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), fp32, bf16, fp16.")
-        ] = "auto",
-        threads: Annotated[
-            int | None,
-            typer.Option(
-                "--threads",
-                min=1,
-                help="CPU threads for transformers (default: all cores; 1 is faster on a busy machine).",
-            ),
-        ] = None,
-        concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Requests in flight (openai).")] = 8,
-        timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per request (openai).")] = 600.0,
-        retries: Annotated[int, typer.Option("--retries", min=0, help="Retries per request (openai).")] = 5,
-        group_n: Annotated[
-            bool, typer.Option("--group-n", help="One request with n per problem instead of one per sample (openai).")
-        ] = False,
-        tensor_parallel: Annotated[
-            int, typer.Option("--tensor-parallel-size", min=1, help="GPUs per model (vllm).")
-        ] = 1,
-        save_logprobs: Annotated[
-            bool, typer.Option("--save-logprobs", help="Store per-token log-probs in each sample's meta.")
-        ] = False,
-        overwrite: Annotated[
-            bool, typer.Option("--overwrite", help="Replace a run with other settings in --out.")
-        ] = False,
+        model: Annotated[str, _opt("model", "--model", "-m")] = _default("model"),
+        benchmark: Annotated[str, _opt("benchmark", "--benchmark", "-b")] = _default("benchmark"),
+        backend: Annotated[str, _opt("backend", "--backend")] = _default("backend"),
+        base_url: Annotated[str | None, _opt("base_url", "--base-url")] = None,
+        preset: Annotated[str, _opt("preset", "--preset", "-p")] = _default("preset"),
+        n: Annotated[int | None, _opt("n", "--n", min=1)] = None,
+        max_tokens: Annotated[int | None, _opt("max_tokens", "--max-tokens", min=1)] = None,
+        temperature: Annotated[float | None, _opt("temperature", "--temperature", min=0.0)] = None,
+        top_p: Annotated[float | None, _opt("top_p", "--top-p")] = None,
+        top_k: Annotated[int | None, _opt("top_k", "--top-k", min=1)] = None,
+        thinking: Annotated[str | None, _opt("thinking", "--thinking")] = None,
+        seed: Annotated[int, _opt("seed", "--seed")] = _default("seed"),
+        limit: Annotated[int | None, _opt("limit", "--limit", min=1)] = None,
+        few_shot: Annotated[int, _opt("few_shot", "--few-shot", min=0)] = _default("few_shot"),
+        data_dir: Annotated[str | None, _opt("data_dir", "--data-dir")] = None,
+        out: Annotated[str | None, _opt("out", "--out", "-o")] = None,
+        batch_size: Annotated[int | None, _opt("batch_size", "--batch-size", min=1)] = None,
+        device: Annotated[str, _opt("device", "--device")] = _default("device"),
+        dtype: Annotated[str, _opt("dtype", "--dtype")] = _default("dtype"),
+        threads: Annotated[int | None, _opt("threads", "--threads", min=1)] = None,
+        concurrency: Annotated[int, _opt("concurrency", "--concurrency", min=1)] = _default("concurrency"),
+        timeout: Annotated[float, _opt("timeout", "--timeout", min=1.0)] = _default("timeout"),
+        retries: Annotated[int, _opt("max_retries", "--retries", min=0)] = _default("max_retries"),
+        group_n: Annotated[bool, _opt("group_n", "--group-n")] = _default("group_n"),
+        tensor_parallel: Annotated[int, _opt("tensor_parallel_size", "--tensor-parallel-size", min=1)] = _default(
+            "tensor_parallel_size"
+        ),
+        save_logprobs: Annotated[bool, _opt("save_logprobs", "--save-logprobs")] = _default("save_logprobs"),
+        overwrite: Annotated[bool, _opt("overwrite", "--overwrite")] = _default("overwrite"),
         json_out: Annotated[bool, typer.Option("--json", help="Print metrics.json instead of a table.")] = False,
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option(
-                "--dry-run",
-                help="Print the plan (data, sampling, what is left to do) as JSON; load no model, write nothing.",
-            ),
-        ] = False,
+        dry_run: Annotated[bool, _opt("dry_run", "--dry-run")] = _default("dry_run"),
     ) -> None:
         """Generate, grade and measure a model on a benchmark; resumable (rerun the same command after a crash)."""
         import json
@@ -200,7 +129,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.markup import escape
 
-        from sdlens.evaluate import EvalConfig, run_eval
+        from sdlens.evaluate import run_eval
 
         cfg = EvalConfig(
             model=model,

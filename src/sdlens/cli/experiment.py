@@ -14,8 +14,10 @@ from rich.table import Table
 
 from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
+from sdlens.eval_config import EvalConfig
 from sdlens.experiments.config import CoverageConfig, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_default
+from sdlens.train.config import parse_set
 
 err = Console(stderr=True)
 
@@ -33,8 +35,6 @@ def _list(values: list[str] | None) -> list[str]:
 
 
 def _sets(values: list[str] | None, flag: str = "--set") -> dict[str, Any]:
-    from sdlens.train.config import parse_set
-
     out: dict[str, Any] = {}
     for item in values or []:
         try:
@@ -94,18 +94,10 @@ def _eval_settings(cls: type) -> Any:
         keyword("max_tokens", Annotated[int | None, option(cls, "max_new_tokens", "--max-tokens")], None),
         keyword("thinking", Annotated[str | None, option(cls, "thinking", "--thinking")], None),
         keyword("backend", Annotated[str, option(cls, "backend", "--backend")], field_default(cls, "backend")),
-        # eval_options entries (sdlens.evaluate.EvalConfig settings the experiment passes through)
-        keyword(
-            "base_url",
-            Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible server (backend openai).")],
-            None,
-        ),
-        keyword(
-            "device",
-            Annotated[str | None, typer.Option("--device", help="transformers device: auto, cpu, cuda.")],
-            None,
-        ),
-        keyword("dtype", Annotated[str | None, typer.Option("--dtype", help="Model dtype for generation.")], None),
+        # eval_options entries (EvalConfig settings the experiment passes through; None: EvalConfig's default)
+        keyword("base_url", Annotated[str | None, option(EvalConfig, "base_url", "--base-url")], None),
+        keyword("device", Annotated[str | None, option(EvalConfig, "device", "--device")], None),
+        keyword("dtype", Annotated[str | None, option(EvalConfig, "dtype", "--dtype")], None),
         keyword("seed", Annotated[int, option(cls, "seed", "--seed")], field_default(cls, "seed")),
         keyword("grader", Annotated[str, option(cls, "grader", "--grader")], field_default(cls, "grader")),
         keyword("batch_size", Annotated[int | None, option(cls, "batch_size", "--batch-size")], None),

@@ -16,35 +16,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.fields import field_default
+from sdlens.grading_config import AuditConfig, GradeConfig, MetricsConfig, WorkerSettings
 
 err = Console(stderr=True)
 
-GraderOpt = Annotated[
-    str, typer.Option("--grader", "-g", help="math-verify (default) or paper-reward (the paper's training reward).")
-]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", "-w", min=1, help="Grading worker processes (default: one per core, max 8).")
-]
-TimeoutOpt = Annotated[
-    int | None,
-    typer.Option("--timeout", "-t", min=1, help="math-verify's time limit per parse / verify call, whole seconds [5]."),
-]
-HardTimeoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--hard-timeout",
-        min=0.1,
-        help="Wall-clock seconds before a worker stuck on one answer is killed [3*timeout+5].",
-    ),
-]
-ExtractOpt = Annotated[
-    str | None,
-    typer.Option("--extract", help="Answer extraction: boxed (default), answer-line, boxed-or-answer-line."),
-]
-NoThinkOpt = Annotated[
-    bool, typer.Option("--no-think-split", help="Look for the answer in the whole response, thinking included.")
-]
+GraderOpt = Annotated[str, option(GradeConfig, "grader", "--grader", "-g")]
+WorkersOpt = Annotated[int | None, option(WorkerSettings, "workers", "--workers", "-w", min=1)]
+TimeoutOpt = Annotated[int | None, option(GradeConfig, "timeout", "--timeout", "-t", min=1)]
+HardTimeoutOpt = Annotated[float | None, option(GradeConfig, "hard_timeout", "--hard-timeout", min=0.1)]
+ExtractOpt = Annotated[str | None, option(GradeConfig, "extract", "--extract")]
+NoThinkOpt = Annotated[bool, option(GradeConfig, "think_aware", "--no-think-split")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
@@ -59,17 +43,26 @@ def _emit_json(obj: object) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
 
 
-def _grader_options(name: str, **given: Any) -> dict[str, Any]:
-    """The options the user set, checked against what grader ``name`` accepts."""
+def _grader_options(cfg: GradeConfig) -> dict[str, Any]:
+    """The options the user set (not ``None``; ``think_aware`` only when off), checked against what grader
+    ``cfg.grader`` accepts."""
     from sdlens.grading import available_graders
     from sdlens.grading.base import _REGISTRY
 
+    name = cfg.grader
     if name not in _REGISTRY:
         raise ValueError(f"unknown grader {name!r}; available: {', '.join(available_graders())}")
     params = inspect.signature(_REGISTRY[name]).parameters
+    given = {
+        "workers": cfg.workers,
+        "timeout": cfg.timeout,
+        "hard_timeout": cfg.hard_timeout,
+        "extract": cfg.extract,
+        "think_aware": None if cfg.think_aware else False,
+    }
     options = {}
     for key, value in given.items():
-        if value is None or value is False:
+        if value is None:
             continue
         if key not in params:
             flag = "--" + key.replace("_", "-")
@@ -90,7 +83,7 @@ def _progress(label: str):
 def grade(
     file: Annotated[Path, typer.Argument(help="Samples, or any JSONL / Parquet with `response` and `answer`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, or .parquet).")],
-    grader: GraderOpt = "math-verify",
+    grader: GraderOpt = field_default(GradeConfig, "grader"),
     workers: WorkersOpt = None,
     timeout: TimeoutOpt = None,
     hard_timeout: HardTimeoutOpt = None,
@@ -108,20 +101,18 @@ def grade(
     from sdlens.grading import GraderUnavailable, get_grader, grade_file
     from sdlens.grading.files import count_records
 
+    cfg = GradeConfig(
+        grader=grader,
+        workers=workers,
+        timeout=timeout,
+        hard_timeout=hard_timeout,
+        extract=extract,
+        think_aware=not no_think_split,
+    )
     try:
-        options = _grader_options(
-            grader,
-            workers=workers,
-            timeout=timeout,
-            hard_timeout=hard_timeout,
-            extract=extract,
-            think_aware=no_think_split,
-        )
-        if "think_aware" in options:
-            options["think_aware"] = False
-        g = get_grader(grader, **options)
+        g = get_grader(cfg.grader, **_grader_options(cfg))
         total = count_records(file)
-        with _progress(f"grading ({grader})") as bar:
+        with _progress(f"grading ({cfg.grader})") as bar:
             task = bar.add_task("grade", total=total)
             summary = grade_file(file, out, g, progress=lambda k: bar.advance(task, k))
     except (InputError, ValueError, GraderUnavailable) as e:
@@ -157,12 +148,12 @@ def graders_list() -> None:
 @graders_app.command("audit")
 def graders_audit(
     file: Annotated[Path, typer.Argument(help="Samples, or any JSONL / Parquet with `response` and `answer`.")],
-    grader: Annotated[
-        list[str] | None, typer.Option("--grader", "-g", help="Graders to compare (repeat; default: all).")
-    ] = None,
+    grader: Annotated[list[str] | None, option(AuditConfig, "graders", "--grader", "-g")] = None,
     workers: WorkersOpt = None,
-    examples: Annotated[int, typer.Option("--examples", "-n", min=0, help="Disagreeing examples to show.")] = 10,
-    no_control: Annotated[bool, typer.Option("--no-control", help="Skip the junk-response negative control.")] = False,
+    examples: Annotated[int, option(AuditConfig, "max_examples", "--examples", "-n", min=0)] = field_default(
+        AuditConfig, "max_examples"
+    ),
+    no_control: Annotated[bool, option(AuditConfig, "control", "--no-control")] = False,
     json: JsonOpt = False,
 ) -> None:
     """Every grader on the same samples: agreement, disagreements, and a negative control.
@@ -174,12 +165,14 @@ def graders_audit(
     """
     from sdlens.grading import GraderUnavailable, audit_file
 
+    cfg = AuditConfig(
+        graders=tuple(grader) if grader else None, workers=workers, max_examples=examples, control=not no_control
+    )
     try:
-        names = grader or None
         options = {}
-        for name in names or _all_graders():
-            options[name] = _grader_options(name, workers=workers)
-        report = audit_file(file, names, options=options, max_examples=examples, control=not no_control)
+        for name in cfg.graders or _all_graders():
+            options[name] = _grader_options(GradeConfig(grader=name, workers=cfg.workers))
+        report = audit_file(file, cfg.graders, options=options, max_examples=cfg.max_examples, control=cfg.control)
     except (InputError, ValueError, GraderUnavailable) as e:
         _fail(e)
     if json:
@@ -265,19 +258,14 @@ def _parse_ks(text: str | None) -> list[int] | None:
 
 def metrics(
     file: Annotated[Path, typer.Argument(help="Graded samples (JSONL / Parquet with problem_id and correct).")],
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", "-f", help="Input format (default: auto-detect; see `sdlens analyze --help`)."),
-    ] = None,
-    k: Annotated[str | None, typer.Option("--k", help="k for pass@k and maj@k, e.g. 1,4,16 [1, 2, 4.., n].")] = None,
-    resamples: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap resamples for the 95% CIs.")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", help="Tokenizer (hub id or local folder) for token lengths.")
-    ] = None,
-    by: Annotated[
-        str | None, typer.Option("--by", help="One report per value of a sample field: model, step, context...")
-    ] = None,
+    fmt: Annotated[str | None, option(MetricsConfig, "fmt", "--format", "-f")] = None,
+    k: Annotated[str | None, option(MetricsConfig, "ks", "--k")] = None,
+    resamples: Annotated[int, option(MetricsConfig, "resamples", "--bootstrap", min=0)] = field_default(
+        MetricsConfig, "resamples"
+    ),
+    seed: Annotated[int, option(MetricsConfig, "seed", "--seed")] = field_default(MetricsConfig, "seed"),
+    tokenizer: Annotated[str | None, option(MetricsConfig, "tokenizer", "--tokenizer")] = None,
+    by: Annotated[str | None, option(MetricsConfig, "by", "--by")] = None,
     json: JsonOpt = False,
 ) -> None:
     """avg@n, unbiased pass@k, maj@k and any-correct@n with bootstrap 95% CIs.
@@ -290,11 +278,18 @@ def metrics(
     from sdlens.metrics import MetricsError, compute_metrics, compute_metrics_by, load_tokenizer, read_graded_samples
 
     ks = _parse_ks(k)
+    cfg = MetricsConfig(
+        fmt=fmt, ks=tuple(ks) if ks else None, resamples=resamples, seed=seed, tokenizer=tokenizer, by=by
+    )
     try:
-        tok = load_tokenizer(tokenizer) if tokenizer else None
-        samples = list(read_graded_samples(file, fmt))
-        opts = {"resamples": resamples, "seed": seed, "tokenizer": tok}
-        reports = compute_metrics_by(samples, by, ks, **opts) if by else [compute_metrics(samples, ks, **opts)]
+        tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+        samples = list(read_graded_samples(file, cfg.fmt))
+        opts = {"resamples": cfg.resamples, "seed": cfg.seed, "tokenizer": tok}
+        reports = (
+            compute_metrics_by(samples, cfg.by, cfg.ks, **opts)
+            if cfg.by
+            else [compute_metrics(samples, cfg.ks, **opts)]
+        )
     except (InputError, MetricsError) as e:
         _fail(e)
     for report in reports:

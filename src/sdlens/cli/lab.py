@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.fields import field_default
+from sdlens.lab.config import CORPORA, LabConfig, lab_config
 from sdlens.lab.summary import summary_table
 
 err = Console(stderr=True)
@@ -22,30 +25,14 @@ def register(app: typer.Typer) -> None:
 
     @lab.command("run")
     def run(
-        out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (reruns reuse finished stages).")] = Path(
-            "out/lab"
-        ),
+        out: Annotated[Path, option(LabConfig, "out", "--out", "-o")] = Path(field_default(LabConfig, "out")),
         quick: Annotated[bool, typer.Option("--quick", help="The demo: 1 seed, <= 15 minutes on 2 cores.")] = False,
         full: Annotated[bool, typer.Option("--full", help="The published numbers: 3 seeds, more steps.")] = False,
-        seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Repeats (default: 1 quick, 3 full).")] = None,
-        threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+        seeds: Annotated[int | None, option(LabConfig, "seeds", "--seeds", min=1)] = None,
+        threads: Annotated[int | None, option(LabConfig, "threads", "--threads", min=1)] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print summary.json instead of tables.")] = False,
-        mitigations: Annotated[
-            bool,
-            typer.Option(
-                "--mitigations",
-                help="Also train every mitigation preset on 8x8, beside sdpo-paper and grpo-paper (issue 10); "
-                "a finished run folder can be rerun with it (only the new stage runs).",
-            ),
-        ] = False,
-        corpus: Annotated[
-            str | None,
-            typer.Option(
-                "--corpus",
-                help="Pretraining corpus: transfer (default: no root-finding question under a hint) or scripted "
-                "(hinted root-finding examples too: effect 1 is then a premise, labelled 'given (premise)').",
-            ),
-        ] = None,
+        mitigations: Annotated[bool, option(LabConfig, "mitigations", "--mitigations")] = False,
+        corpus: Annotated[str | None, option(LabConfig, "corpus", "--corpus")] = None,
     ) -> None:
         """Pretrain the organism, run richer-context, guided-SFT and coverage (SDPO vs GRPO) on it, and write
         summary.json and report.html.
@@ -54,7 +41,6 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from sdlens.lab.config import lab_config
         from sdlens.lab.run import run_lab
 
         if quick and full:
@@ -62,8 +48,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         mode = "full" if full else "quick"
         t0 = time.time()
-        from sdlens.lab.pretrain import CORPORA
-
         if corpus is not None and corpus not in CORPORA:
             err.print(f"[red]error:[/red] --corpus must be one of {', '.join(CORPORA)}, got {corpus!r}")
             raise typer.Exit(2)

@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.fields import field_default
+from sdlens.monitor.config import DetectorConfig, OfflineConfig
 
 err = Console(stderr=True)
 
@@ -78,24 +81,23 @@ def monitor(
     path: Annotated[str, typer.Argument(help="A run folder, its epistemic.jsonl, verl dumps, TRL completions.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object: steps and verdict.")] = False,
     plot: Annotated[str | None, typer.Option("--plot", help="Write a figure (PNG, SVG, PDF by suffix).")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="Force an input format (verl-dump, trl-completions, ...).")
-    ] = None,
-    tokenizer: Annotated[
-        str | None, typer.Option("--tokenizer", help="Tokenizer for per-1k-token rates of sample files (else words).")
-    ] = None,
-    lexicon: Annotated[str, typer.Option("--lexicon", "-l", help="Lexicon of the rates: words, companion, a TOML.")] = (
-        "words"
+    fmt: Annotated[str | None, option(OfflineConfig, "fmt", "--format", "-f")] = None,
+    tokenizer: Annotated[str | None, option(OfflineConfig, "tokenizer", "--tokenizer")] = None,
+    lexicon: Annotated[str, option(OfflineConfig, "lexicon", "--lexicon", "-l")] = field_default(
+        OfflineConfig, "lexicon"
     ),
-    baseline_steps: Annotated[int | None, typer.Option("--baseline-steps", min=1, help="Detector baseline.")] = None,
+    baseline_steps: Annotated[int, option(DetectorConfig, "baseline_steps", "--baseline-steps", min=1)] = field_default(
+        DetectorConfig, "baseline_steps"
+    ),
 ) -> None:
     """Per-step hedging statistics of a run and the suppression detector's verdict (docs/monitor.md)."""
-    from sdlens.monitor.detector import DetectorConfig
     from sdlens.monitor.offline import read_run
 
-    det = DetectorConfig() if baseline_steps is None else DetectorConfig(baseline_steps=baseline_steps)
+    cfg = OfflineConfig(
+        fmt=fmt, tokenizer=tokenizer, lexicon=lexicon, detector=DetectorConfig(baseline_steps=baseline_steps)
+    )
     try:
-        res = read_run(path, fmt=fmt, tokenizer=tokenizer, lexicon=lexicon, detector=det)
+        res = read_run(path, fmt=cfg.fmt, tokenizer=cfg.tokenizer, lexicon=cfg.lexicon, detector=cfg.detector)
         if plot:
             from sdlens.monitor.plot import plot_run
 

@@ -14,7 +14,9 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.train.config import ALGOS, TrainConfig, resolve_config
 from sdlens.train.tiny import build_tiny_model
 
 err = Console(stderr=True)
@@ -36,8 +38,6 @@ def _print_section(title: str, text: str) -> None:
 
 def _config_help() -> str:
     from dataclasses import fields
-
-    from sdlens.train.config import TrainConfig
 
     lines = ["sdlens fields (any TRL config field is also accepted, plain or as trl.<field>):"]
     for f in fields(TrainConfig):
@@ -122,24 +122,10 @@ def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
     def train_cmd(
         algo: Annotated[str, typer.Argument(help="sdpo, grpo or sft.")],
-        preset: Annotated[
-            str | None,
-            typer.Option(
-                "--preset",
-                "-p",
-                help="sdpo-paper (default for sdpo), sdpo-paper-nothink, sdpo-paper-ema, sdpo-coverage, grpo-paper "
-                "(default for grpo), grpo-coverage, sft (default for sft), a mitigation preset (docs/mitigations.md), "
-                "or none (TRL's defaults).",
-            ),
-        ] = None,
-        model: Annotated[
-            str | None,
-            typer.Option("--model", "-m", help="smollm2-135m, tiny-random, a local model folder, or a hub id."),
-        ] = None,
-        data: Annotated[
-            str | None, typer.Option("--data", "-d", help="verl parquet, JSONL / JSON / Parquet file, or hub dataset.")
-        ] = None,
-        out: Annotated[str | None, typer.Option("--out", "-o", help="Run folder.")] = None,
+        preset: Annotated[str | None, option(TrainConfig, "preset", "--preset", "-p")] = None,
+        model: Annotated[str | None, option(TrainConfig, "model", "--model", "-m")] = None,
+        data: Annotated[str | None, option(TrainConfig, "data", "--data", "-d")] = None,
+        out: Annotated[str | None, option(TrainConfig, "out", "--out", "-o")] = None,
         max_steps: Annotated[
             int | None,
             typer.Option("--max-steps", min=1, help="Optimizer steps (TRL's max_steps; default: the preset's)."),
@@ -149,7 +135,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", "-s", help="key=value (a sdlens or TRL config field); repeatable."),
         ] = None,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --out.")] = False,
+        resume: Annotated[bool, option(TrainConfig, "resume", "--resume")] = False,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Print the resolved setup, one student and one teacher prompt.")
         ] = False,
@@ -162,19 +148,14 @@ def register(app: typer.Typer) -> None:
         vllm_server_base_url: Annotated[
             str | None, typer.Option("--vllm-server-base-url", help="e.g. http://10.0.0.2:8000 (server mode).")
         ] = None,
-        reward: Annotated[
-            str | None, typer.Option("--reward", help="paper-reward, math-verify, or package.module:function.")
-        ] = None,
+        reward: Annotated[str | None, option(TrainConfig, "reward", "--reward")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
         epistemic_monitor: Annotated[
             bool | None,
-            typer.Option(
-                "--epistemic-monitor/--no-epistemic-monitor",
-                help="epistemic/* telemetry (on by default; docs/monitor.md).",
-            ),
+            option(TrainConfig, "epistemic_monitor", "--epistemic-monitor/--no-epistemic-monitor"),
         ] = None,
         stop_on_suppression: Annotated[
-            bool, typer.Option("--stop-on-suppression", help="Stop once the suppression detector says suppressing.")
+            bool, option(TrainConfig, "stop_on_suppression", "--stop-on-suppression")
         ] = False,
         help_config: Annotated[
             bool, typer.Option("--help-config", help="List every sdlens config field and exit.")
@@ -184,8 +165,6 @@ def register(app: typer.Typer) -> None:
         if help_config:
             sys.stdout.write(_config_help() + "\n")
             return
-        from sdlens.train.config import ALGOS, resolve_config
-
         _quiet_known_warnings()
         if single_process_cpu_launch():
             relaunch_cpu_processes()

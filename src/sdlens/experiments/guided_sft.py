@@ -37,6 +37,7 @@ from sdlens.experiments.common import (
 from sdlens.experiments.config import PAPER_SYSTEM, GuidedSFTConfig
 from sdlens.experiments.richer_context import RicherContextConfig, first_correct, run_richer_context
 from sdlens.schema import Sample, atomic_path
+from sdlens.train.config import resolve_config
 from sdlens.train.presets import get_preset
 
 __all__ = ["MODELS", "PAPER_SYSTEM", "GuidedSFTConfig", "build_sft_sets", "run_guided_sft", "train_stage"]
@@ -117,7 +118,6 @@ def train_stage(
     """Train with ``preset`` (``sets`` as ``--set key=value``), or reuse a finished run in ``out`` (its
     ``run_summary.json``); an unfinished one resumes from its last complete checkpoint. A run made with other
     settings is refused with one line (its checkpoints would not be this configuration's)."""
-    from sdlens.train.config import resolve_config
     from sdlens.train.runner import CONFIG_FILE, run_train
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sdlens.fields import documented as h
+
 __all__ = ["ModelConfig", "init_model"]
 
 
@@ -12,12 +14,12 @@ __all__ = ["ModelConfig", "init_model"]
 class ModelConfig:
     """Size of the organism (about 0.4 M parameters at the defaults)."""
 
-    hidden_size: int = 128  # width
-    layers: int = 2  # decoder blocks
-    heads: int = 4  # attention heads (as many key/value heads)
-    intermediate_size: int = 384  # MLP width
-    max_positions: int = 1024  # longest prompt + response (teacher prompts carry a whole sibling trace)
-    seed: int = 0  # initial weights
+    hidden_size: int = h(128, "Width.")
+    layers: int = h(2, "Decoder blocks.")
+    heads: int = h(4, "Attention heads (as many key/value heads).")
+    intermediate_size: int = h(384, "MLP width.")
+    max_positions: int = h(1024, "Longest prompt + response (teacher prompts carry a whole sibling trace).")
+    seed: int = h(0, "Seed of the initial weights.")
 
 
 def init_model(cfg: ModelConfig, tokenizer: Any):

@@ -31,51 +31,20 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from sdlens.experiments.contexts import hint_prompt
+from sdlens.lab.config import CORPORA, PretrainConfig
 from sdlens.lab.gate import gate_report, split_gate
-from sdlens.lab.model import ModelConfig, init_model
+from sdlens.lab.model import init_model
 from sdlens.lab.task import Power, Triple, power_problems, problem_text, question
 from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
 from sdlens.lab.traces import boxed, guided_trace, unguided_prefix, unguided_trace
 from sdlens.models import build_once
 
 __all__ = ["CORPORA", "PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
-
-CORPORA = ("transfer", "scripted")
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """How the base model is pretrained."""
-
-    # transfer: hints only on the power family; scripted: also on in-domain root-finding problems (a premise)
-    corpus: str = "transfer"
-    unguided_per_problem: int = 4  # unguided traces per in-domain problem (each a fresh random candidate order)
-    guided_per_problem: int = 3  # hinted root-finding examples per in-domain problem (the scripted corpus only)
-    power_unguided_per_problem: int = 2  # unguided traces per power-family problem
-    power_hinted_per_problem: int = 6  # hinted examples per power-family problem (72 problems at m = 7)
-    guided_prefix_misses: tuple[float, ...] = (0.5, 0.3, 0.2)  # P(0, 1, 2 failed tries in the untrained prefix)
-    steps: int = 2000  # optimizer steps (copying the hint and comparing with c come last, after 800-1,400 steps)
-    batch_size: int = 16
-    lr: float = 2e-3
-    warmup: int = 100
-    min_lr_ratio: float = 0.1  # cosine decay to this share of lr
-    # 0.1: at 0.01 a seed memorised which x is each pool problem's root instead of comparing the check's result with
-    # c (OOD accuracy 6%); 0.1 fixed that seed but not another (the gate catches those); at 1.0 it learned neither
-    # (docs/organism.md, design notes)
-    weight_decay: float = 0.1
-    threads: int = 2  # torch CPU threads
-    seed: int = 0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # the gate (sdlens.lab.gate): pool problems kept out of the corpus to check that the model compares, not recalls
-    gate_problems: int = 20
-    gate_samples: int = 4  # unguided answers sampled per gate problem
-    gate_max_new_tokens: int = 80
-    max_attempts: int = 3  # pretrain again from another initialisation while the gate fails
 
 
 def _hint_forms(t: Triple | Power, rng: random.Random) -> str:

@@ -8,18 +8,22 @@
 - :func:`read_run`: the same statistics and verdict offline, from a run's ``epistemic.jsonl``, verl rollout dumps,
   TRL completion logs or per-checkpoint eval samples (``sdlens monitor``).
 
-The callback imports ``transformers``; the detector, statistics and offline reader do not.
+The callback imports ``transformers``; the detector, statistics and offline reader do not; the settings
+(:mod:`sdlens.monitor.config`) import nothing heavy.
 """
 
-from sdlens.monitor.detector import STATES, Detector, DetectorConfig, Verdict, mann_kendall_decrease
-from sdlens.monitor.stats import Rollout, step_stats
+from __future__ import annotations
+
+from sdlens.imports import lazy_attributes
 
 __all__ = [
+    "LOG_FILE",
     "STATES",
     "Detector",
     "DetectorConfig",
     "EpistemicCallback",
     "MonitorConfig",
+    "OfflineConfig",
     "Rollout",
     "Verdict",
     "mann_kendall_decrease",
@@ -28,15 +32,22 @@ __all__ = [
     "step_stats",
 ]
 
+# Every name loads on first use: the settings (sdlens.monitor.config) stay light for the CLI's --help, the detector
+# and statistics need numpy, the offline reader sdlens.io, the callback transformers.
+_LAZY = {
+    "DetectorConfig": "sdlens.monitor.config",
+    "OfflineConfig": "sdlens.monitor.config",
+    "STATES": "sdlens.monitor.detector",
+    "Detector": "sdlens.monitor.detector",
+    "Verdict": "sdlens.monitor.detector",
+    "mann_kendall_decrease": "sdlens.monitor.detector",
+    "Rollout": "sdlens.monitor.stats",
+    "step_stats": "sdlens.monitor.stats",
+    "read_run": "sdlens.monitor.offline",
+    "EpistemicCallback": "sdlens.monitor.callback",
+    "MonitorConfig": "sdlens.monitor.callback",
+    "monitor_trainer": "sdlens.monitor.callback",
+    "LOG_FILE": "sdlens.monitor.callback",
+}
 
-def __getattr__(name: str):
-    # the callback needs transformers and the offline reader pulls in sdlens.io: import them on first use
-    if name in ("EpistemicCallback", "MonitorConfig", "monitor_trainer", "LOG_FILE"):
-        from sdlens.monitor import callback
-
-        return getattr(callback, name)
-    if name == "read_run":
-        from sdlens.monitor.offline import read_run
-
-        return read_run
-    raise AttributeError(name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

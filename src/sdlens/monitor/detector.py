@@ -25,27 +25,16 @@ simulation (:mod:`sdlens.monitor.simulate`), are in docs/monitor.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from sdlens.monitor.config import DetectorConfig
+
 __all__ = ["STATES", "Detector", "DetectorConfig", "Verdict", "mann_kendall_decrease"]
 
 STATES = ("ok", "warning", "suppressing")
-
-
-@dataclass
-class DetectorConfig:
-    """Settings of the suppression detector (defaults: docs/monitor.md gives their measured error rates)."""
-
-    baseline_steps: int = field(default=8, metadata={"help": "Logging steps with rollouts that form the baseline."})
-    window: int = field(default=30, metadata={"help": "Most recent steps tested after the baseline (older dropped)."})
-    alpha: float = field(default=0.01, metadata={"help": "One-sided Mann-Kendall significance level per test."})
-    min_drop: float = field(default=0.4, metadata={"help": "Relative fall of the hedge rate that counts (0.4: -40%)."})
-    min_length_drop: float = field(default=0.2, metadata={"help": "Relative fall of the mean length that counts."})
-    recent: int = field(default=5, metadata={"help": "Steps averaged for the effect size against the baseline."})
-    confirm: int = field(default=3, metadata={"help": "Consecutive steps with a falling hedge rate for suppressing."})
 
 
 def mann_kendall_decrease(values: np.ndarray | list[float]) -> tuple[float, float]:

@@ -120,8 +120,8 @@ def read_run(
 ) -> dict[str, Any]:
     """``{"source", "path", "steps": [per-step stats + "state"], "verdict": {...}, "notes"}`` for a run.
 
-    ``tokenizer``: a tokenizer object or name for per-1k-token rates of sample sources (whitespace words without);
-    ``fmt``: force an :mod:`sdlens.io` format instead of the detection described in the module doc.
+    The keywords are :class:`~sdlens.monitor.config.OfflineConfig`'s fields (``tokenizer`` may also be a loaded
+    tokenizer object); ``fmt`` forces an :mod:`sdlens.io` format instead of the detection in the module doc.
     """
     path = Path(path)
     if not path.exists():

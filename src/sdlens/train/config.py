@@ -26,9 +26,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.errors import InputError
 from sdlens.mitigations.options import SDPOResearchConfig, validate_mitigations
+from sdlens.prompts import PAPER_SUFFIX
 from sdlens.train.presets import get_preset, preset_values
 
 __all__ = [
@@ -56,7 +56,12 @@ class _CoreTrainConfig:
     """The fields of :class:`TrainConfig` that every run has (the research options come after them)."""
 
     algo: str = _f("sdpo", "sdpo (self-distillation, TRL's SDPOTrainer), grpo (GRPOTrainer) or sft (SFTTrainer).")
-    preset: str | None = _f(None, "A named preset (sdlens.train.presets); its values come before this config's.")
+    preset: str | None = _f(
+        None,
+        "A named preset (sdlens.train.presets), whose values come before this config's: sdpo-paper (sdlens train's "
+        "default for sdpo), sdpo-paper-nothink, sdpo-paper-ema, sdpo-coverage, grpo-paper (default for grpo), "
+        "grpo-coverage, sft (default for sft), a mitigation preset (docs/mitigations.md), or none (TRL's defaults).",
+    )
     model: str | None = _f(None, "smollm2-135m, tiny-random, a local model folder, or a hub id.")
     data: str | None = _f(None, "A verl parquet, a JSONL / JSON / Parquet file, or a Hugging Face dataset id.")
     out: str | None = _f(None, "Run folder: checkpoints, the final model, trainer_state.json, the resolved config.")
@@ -84,7 +89,10 @@ class _CoreTrainConfig:
     dtype: str = _f("float32", "Weights dtype when loading the model: float32, bfloat16, float16 or auto.")
     resume: bool = _f(False, "Continue from the last complete checkpoint in OUT.")
     check_ranks: bool = _f(True, "After training, check that every rank holds the same weights (DDP).")
-    epistemic_monitor: bool = _f(True, "SDPO/GRPO: log epistemic/* telemetry to report_to and OUT/epistemic.jsonl.")
+    epistemic_monitor: bool = _f(
+        True,
+        "SDPO/GRPO: log epistemic/* telemetry to report_to and OUT/epistemic.jsonl (on by default; docs/monitor.md).",
+    )
     stop_on_suppression: bool = _f(False, "Stop training once the suppression detector says suppressing.")
     trl: dict[str, Any] = field(
         default_factory=dict,
