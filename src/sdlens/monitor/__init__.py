@@ -45,9 +45,9 @@ _LAZY = {
     "step_stats": "sdlens.monitor.stats",
     "read_run": "sdlens.monitor.offline",
     "EpistemicCallback": "sdlens.monitor.callback",
-    "MonitorConfig": "sdlens.monitor.callback",
+    "MonitorConfig": "sdlens.monitor.config",
     "monitor_trainer": "sdlens.monitor.callback",
-    "LOG_FILE": "sdlens.monitor.callback",
+    "LOG_FILE": "sdlens.monitor.config",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

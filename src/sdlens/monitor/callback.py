@@ -35,13 +35,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from sdlens.monitor.detector import STATES, Detector, DetectorConfig, Verdict
+from sdlens.monitor.config import LOG_FILE, MonitorConfig
+from sdlens.monitor.detector import STATES, Detector, Verdict
 from sdlens.monitor.mechanism import GapAccumulator
 from sdlens.monitor.stats import Rollout, step_stats
 from sdlens.train.rewards import completion_text
@@ -49,22 +50,6 @@ from sdlens.train.rewards import completion_text
 __all__ = ["LOG_FILE", "EpistemicCallback", "MonitorConfig", "monitor_trainer"]
 
 logger = logging.getLogger("sdlens.monitor")
-LOG_FILE = "epistemic.jsonl"
-
-
-@dataclass
-class MonitorConfig:
-    """Settings of :class:`EpistemicCallback`."""
-
-    out_dir: str | None = field(default=None, metadata={"help": f"Folder of {LOG_FILE}; default: args.output_dir."})
-    lexicon: str = field(default="words", metadata={"help": "Lexicon of the rates, splits and hedge positions."})
-    stop_on_suppression: bool = field(default=False, metadata={"help": "Stop training once the state is suppressing."})
-    correct_reward: str | None = field(
-        default=None, metadata={"help": "Reward function (by name) whose value marks a rollout correct; default first."}
-    )
-    correct_threshold: float = field(default=0.5, metadata={"help": "A rollout is correct when its reward exceeds it."})
-    mechanism: bool = field(default=True, metadata={"help": "Teacher-student gap at hedge positions (SDPO)."})
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
 def _numeric(prefix: str, values: dict[str, Any]) -> dict[str, float]:

@@ -1,13 +1,16 @@
 """The monitor's settings, in a light module (``sdlens monitor --help`` reads each option's help from these
-fields): the suppression detector's :class:`DetectorConfig` and the offline reader's :class:`OfflineConfig`."""
+fields): the suppression detector's :class:`DetectorConfig`, the live monitor's :class:`MonitorConfig` and the offline
+reader's :class:`OfflineConfig`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sdlens.fields import documented as h
 
-__all__ = ["DetectorConfig", "OfflineConfig"]
+__all__ = ["LOG_FILE", "DetectorConfig", "MonitorConfig", "OfflineConfig"]
+
+LOG_FILE = "epistemic.jsonl"
 
 
 @dataclass
@@ -21,6 +24,23 @@ class DetectorConfig:
     min_length_drop: float = h(0.2, "Relative fall of the mean length that counts.")
     recent: int = h(5, "Steps averaged for the effect size against the baseline.")
     confirm: int = h(3, "Consecutive steps with a falling hedge rate for suppressing.")
+
+
+@dataclass
+class MonitorConfig:
+    """Settings of the live monitor (:class:`sdlens.monitor.callback.EpistemicCallback`)."""
+
+    out_dir: str | None = h(None, f"Folder of {LOG_FILE}; default: args.output_dir.")
+    lexicon: str = h("words", "Lexicon of the rates, splits and hedge positions.")
+    stop_on_suppression: bool = h(False, "Stop training once the state is suppressing.")
+    correct_reward: str | None = h(
+        None, "Reward function (by name) whose value marks a rollout correct; default: the first."
+    )
+    correct_threshold: float = h(0.5, "A rollout is correct when its reward exceeds it.")
+    mechanism: bool = h(True, "Teacher-student gap at hedge positions (SDPO).")
+    detector: DetectorConfig = field(
+        default_factory=DetectorConfig, metadata={"help": "The suppression detector's settings."}
+    )
 
 
 @dataclass
