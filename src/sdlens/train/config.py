@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.fields import documented as h
 from sdlens.mitigations.options import SDPOResearchConfig, validate_mitigations
 from sdlens.prompts import PAPER_SUFFIX
 from sdlens.train.presets import get_preset, preset_values
@@ -47,53 +48,49 @@ __all__ = [
 ALGOS = ("sdpo", "grpo", "sft")
 
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class _CoreTrainConfig:
     """The fields of :class:`TrainConfig` that every run has (the research options come after them)."""
 
-    algo: str = _f("sdpo", "sdpo (self-distillation, TRL's SDPOTrainer), grpo (GRPOTrainer) or sft (SFTTrainer).")
-    preset: str | None = _f(
+    algo: str = h("sdpo", "sdpo (self-distillation, TRL's SDPOTrainer), grpo (GRPOTrainer) or sft (SFTTrainer).")
+    preset: str | None = h(
         None,
         "A named preset (sdlens.train.presets), whose values come before this config's: sdpo-paper (sdlens train's "
         "default for sdpo), sdpo-paper-nothink, sdpo-paper-ema, sdpo-coverage, grpo-paper (default for grpo), "
         "grpo-coverage, sft (default for sft), a mitigation preset (docs/mitigations.md), or none (TRL's defaults).",
     )
-    model: str | None = _f(None, "smollm2-135m, tiny-random, a local model folder, or a hub id.")
-    data: str | None = _f(None, "A verl parquet, a JSONL / JSON / Parquet file, or a Hugging Face dataset id.")
-    out: str | None = _f(None, "Run folder: checkpoints, the final model, trainer_state.json, the resolved config.")
-    data_split: str = _f("train", "Split of a hub dataset.")
-    data_config: str | None = _f(None, "Configuration name of a hub dataset.")
-    prompt_key: str | None = _f(None, "Field with the prompt (messages or text); default: auto-detected.")
-    answer_key: str | None = _f(None, "Field with the ground truth (RL); default: reward_model.ground_truth, answer...")
-    completion_key: str | None = _f(None, "Field with the target response (SFT); default: completion, output...")
-    prompt_format: str = _f("as-is", "as-is, or paper-dapo: rewrite raw DAPO-Math-17k prompts as the paper did.")
-    question_suffix: str = _f(PAPER_SUFFIX, "Appended to plain-text questions (not to chat-message prompts).")
-    max_rows: int | None = _f(None, "Use only the first N rows of the data.")
-    max_prompt_tokens: int | None = _f(None, "Drop rows whose templated prompt is longer (verl's overlong filter).")
-    enable_thinking: bool | None = _f(None, "Passed to the chat template (trl.chat_template_kwargs); None: not set.")
-    reward: str = _f("math-verify", "paper-reward, math-verify (any sdlens grader), or package.module:function.")
-    reward_workers: int | None = _f(None, "Grading processes per rank (default: min(cores, 8)).")
-    reward_timeout: int = _f(5, "math-verify time limit in seconds (math-verify grader).")
-    teacher_context: str = _f("sdlens", "SDPO teacher prompts: sdlens (the paper's, pre-opened <think> fix) or trl.")
-    reprompt_truncation: str = _f("right", "Cut over-long teacher prompts at the right (paper) or the left (TRL).")
-    log_teacher_prompts: int = _f(1, "Teacher prompts per rollout batch written to OUT/teacher_prompts.jsonl.")
-    chunked_distillation: bool = _f(True, "SDPO: the chunked loss from hidden states (no [B,T,V] logits); off: TRL's.")
-    prompts_per_step: int | None = _f(None, "Prompts per rollout batch (paper 256); None: TRL's batch fields as set.")
-    mini_batches_per_step: int = _f(1, "Optimizer steps per rollout batch (paper 2).")
-    ema_once_per_step: bool = _f(True, "EMA teacher: update once per rollout batch (paper), not per optimizer step.")
-    precision: str = _f("auto", "auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32 (mixed precision).")
-    dtype: str = _f("float32", "Weights dtype when loading the model: float32, bfloat16, float16 or auto.")
-    resume: bool = _f(False, "Continue from the last complete checkpoint in OUT.")
-    check_ranks: bool = _f(True, "After training, check that every rank holds the same weights (DDP).")
-    epistemic_monitor: bool = _f(
+    model: str | None = h(None, "smollm2-135m, tiny-random, a local model folder, or a hub id.")
+    data: str | None = h(None, "A verl parquet, a JSONL / JSON / Parquet file, or a Hugging Face dataset id.")
+    out: str | None = h(None, "Run folder: checkpoints, the final model, trainer_state.json, the resolved config.")
+    data_split: str = h("train", "Split of a hub dataset.")
+    data_config: str | None = h(None, "Configuration name of a hub dataset.")
+    prompt_key: str | None = h(None, "Field with the prompt (messages or text); default: auto-detected.")
+    answer_key: str | None = h(None, "Field with the ground truth (RL); default: reward_model.ground_truth, answer...")
+    completion_key: str | None = h(None, "Field with the target response (SFT); default: completion, output...")
+    prompt_format: str = h("as-is", "as-is, or paper-dapo: rewrite raw DAPO-Math-17k prompts as the paper did.")
+    question_suffix: str = h(PAPER_SUFFIX, "Appended to plain-text questions (not to chat-message prompts).")
+    max_rows: int | None = h(None, "Use only the first N rows of the data.")
+    max_prompt_tokens: int | None = h(None, "Drop rows whose templated prompt is longer (verl's overlong filter).")
+    enable_thinking: bool | None = h(None, "Passed to the chat template (trl.chat_template_kwargs); None: not set.")
+    reward: str = h("math-verify", "paper-reward, math-verify (any sdlens grader), or package.module:function.")
+    reward_workers: int | None = h(None, "Grading processes per rank (default: min(cores, 8)).")
+    reward_timeout: int = h(5, "math-verify time limit in seconds (math-verify grader).")
+    teacher_context: str = h("sdlens", "SDPO teacher prompts: sdlens (the paper's, pre-opened <think> fix) or trl.")
+    reprompt_truncation: str = h("right", "Cut over-long teacher prompts at the right (paper) or the left (TRL).")
+    log_teacher_prompts: int = h(1, "Teacher prompts per rollout batch written to OUT/teacher_prompts.jsonl.")
+    chunked_distillation: bool = h(True, "SDPO: the chunked loss from hidden states (no [B,T,V] logits); off: TRL's.")
+    prompts_per_step: int | None = h(None, "Prompts per rollout batch (paper 256); None: TRL's batch fields as set.")
+    mini_batches_per_step: int = h(1, "Optimizer steps per rollout batch (paper 2).")
+    ema_once_per_step: bool = h(True, "EMA teacher: update once per rollout batch (paper), not per optimizer step.")
+    precision: str = h("auto", "auto (bf16 on a GPU that has it, else fp32), bf16, fp16 or fp32 (mixed precision).")
+    dtype: str = h("float32", "Weights dtype when loading the model: float32, bfloat16, float16 or auto.")
+    resume: bool = h(False, "Continue from the last complete checkpoint in OUT.")
+    check_ranks: bool = h(True, "After training, check that every rank holds the same weights (DDP).")
+    epistemic_monitor: bool = h(
         True,
         "SDPO/GRPO: log epistemic/* telemetry to report_to and OUT/epistemic.jsonl (on by default; docs/monitor.md).",
     )
-    stop_on_suppression: bool = _f(False, "Stop training once the suppression detector says suppressing.")
+    stop_on_suppression: bool = h(False, "Stop training once the suppression detector says suppressing.")
     trl: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Values for the algorithm's TRL config (SDPOConfig, GRPOConfig, SFTConfig)."},
