@@ -22,7 +22,7 @@ import os
 import re
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,8 @@ class _CoreTrainConfig:
         "SDPO/GRPO: log epistemic/* telemetry to report_to and OUT/epistemic.jsonl (on by default; docs/monitor.md).",
     )
     stop_on_suppression: bool = h(False, "Stop training once the suppression detector says suppressing.")
-    trl: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={"help": "Values for the algorithm's TRL config (SDPOConfig, GRPOConfig, SFTConfig)."},
+    trl: dict[str, Any] = h(
+        default_factory=dict, help="Values for the algorithm's TRL config (SDPOConfig, GRPOConfig, SFTConfig)."
     )
 
     def to_dict(self) -> dict[str, Any]:
