@@ -417,29 +417,23 @@ def build_trainer(p: Prepared, args, *, callbacks=()):
             model=p.model_path, args=args, train_dataset=ds, processing_class=p.tokenizer, callbacks=list(callbacks)
         )
     reward = make_reward(cfg.reward, workers=cfg.reward_workers, timeout=cfg.reward_timeout)
+    online = {
+        "model": p.model_path,
+        "reward_funcs": [reward],
+        "args": args,
+        "train_dataset": ds,
+        "processing_class": p.tokenizer,
+        "callbacks": list(callbacks),
+    }
     if cfg.algo == "grpo":
         from trl import GRPOTrainer
 
-        return GRPOTrainer(
-            model=p.model_path,
-            reward_funcs=[reward],
-            args=args,
-            train_dataset=ds,
-            processing_class=p.tokenizer,
-            callbacks=list(callbacks),
-        )
+        return GRPOTrainer(**online)
 
     from sdlens.train.sdpo_trainer import SdlensSDPOTrainer
 
-    return SdlensSDPOTrainer(
-        model=p.model_path,
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=ds,
-        processing_class=p.tokenizer,
-        callbacks=list(callbacks),
-        research=SDPOResearchConfig.from_config(cfg) if active_mitigations(cfg) else None,
-    )
+    research = SDPOResearchConfig.from_config(cfg) if active_mitigations(cfg) else None
+    return SdlensSDPOTrainer(**online, research=research)
 
 
 def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None) -> dict[str, Any]:
