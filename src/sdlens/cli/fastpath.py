@@ -86,7 +86,6 @@ ANALYZE_OPTIONS: tuple[OptionSpec, ...] = (
 OPTIONS = {o.name: o for o in ANALYZE_OPTIONS}
 
 
-
 class NotForFastPath(Exception):
     """The argparse parser does not take these arguments the way typer would: the typer app handles them."""
 
@@ -201,10 +200,7 @@ def run_analyze(
     except InputError as e:
         fail(e)
     try:
-        if _stderr_may_be_terminal():
-            run = _with_progress_bar(files, config)
-        else:
-            run = run_analysis(files, config)
+        run = _with_progress_bar(files, config) if _stderr_may_be_terminal() else run_analysis(files, config)
         res = run.result()
     except InputError as e:
         fail(e)
