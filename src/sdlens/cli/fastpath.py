@@ -126,8 +126,24 @@ def try_run(argv: Sequence[str]) -> bool:
         values = parse_analyze(argv[1:])
     except NotForFastPath:
         return False
+    if values["tokenizer"] is None and values["judge_model"] is None:
+        _import_numpy_with_one_blas_thread()
     run_analyze(**values)
     return True
+
+
+def _import_numpy_with_one_blas_thread() -> None:
+    """Import numpy with its BLAS (OpenBLAS) limited to one thread, unless the user chose a number. At import
+    OpenBLAS starts a thread per core, ~45 ms on a busy 2-core machine (docs/benchmarks.md), and counting does no
+    linear algebra. The setting is undone after the import, so processes started later (a judge model, a
+    tokenizer) do not inherit it."""
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
 
 
 def analyze_config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour):
