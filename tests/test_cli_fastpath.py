@@ -147,3 +147,19 @@ def test_progress_bar_path_gives_the_same_json(traces: Path) -> None:
     slow = _run(TYPER, "analyze", str(traces), "--json", FORCE_COLOR="1")
     assert fast.returncode == slow.returncode == 0
     assert fast.stdout == slow.stdout == _run(FAST, "analyze", str(traces), "--json").stdout
+
+
+def test_a_reader_that_went_away_ends_as_with_typer(traces: Path) -> None:
+    """stdout's reader closed (`| head`): status 1, no traceback, on both paths."""
+    results = []
+    for prefix in (FAST, TYPER):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody reads: the first write fails with EPIPE
+        try:
+            proc = subprocess.run(
+                [*prefix, "analyze", str(traces), "--json"], stdout=write_end, stderr=subprocess.PIPE, env=_env()
+            )
+        finally:
+            os.close(write_end)
+        results.append((proc.returncode, proc.stderr))
+    assert results[0] == results[1] == (1, b"")

@@ -128,7 +128,14 @@ def try_run(argv: Sequence[str]) -> bool:
         return False
     if values["tokenizer"] is None and values["judge_model"] is None:
         _import_numpy_with_one_blas_thread()
-    run_analyze(**values)
+    try:
+        run_analyze(**values)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None  # as typer's app ends on Ctrl-C: silently, status 130
+    except BrokenPipeError:
+        # the reader went away (`| head`): as typer's app, status 1 and no traceback (nor one at exit's flush)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
     return True
 
 
