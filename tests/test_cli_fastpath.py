@@ -96,6 +96,8 @@ LEFT_TO_TYPER = [
     ["run.jsonl", "--text-key", "-x"],  # click takes "-x" as the value; argparse does not
     ["run.jsonl", "--fork-entropy", "many"],
     ["run.jsonl", "--", "-odd.jsonl"],
+    ["run.jsonl", "-5"],  # argparse reads a negative number as a file; click as an unknown option
+    ["run.jsonl", "--json", "more.jsonl"],  # argparse takes no file after an option; click does
 ]
 
 

@@ -115,7 +115,10 @@ def parse_analyze(args: Sequence[str]) -> dict[str, Any]:
     ``--`` and every usage error (so they read and exit as typer's)."""
     if "--help" in args or "--" in args:
         raise NotForFastPath("typer's help or typer's reading of --")
-    return vars(analyze_parser().parse_args(list(args)))
+    values = vars(analyze_parser().parse_args(list(args)))
+    if any(str(f).startswith("-") for f in values["files"]):
+        raise NotForFastPath("argparse reads -1 as a file; click, as an unknown option")
+    return values
 
 
 def try_run(argv: Sequence[str]) -> bool:
