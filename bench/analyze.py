@@ -113,6 +113,18 @@ def best_of(fn, repeats: int):
     return best, out
 
 
+def best_of_interleaved(fns: dict, repeats: int) -> dict:
+    """Best of N for each of ``fns``, taking turns (one call each per round), so a load that comes and goes on a
+    shared machine falls on all of them alike; ``{name: (seconds, last output)}``."""
+    best = {name: (float("inf"), None) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            out = fn()
+            best[name] = (min(best[name][0], time.perf_counter() - t), out)
+    return best
+
+
 def run_case(corpus: str, path: Path, repeats: int) -> dict:
     from sdlens.epistemic.analyze import AnalyzeConfig, analyze
 
@@ -121,11 +133,18 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
     t_ref, ref = best_of(lambda: reference(path), repeats)
     t_lib, res = best_of(lambda: analyze([path], AnalyzeConfig(lexicon="paper")), repeats)
     got = {w: d["total"] for w, d in res["per_word"].items()}
-    t_cli, proc = best_of(lambda: _process("-m", "sdlens.cli", "analyze", str(path), "--json"), repeats)
-    t_typer, typer_proc = best_of(lambda: _process("-c", TYPER_APP, "analyze", str(path), "--json"), repeats)
+    timed = best_of_interleaved(
+        {
+            "cli": lambda: _process("-m", "sdlens.cli", "analyze", str(path), "--json"),
+            "typer": lambda: _process("-c", TYPER_APP, "analyze", str(path), "--json"),
+            "python": lambda: _process("-c", "pass"),
+            "imports": lambda: _process("-c", FLOOR_IMPORTS, OPENBLAS_NUM_THREADS="1"),
+        },
+        repeats,
+    )
+    (t_cli, proc), (t_typer, typer_proc) = timed["cli"], timed["typer"]
+    t_python, t_imports = timed["python"][0], timed["imports"][0]
     cli_totals = {w: d["total"] for w, d in json.loads(proc.stdout)["per_word"].items()}
-    t_python, _ = best_of(lambda: _process("-c", "pass"), repeats)
-    t_imports, _ = best_of(lambda: _process("-c", FLOOR_IMPORTS, OPENBLAS_NUM_THREADS="1"), repeats)
     floor = t_imports + t_lib  # the imports process includes the interpreter start
     return {
         "corpus": corpus,
@@ -162,10 +181,16 @@ def _process(*argv: str, **env: str) -> subprocess.CompletedProcess:
 def startup(repeats: int) -> dict:
     """`sdlens --help` as a process against a bare `python -c "import rich, typer"` (best of N each), with plain
     click help and the import of typer's rich help module beside it."""
-    t_bare, _ = best_of(lambda: _process("-c", "import rich, typer"), repeats)
-    t_help, _ = best_of(lambda: _process("-m", "sdlens.cli", "--help"), repeats)
-    t_plain, _ = best_of(lambda: _process("-m", "sdlens.cli", "--help", TYPER_USE_RICH="0"), repeats)
-    t_rich_utils, _ = best_of(lambda: _process("-c", "import typer.rich_utils"), repeats)
+    timed = best_of_interleaved(
+        {
+            "bare": lambda: _process("-c", "import rich, typer"),
+            "help": lambda: _process("-m", "sdlens.cli", "--help"),
+            "plain": lambda: _process("-m", "sdlens.cli", "--help", TYPER_USE_RICH="0"),
+            "rich_utils": lambda: _process("-c", "import typer.rich_utils"),
+        },
+        repeats,
+    )
+    t_bare, t_help, t_plain, t_rich_utils = (timed[k][0] for k in ("bare", "help", "plain", "rich_utils"))
     return {
         "help_s": round(t_help, 4),
         "bare_import_s": round(t_bare, 4),
@@ -202,7 +227,7 @@ def main() -> None:
                 make_file(path, args.mb, special=corpus == "special")
                 cases.append(run_case(corpus, path, args.repeats))
                 path.unlink()
-    start = startup(max(5, args.repeats))
+    start = startup(max(10, args.repeats))
     out = {"kernel": _kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
     if not args.json:
         print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
