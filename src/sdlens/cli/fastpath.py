@@ -189,7 +189,12 @@ def _stderr_may_be_terminal() -> bool:
     """``False`` only where rich's console would find stderr no terminal (so its progress bar would be off): then
     rich need not be imported."""
     env = os.environ
-    return "TTY_COMPATIBLE" in env or "FORCE_COLOR" in env or "IPython" in sys.modules or sys.stderr.isatty()
+    if "TTY_COMPATIBLE" in env or "FORCE_COLOR" in env or "IPython" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one: rich finds no terminal either
+        return False
 
 
 def run_analyze(
