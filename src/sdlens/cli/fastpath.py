@@ -27,7 +27,19 @@ from sdlens.errors import InputError
 from sdlens.fields import field_default, field_help
 from sdlens.io.keys import KeyMap
 
-__all__ = ["ANALYZE_OPTIONS", "FILES_HELP", "OptionSpec", "analyze_parser", "parse_analyze", "run_analyze", "try_run"]
+__all__ = [
+    "ANALYZE_OPTIONS",
+    "FILES_HELP",
+    "OPTIONS",
+    "NotForFastPath",
+    "OptionSpec",
+    "analyze_config",
+    "analyze_parser",
+    "judge_measure",
+    "parse_analyze",
+    "run_analyze",
+    "try_run",
+]
 
 FILES_HELP = "Trace files or folders (verl dumps, TRL completions)."
 FROM_FIELD: Any = object()  # an option's default: its config field's
@@ -62,7 +74,7 @@ def _opt(name: str, *flags: str, owner: type, field: str = "", kind: type = str,
     return OptionSpec(name, flags, owner, field or name, kind, default)
 
 
-# In the order `sdlens analyze --help` lists them; compare shares all but --by, --group-key and --json's position.
+# In the order `sdlens analyze --help` lists them; `sdlens compare` (cli/analyze.py) takes those it shares from here.
 ANALYZE_OPTIONS: tuple[OptionSpec, ...] = (
     _opt("fmt", "--format", "-f", owner=AnalyzeConfig),
     _opt("lexicon", "--lexicon", "-l", owner=AnalyzeConfig),
