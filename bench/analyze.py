@@ -11,9 +11,10 @@ U+212A, long ``ſ`` U+017F, dotless ``ı`` U+0131) in 90% of the responses. Each
 a CLI process (``python -m sdlens.cli analyze FILE --json``, interpreter start and imports included; it takes the
 argparse path, ``sdlens.cli.fastpath``), beside the same command through the typer app (``cli_typer``) and the
 process's floor: interpreter start + the imports the command cannot do without (numpy, orjson, the analyzer) +
-the library call, each timed alone. The CLI's start-up alone is timed too: ``sdlens --help`` against a bare
-``python -c "import rich, typer"``, with typer's plain click help (``TYPER_USE_RICH=0``) and the import of typer's
-rich help module (``typer.rich_utils``, which ``--help`` cannot skip) beside it.
+the library call, each timed alone (``python -c pass`` and ``import numpy`` alone too, for scale). The CLI's
+start-up alone is timed too: ``sdlens --help`` against a bare ``python -c "import rich, typer"``, with typer's
+plain click help (``TYPER_USE_RICH=0``) and the import of typer's rich help module (``typer.rich_utils``, which
+``--help`` cannot skip) beside it.
 
     python bench/analyze.py --mb 150            # prints a table, then one JSON line
     python bench/analyze.py --mb 150 --json     # only the JSON line
@@ -139,11 +140,12 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
             "typer": lambda: _process("-c", TYPER_APP, "analyze", str(path), "--json"),
             "python": lambda: _process("-c", "pass"),
             "imports": lambda: _process("-c", FLOOR_IMPORTS, OPENBLAS_NUM_THREADS="1"),
+            "numpy": lambda: _process("-c", "import numpy", OPENBLAS_NUM_THREADS="1"),
         },
         repeats,
     )
     (t_cli, proc), (t_typer, typer_proc) = timed["cli"], timed["typer"]
-    t_python, t_imports = timed["python"][0], timed["imports"][0]
+    t_python, t_imports, t_numpy = timed["python"][0], timed["imports"][0], timed["numpy"][0]
     cli_totals = {w: d["total"] for w, d in json.loads(proc.stdout)["per_word"].items()}
     floor = t_imports + t_lib  # the imports process includes the interpreter start
     return {
@@ -158,6 +160,7 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
         "cli_floor_s": round(floor, 4),
         "python_start_s": round(t_python, 4),
         "floor_imports_s": round(t_imports, 4),
+        "numpy_import_s": round(t_numpy, 4),
         "speedup": round(t_ref / t_lib, 2),
         "speedup_cli": round(t_ref / t_cli, 2),
         "speedup_cli_typer": round(t_ref / t_typer, 2),
