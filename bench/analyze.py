@@ -8,8 +8,13 @@ per problem, thinking and answer copies (as the paper's eval writes), LaTeX, new
 Two corpora: ``ordinary`` (the above) and ``special``, the same with one of the code points whose lower case
 is ASCII or longer, or which match ASCII letters case-insensitively (Turkish ``İ`` U+0130, the Kelvin sign
 U+212A, long ``ſ`` U+017F, dotless ``ı`` U+0131) in 90% of the responses. Each is timed as a library call and as
-a CLI process (``python -m sdlens.cli analyze FILE --json``, interpreter start and imports included). The CLI's
-start-up alone is timed too: ``sdlens --help`` against a bare ``python -c "import rich, typer"``.
+a CLI process (``python -m sdlens.cli analyze FILE --json``, interpreter start and imports included; it takes the
+argparse path, ``sdlens.cli.fastpath``), beside the same command through the typer app (``cli_typer``) and the
+process's floor: interpreter start + the imports the command cannot do without (numpy, orjson, the analyzer) +
+the library call, each timed alone (``python -c pass`` and ``import numpy`` alone too, for scale). The CLI's
+start-up alone is timed too: ``sdlens --help`` against a bare ``python -c "import rich, typer"``, with typer's
+plain click help (``TYPER_USE_RICH=0``) and the import of typer's rich help module (``typer.rich_utils``, which
+``--help`` cannot skip) beside it.
 
     python bench/analyze.py --mb 150            # prints a table, then one JSON line
     python bench/analyze.py --mb 150 --json     # only the JSON line
@@ -109,6 +114,18 @@ def best_of(fn, repeats: int):
     return best, out
 
 
+def best_of_interleaved(fns: dict, repeats: int) -> dict:
+    """Best of N for each of ``fns``, taking turns (one call each per round), so a load that comes and goes on a
+    shared machine falls on all of them alike; ``{name: (seconds, last output)}``."""
+    best = {name: (float("inf"), None) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            out = fn()
+            best[name] = (min(best[name][0], time.perf_counter() - t), out)
+    return best
+
+
 def run_case(corpus: str, path: Path, repeats: int) -> dict:
     from sdlens.epistemic.analyze import AnalyzeConfig, analyze
 
@@ -117,16 +134,20 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
     t_ref, ref = best_of(lambda: reference(path), repeats)
     t_lib, res = best_of(lambda: analyze([path], AnalyzeConfig(lexicon="paper")), repeats)
     got = {w: d["total"] for w, d in res["per_word"].items()}
-    t_cli, proc = best_of(
-        lambda: subprocess.run(
-            [sys.executable, "-m", "sdlens.cli", "analyze", str(path), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ),
+    timed = best_of_interleaved(
+        {
+            "cli": lambda: _process("-m", "sdlens.cli", "analyze", str(path), "--json"),
+            "typer": lambda: _process("-c", TYPER_APP, "analyze", str(path), "--json"),
+            "python": lambda: _process("-c", "pass"),
+            "imports": lambda: _process("-c", FLOOR_IMPORTS, OPENBLAS_NUM_THREADS="1"),
+            "numpy": lambda: _process("-c", "import numpy", OPENBLAS_NUM_THREADS="1"),
+        },
         repeats,
     )
+    (t_cli, proc), (t_typer, typer_proc) = timed["cli"], timed["typer"]
+    t_python, t_imports, t_numpy = timed["python"][0], timed["imports"][0], timed["numpy"][0]
     cli_totals = {w: d["total"] for w, d in json.loads(proc.stdout)["per_word"].items()}
+    floor = t_imports + t_lib  # the imports process includes the interpreter start
     return {
         "corpus": corpus,
         "mb": round(size_mb, 1),
@@ -135,21 +156,53 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
         "reference_s": round(t_ref, 4),
         "sdlens_s": round(t_lib, 4),
         "sdlens_cli_s": round(t_cli, 4),
+        "sdlens_cli_typer_s": round(t_typer, 4),
+        "cli_floor_s": round(floor, 4),
+        "python_start_s": round(t_python, 4),
+        "floor_imports_s": round(t_imports, 4),
+        "numpy_import_s": round(t_numpy, 4),
         "speedup": round(t_ref / t_lib, 2),
         "speedup_cli": round(t_ref / t_cli, 2),
-        "identical": got == ref and cli_totals == ref,
+        "speedup_cli_typer": round(t_ref / t_typer, 2),
+        "speedup_cli_floor": round(t_ref / floor, 2),
+        "identical": got == ref and cli_totals == ref and typer_proc.stdout == proc.stdout,
     }
 
 
+# the typer app itself, as `sdlens analyze` ran before the argparse path (sdlens.cli.fastpath)
+TYPER_APP = "from sdlens.cli.typer_app import app; app()"
+# what `sdlens analyze FILE --json` cannot do without (numpy with one BLAS thread, as the CLI imports it)
+FLOOR_IMPORTS = "import numpy, orjson, sdlens.cli.fastpath, sdlens.epistemic.analyze"
+
+
+def _process(*argv: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, check=True, env={**os.environ, **env}
+    )
+
+
 def startup(repeats: int) -> dict:
-    """`sdlens --help` as a process against a bare `python -c "import rich, typer"` (best of N each)."""
-
-    def run(*argv: str) -> None:
-        subprocess.run([sys.executable, *argv], capture_output=True, check=True)
-
-    t_bare, _ = best_of(lambda: run("-c", "import rich, typer"), repeats)
-    t_help, _ = best_of(lambda: run("-m", "sdlens.cli", "--help"), repeats)
-    return {"help_s": round(t_help, 4), "bare_import_s": round(t_bare, 4), "help_ratio": round(t_help / t_bare, 2)}
+    """`sdlens --help` as a process against a bare `python -c "import rich, typer"` (best of N each), with plain
+    click help and the import of typer's rich help module beside it."""
+    timed = best_of_interleaved(
+        {
+            "bare": lambda: _process("-c", "import rich, typer"),
+            "help": lambda: _process("-m", "sdlens.cli", "--help"),
+            "plain": lambda: _process("-m", "sdlens.cli", "--help", TYPER_USE_RICH="0"),
+            "rich_utils": lambda: _process("-c", "import typer.rich_utils"),
+        },
+        repeats,
+    )
+    t_bare, t_help, t_plain, t_rich_utils = (timed[k][0] for k in ("bare", "help", "plain", "rich_utils"))
+    return {
+        "help_s": round(t_help, 4),
+        "bare_import_s": round(t_bare, 4),
+        "help_ratio": round(t_help / t_bare, 2),
+        "help_plain_s": round(t_plain, 4),
+        "help_plain_ratio": round(t_plain / t_bare, 2),
+        "rich_utils_import_s": round(t_rich_utils, 4),
+        "rich_utils_ratio": round(t_rich_utils / t_bare, 2),
+    }
 
 
 def main() -> None:
@@ -163,6 +216,10 @@ def main() -> None:
 
     from sdlens.epistemic.count import _kernel
 
+    # an installed package has its bytecode compiled (pip does it at install); where PYTHONDONTWRITEBYTECODE is set
+    # every process would compile sdlens' modules again (~40 ms on a busy 2-core machine): write it once here
+    for argv in (("-m", "sdlens.cli", "--help"), ("-c", FLOOR_IMPORTS)):
+        _process(*argv, PYTHONDONTWRITEBYTECODE="")
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.file is not None:
@@ -173,20 +230,23 @@ def main() -> None:
                 make_file(path, args.mb, special=corpus == "special")
                 cases.append(run_case(corpus, path, args.repeats))
                 path.unlink()
-    start = startup(max(5, args.repeats))
+    start = startup(max(10, args.repeats))
     out = {"kernel": _kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
     if not args.json:
         print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
-        print("corpus    MB      reference   library call        CLI process         identical")
+        print("corpus    MB      reference   library call      CLI process       CLI via typer     CLI floor identical")
         for c in cases:
             print(
                 f"{c['corpus']:<9} {c['mb']:<7} {c['reference_s']:.3f} s     "
-                f"{c['sdlens_s']:.3f} s ({c['speedup']:.1f}x)    {c['sdlens_cli_s']:.3f} s ({c['speedup_cli']:.1f}x)"
-                f"    {c['identical']}"
+                f"{c['sdlens_s']:.3f} s ({c['speedup']:.1f}x)  {c['sdlens_cli_s']:.3f} s ({c['speedup_cli']:.1f}x)  "
+                f"{c['sdlens_cli_typer_s']:.3f} s ({c['speedup_cli_typer']:.1f}x)  "
+                f"{c['cli_floor_s']:.3f} s ({c['speedup_cli_floor']:.1f}x)  {c['identical']}"
             )
         print(
             f"sdlens --help: {start['help_s']:.3f} s; python -c 'import rich, typer': {start['bare_import_s']:.3f} s "
-            f"({start['help_ratio']:.2f}x)"
+            f"({start['help_ratio']:.2f}x); plain click help {start['help_plain_s']:.3f} s "
+            f"({start['help_plain_ratio']:.2f}x); import typer.rich_utils {start['rich_utils_import_s']:.3f} s "
+            f"({start['rich_utils_ratio']:.2f}x)"
         )
     print(json.dumps(out))
     if not all(c["identical"] for c in cases):

@@ -44,3 +44,23 @@ def test_lazy_package_attributes_still_resolve() -> None:
         _ = sdlens.no_such_name
     with pytest.raises(AttributeError):
         _ = ep.no_such_name
+
+
+def test_analyze_json_runs_without_typer_rich_or_grading(tmp_path) -> None:
+    """`sdlens analyze FILE --json` takes the argparse path (sdlens.cli.fastpath): none of typer, click, rich,
+    pydantic, the other commands' modules or the grading package is imported, and the answer is right."""
+    trace = tmp_path / "run.jsonl"
+    trace.write_text('{"generated_responses": ["Wait, hmm, maybe.", "likely unlikely"]}\n')
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sdlens.cli", "analyze", str(trace), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert '"total":5' in proc.stdout
+    mods = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "sdlens.epistemic.analyze" in mods  # the listing works
+    slow = sorted(m for m in mods if m.split(".")[0] in ("typer", "click", "rich", "pydantic", "pydantic_core"))
+    assert not slow, slow
+    assert not {"sdlens.cli.typer_app", "sdlens.cli.eval", "sdlens.grading"} & mods

@@ -1,42 +1,30 @@
 """The `sdlens` command line: a thin typer layer over the library API, one module per command group.
 
-``python -m sdlens.cli`` and the ``sdlens`` console script (``sdlens.cli:main``) run the same app.
+``python -m sdlens.cli`` and the ``sdlens`` console script (``sdlens.cli:main``) run the same app. ``main`` first
+offers the arguments to :mod:`sdlens.cli.fastpath`, which runs ``sdlens analyze`` without importing typer (the
+typer app, :mod:`sdlens.cli.typer_app`, loads only for everything else).
 """
 
 from __future__ import annotations
 
-import typer
+import importlib
+import sys
+from typing import TYPE_CHECKING
 
-from sdlens.cli.analyze import register as _register_analyze
-from sdlens.cli.eval import register as _register_eval
-from sdlens.cli.experiment import register as _register_experiment
-from sdlens.cli.grading import register as _register_grading
-from sdlens.cli.lab import register as _register_lab
-from sdlens.cli.monitor import register as _register_monitor
-from sdlens.cli.probe import register as _register_probe
-from sdlens.cli.report import register as _register_report
-from sdlens.cli.train import register as _register_train
+from sdlens.cli.fastpath import try_run
+from sdlens.imports import lazy_attributes
+
+if TYPE_CHECKING:
+    from sdlens.cli.typer_app import app
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(
-    name="sdlens",
-    help="Measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-_register_analyze(app)
-_register_grading(app)
-_register_eval(app)
-_register_train(app)
-_register_monitor(app)
-_register_experiment(app)
-_register_report(app)
-_register_lab(app)
-_register_probe(app)
+# loaded on first use (PEP 562): `sdlens analyze --json` must not pay for typer, rich and every command module
+_LAZY = {"app": "sdlens.cli.typer_app"}
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def main() -> None:
-    app()
+    if try_run(sys.argv[1:]):
+        return
+    importlib.import_module("sdlens.cli.typer_app").app()

@@ -4,67 +4,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from sdlens.cli.common import emit_json, err, fail
+from sdlens.cli.common import emit_json, fail, stderr_console
+from sdlens.cli.fastpath import FILES_HELP, OPTIONS, analyze_config, judge_measure, run_analyze
 from sdlens.cli.options import option
-from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
-from sdlens.io.keys import KeyMap
+
+
+def _option(name: str) -> Any:
+    """The typer option of ``sdlens.cli.fastpath.OPTIONS[name]`` (the argparse path reads the same declaration)."""
+    spec = OPTIONS[name]
+    if spec.owner is None:
+        return typer.Option(*spec.flags, help=spec.help_text())
+    return option(spec.owner, spec.field, *spec.flags)
+
 
 # Options shared by analyze and compare; their help is the config fields' (sdlens.epistemic.config).
-FormatOpt = Annotated[str | None, option(AnalyzeConfig, "fmt", "--format", "-f")]
-LexiconOpt = Annotated[str, option(AnalyzeConfig, "lexicon", "--lexicon", "-l")]
-ScopeOpt = Annotated[Scope, option(AnalyzeConfig, "scope", "--scope")]
-ByOpt = Annotated[str | None, option(AnalyzeConfig, "by", "--by")]
-TokOpt = Annotated[str | None, option(AnalyzeConfig, "tokenizer", "--tokenizer")]
-TextKeyOpt = Annotated[str | None, option(KeyMap, "text_key", "--text-key")]
-IdKeyOpt = Annotated[str | None, option(KeyMap, "id_key", "--id-key")]
-GroupKeyOpt = Annotated[str | None, option(KeyMap, "group_key", "--group-key")]
-CorrectKeyOpt = Annotated[str | None, option(KeyMap, "correct_key", "--correct-key")]
-SkipBadOpt = Annotated[bool, option(AnalyzeConfig, "skip_bad", "--skip-bad")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-MeasuresOpt = Annotated[str | None, option(AnalyzeConfig, "measures", "--measures")]
-ReflectionLexOpt = Annotated[str, option(MeasureOptions, "reflection_lexicon", "--reflection-lexicon")]
-ForkEntropyOpt = Annotated[float, option(MeasureOptions, "fork_entropy", "--fork-entropy")]
-JudgeModelOpt = Annotated[str | None, option(JudgeConfig, "model", "--judge-model")]
-JudgeBackendOpt = Annotated[str, option(JudgeConfig, "backend", "--judge-backend")]
-JudgeUrlOpt = Annotated[str | None, option(JudgeConfig, "base_url", "--judge-base-url")]
-JudgeCacheOpt = Annotated[Path, option(JudgeConfig, "cache", "--judge-cache")]
-
-
-def _config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour=None):
-    from sdlens.epistemic.measures import parse_measures
-
-    keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
-    measures, reflection, fork_entropy, judge = behaviour or (None, "reflection", 1.0, None)
-    return AnalyzeConfig(
-        fmt=fmt,
-        lexicon=lexicon,
-        scope=scope,
-        by=by,
-        tokenizer=tokenizer,
-        keys=keys,
-        skip_bad=skip_bad,
-        measures=parse_measures(measures),
-        measure_options=MeasureOptions(reflection_lexicon=reflection, fork_entropy=fork_entropy, judged=judge),
-    )
-
-
-def _judge(model, backend, base_url, cache):
-    if model is None:
-        return None
-    from sdlens.behaviour.judge import Judged
-
-    return Judged(JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache))
+FormatOpt = Annotated[str | None, _option("fmt")]
+LexiconOpt = Annotated[str, _option("lexicon")]
+ScopeOpt = Annotated[Scope, _option("scope")]
+ByOpt = Annotated[str | None, _option("by")]
+TokOpt = Annotated[str | None, _option("tokenizer")]
+TextKeyOpt = Annotated[str | None, _option("text_key")]
+IdKeyOpt = Annotated[str | None, _option("id_key")]
+GroupKeyOpt = Annotated[str | None, _option("group_key")]
+CorrectKeyOpt = Annotated[str | None, _option("correct_key")]
+SkipBadOpt = Annotated[bool, _option("skip_bad")]
+JsonOpt = Annotated[bool, _option("json")]
+MeasuresOpt = Annotated[str | None, _option("measures")]
+ReflectionLexOpt = Annotated[str, _option("reflection_lexicon")]
+ForkEntropyOpt = Annotated[float, _option("fork_entropy")]
+JudgeModelOpt = Annotated[str | None, _option("judge_model")]
+JudgeBackendOpt = Annotated[str, _option("judge_backend")]
+JudgeUrlOpt = Annotated[str | None, _option("judge_base_url")]
+JudgeCacheOpt = Annotated[Path, _option("judge_cache")]
 
 
 def analyze(
-    files: Annotated[list[Path], typer.Argument(help="Trace files or folders (verl dumps, TRL completions).")],
+    files: Annotated[list[Path], typer.Argument(help=FILES_HELP)],
     fmt: FormatOpt = None,
     lexicon: LexiconOpt = "paper",
     scope: ScopeOpt = Scope.full,
@@ -89,34 +71,8 @@ def analyze(
 
     Example: sdlens analyze outputs.jsonl --by correct --measures reflection,revisions
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from sdlens.epistemic.analyze import run_analysis
-
-    try:
-        judge = _judge(judge_model, judge_backend, judge_base_url, judge_cache)
-        behaviour = (measures, reflection_lexicon, fork_entropy, judge)
-        config = _config(
-            fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour
-        )
-    except InputError as e:
-        fail(e)
-    columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
-    try:
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("count", total=None)
-            run = run_analysis(files, config, progress=lambda n: bar.advance(task, n))
-        res = run.result()
-    except InputError as e:
-        fail(e)
-    if json:
-        emit_json(res)
-        return
-    from sdlens.report.tables import analysis_tables
-
-    Console().print(analysis_tables(res))
-    if res.get("skipped_records"):
-        err.print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
+    # the argparse path (sdlens.cli.fastpath) runs the same body; tests hold both parsers' values equal
+    run_analyze(**locals())
 
 
 def compare(
@@ -152,15 +108,17 @@ def compare(
     from sdlens.epistemic.compare import compare as run_compare
 
     try:
-        judge = _judge(judge_model, judge_backend, judge_base_url, judge_cache)
+        judge = judge_measure(judge_model, judge_backend, judge_base_url, judge_cache)
         behaviour = (measures, reflection_lexicon, fork_entropy, judge)
-        config = _config(fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad, behaviour)
+        config = analyze_config(
+            fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad, behaviour
+        )
         res = run_compare([a], [b], config, n_boot=n_boot, seed=seed)
         if html is not None:
             from sdlens.report.traces import write_comparison_report
 
             write_comparison_report([a], [b], config, res, html)
-            err.print(f"wrote {html}")
+            stderr_console().print(f"wrote {html}")
     except InputError as e:
         fail(e)
     if json:

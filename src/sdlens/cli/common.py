@@ -1,20 +1,29 @@
-"""What every command module shares: the stderr console, the one-line error exit, JSON output."""
+"""What every command module shares: the stderr console, the one-line error exit, JSON output.
+
+Light on purpose (rich and orjson load on first use): `sdlens analyze --json` runs without rich
+(:mod:`sdlens.cli.fastpath`)."""
 
 from __future__ import annotations
 
+import functools
 import sys
-
-import typer
-from rich.console import Console
-from rich.markup import escape
-
-err = Console(stderr=True)
+from typing import Any, NoReturn
 
 
-def fail(e: Exception) -> None:
-    """Print a one-line error and exit with status 2."""
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+@functools.cache
+def stderr_console() -> Any:
+    """The rich console on stderr (one per process)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def fail(e: Exception) -> NoReturn:
+    """Print a one-line error and exit with status 2 (typer's app and the argparse path alike)."""
+    from rich.markup import escape
+
+    stderr_console().print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    raise SystemExit(2)
 
 
 def emit_json(obj: object) -> None:

@@ -28,7 +28,6 @@ from sdlens.epistemic.lexicon import Lexicon, load_lexicon
 from sdlens.epistemic.segment import Scope, split_thinking
 from sdlens.epistemic.stats import MeasureSpec, Ratio
 from sdlens.errors import InputError
-from sdlens.grading.extract import _BOX, _match_brace, normalize_answer_text
 from sdlens.schema import Sample
 
 MEASURES = ("reflection", "revisions", "forks", "judged")
@@ -142,6 +141,8 @@ def normalize_candidate(value: str) -> str:
     """The comparison form of a stated answer: delimiters, spacing, ``\\left``/``\\right`` and a trailing period
     dropped, ``\\dfrac``/``\\tfrac`` read as ``\\frac``, lower-cased. Equivalent forms that differ in writing
     ("0.5" and "\\frac{1}{2}") stay distinct: this is a string rule, not a grader."""
+    from sdlens.grading.extract import normalize_answer_text  # see stated_answers
+
     v = normalize_answer_text(value).rstrip(".").strip()
     v = v.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     return _LATEX_NOISE.sub("", v).lower()
@@ -150,6 +151,10 @@ def normalize_candidate(value: str) -> str:
 def stated_answers(text: str) -> list[str]:
     """Answers stated in ``text`` in order: each complete ``\\boxed{..}`` / ``\\fbox{..}`` and each "the answer is
     ..." (one that boxes its value is counted once, as the box); normalised, empty ones dropped."""
+    # here, not at the top: the grading package loads its worker pool (~35 ms), which `sdlens analyze` without
+    # --measures revisions must not pay (tests/test_cli_startup.py)
+    from sdlens.grading.extract import _BOX, _match_brace
+
     found: list[tuple[int, str]] = []
     boxes: list[tuple[int, int]] = []
     pos = 0
