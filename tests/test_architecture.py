@@ -42,7 +42,7 @@ LAZY_ON_PURPOSE = {
 # Layers, bottom first: a module may import from its own layer or below, never above. The package root is the
 # public facade (it re-exports lazily) and counts as the top.
 LAYERS = [
-    {"errors", "imports", "fields", "prompts", "schema", "data"},
+    {"errors", "imports", "fields", "prompts", "runfolder", "schema", "data"},
     {"io", "stats", "epistemic", "grading", "grading_config", "metrics", "benchmarks", "models"},
     {"generation", "eval_config", "evaluate", "losses", "train", "mitigations", "monitor"},
     {"experiments", "lab", "report", "behaviour", "examples", "demo"},

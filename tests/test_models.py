@@ -14,7 +14,8 @@ import pytest
 pytest.importorskip("transformers")
 
 from sdlens.errors import InputError
-from sdlens.models import COMPLETE, build_once, embedded_gguf, load_tokenizer, resolve_model
+from sdlens.models import embedded_gguf, load_tokenizer, resolve_model
+from sdlens.runfolder import COMPLETE, build_once
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 

@@ -14,7 +14,6 @@ A path may be a verl parquet, a JSONL / Parquet of sdlens Problems, or a JSONL /
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from sdlens.errors import InputError
 from sdlens.io import iter_problems, iter_records
 from sdlens.models import cache_dir
 from sdlens.prompts import PAPER_SUFFIX
+from sdlens.runfolder import atomic_path, file_sha256
 from sdlens.schema import Problem
 
 __all__ = [
@@ -130,14 +130,6 @@ def shipped_path(name: str) -> Path | None:
     return None if entry is None else _DATA_ROOT / entry["file"]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_benchmark(spec: str, data_dir: str | Path | None = None) -> tuple[str, Path]:
     """``(name, file)`` for a data set name or a path. A name is looked up in ``--data-dir`` alone when it is given;
     otherwise in ``$SDLENS_DATA_DIR``, the shipped data and the cache, in that order; an evaluation name found
@@ -182,8 +174,6 @@ def fetch_from_hub(name: str, target_dir: Path) -> Path:
     """Download a known benchmark's hub dataset and store it as ``<target_dir>/<name>.parquet`` (verl layout)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from sdlens.schema import atomic_path
 
     src = BENCHMARKS[name].hub
     try:

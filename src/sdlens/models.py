@@ -19,18 +19,15 @@ processes never see or write a half-built model, and a build killed half-way is 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
+from sdlens.runfolder import COMPLETE, build_once
 
 __all__ = [
     "EMBEDDED",
@@ -42,8 +39,6 @@ __all__ = [
     "make_tiny_model",
     "resolve_model",
 ]
-
-COMPLETE = ".sdlens-model.json"  # written last inside a built folder; its presence marks the build complete
 
 
 @dataclass(frozen=True)
@@ -157,50 +152,6 @@ def _check_hub_id(spec: str) -> None:
             f"known names: {', '.join(known_names())}",
             field="model",
         )
-
-
-# ---------------------------------------------------------------- build once, under a lock
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def build_once(final: Path, builder: Callable[[Path], Any], *, info: dict[str, Any] | None = None) -> Path:
-    """Build a folder once: ``builder(tmp)`` fills a temporary folder that is renamed to ``final``.
-
-    Concurrent callers wait on a lock and then find the finished folder. Leftovers of a killed build (temporary
-    folders, a folder without its completion marker) are removed first.
-    """
-    if (final / COMPLETE).is_file():
-        return final
-    with _locked(final.parent / f".{final.name}.lock"):
-        if (final / COMPLETE).is_file():
-            return final
-        for stale in final.parent.glob(f".{final.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # no marker: an incomplete folder someone left; never trust it
-            shutil.rmtree(final)
-        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True)
-        try:
-            t0 = time.perf_counter()
-            builder(tmp)
-            meta = {"built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_s": round(time.perf_counter() - t0, 2)}
-            meta.update(info or {})
-            (tmp / COMPLETE).write_text(json.dumps(meta, indent=1) + "\n")
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
 
 
 def embedded_gguf(name: str) -> Path:

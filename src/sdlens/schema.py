@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 import orjson
 
 from sdlens.errors import InputError
+from sdlens.runfolder import atomic_path
 
 
 @dataclass(slots=True)
@@ -192,26 +192,6 @@ def write_jsonl(path: str | Path, records: Iterable[Problem | Sample | dict[str,
             w.write(r)
             n += 1
     return n
-
-
-class atomic_path:
-    """Context manager yielding a temporary path beside ``path``; renamed onto it on success, removed on error."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- Parquet

@@ -15,6 +15,7 @@ from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
 from sdlens.monitor.config import DetectorConfig, OfflineConfig
+from sdlens.monitor.plot import plot_run
 
 err = Console(stderr=True)
 
@@ -99,8 +100,6 @@ def monitor(
     try:
         res = read_run(path, fmt=cfg.fmt, tokenizer=cfg.tokenizer, lexicon=cfg.lexicon, detector=cfg.detector)
         if plot:
-            from sdlens.monitor.plot import plot_run
-
             plot_run(res, plot)
     except InputError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)

@@ -42,7 +42,7 @@ from sdlens.lab.model import init_model
 from sdlens.lab.task import Power, Triple, power_problems, problem_text, question
 from sdlens.lab.tokenizer import build_tokenizer, corpus_words, template_texts
 from sdlens.lab.traces import boxed, guided_trace, unguided_prefix, unguided_trace
-from sdlens.models import build_once
+from sdlens.runfolder import build_once
 
 __all__ = ["CORPORA", "PretrainConfig", "build_corpus", "pretrain", "pretrain_model"]
 

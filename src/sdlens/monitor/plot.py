@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
-from sdlens.schema import atomic_path
+from sdlens.runfolder import atomic_path
 
 __all__ = ["plot_run"]
 

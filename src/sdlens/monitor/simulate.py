@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sdlens.monitor.detector import Detector, DetectorConfig
+from sdlens.runfolder import atomic_path
 
 __all__ = ["SimConfig", "detection_delays", "false_alarm_rate", "simulate_series", "write_verl_dump"]
 
@@ -102,7 +103,6 @@ def write_verl_dump(
     """Write a verl ``rollout_data_dir`` dump (``{step}.jsonl``, lines with ``input``, ``output``, ``score``,
     ``step``) whose responses follow a simulated run: each step's hedges per 1k words and mean length in words are
     :func:`simulate_series`'s, the hedges placed at random among filler words. For trying ``sdlens monitor``."""
-    from sdlens.schema import atomic_path
 
     cfg = cfg or SimConfig(steps=40, duration=20)
     hedge, length = simulate_series(kind, cfg, seed)

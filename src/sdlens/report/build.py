@@ -23,7 +23,7 @@ from sdlens.report.blocks import Block, Figure, Heading, Para, Table, fmt, fmt_c
 from sdlens.report.html import render_html
 from sdlens.report.markdown import render_markdown
 from sdlens.report.sections import coverage_section, eval_section, guided_sft_section, richer_context_section
-from sdlens.schema import atomic_path
+from sdlens.runfolder import atomic_path
 
 __all__ = ["KINDS", "build_report", "detect_kind", "report_blocks"]
 

@@ -23,7 +23,8 @@ from sdlens.io import iter_samples
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table, fmt
 from sdlens.report.html import render_html
 from sdlens.report.markdown import render_markdown
-from sdlens.schema import Sample, atomic_path
+from sdlens.runfolder import atomic_path
+from sdlens.schema import Sample
 
 __all__ = ["trace_report_blocks", "write_comparison_report", "write_trace_report"]
 
