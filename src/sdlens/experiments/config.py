@@ -12,6 +12,7 @@ from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.fields import documented as h
+from sdlens.prompts import PAPER_SYSTEM
 from sdlens.train.presets import PRESETS
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
 # The section-3 conditioning contexts (:mod:`sdlens.experiments.contexts` builds their prompts).
 CONTEXTS: tuple[str, ...] = ("none", "s", "s-nothink", "regen")
 HINTED_CONTEXTS: tuple[str, ...] = ("s", "s-nothink", "regen")
-PAPER_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 @dataclass

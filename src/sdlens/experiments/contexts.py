@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from sdlens.experiments.config import CONTEXTS, HINTED_CONTEXTS
+from sdlens.prompts import PAPER_HINT_TEMPLATE
 from sdlens.schema import Problem
 from sdlens.train.teacher import remove_thinking_trace
 
@@ -30,7 +31,7 @@ __all__ = ["CONTEXTS", "HINTED_CONTEXTS", "context_solution", "hint_prompt", "wi
 
 def hint_prompt(content: str, solution: str) -> str:
     """The paper's section-3 hint prompt for a user message ``content`` and a solution text."""
-    return f"{content}\n\nCorrect solution: {solution}\n\nCorrectly solve the original question."
+    return PAPER_HINT_TEMPLATE.format(content=content, solution=solution)
 
 
 def context_solution(solution: str, context: str) -> str:

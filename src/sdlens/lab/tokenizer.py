@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.models import TINY_CHAT_TEMPLATE
-from sdlens.train.teacher import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
+from sdlens.prompts import (
+    PAPER_FEEDBACK_TEMPLATE,
+    PAPER_REPROMPT_TEMPLATE,
+    PAPER_SOLUTION_TEMPLATE,
+    PAPER_SUFFIX,
+)
 
 __all__ = ["SPECIAL", "THINK", "build_tokenizer", "corpus_words"]
 

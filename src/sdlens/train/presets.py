@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from sdlens.mitigations.presets import RESEARCH_PRESETS
+from sdlens.prompts import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
 from sdlens.train.preset_types import Preset, Setting
-from sdlens.train.teacher import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
 
 __all__ = ["PRESETS", "Preset", "Setting", "get_preset", "preset_values"]
 

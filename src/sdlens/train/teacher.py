@@ -24,12 +24,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sdlens.prompts import PAPER_FEEDBACK_TEMPLATE, PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE
+
 __all__ = [
-    "PAPER_FEEDBACK_TEMPLATE",
-    "PAPER_REPROMPT_TEMPLATE",
-    "PAPER_SOLUTION_TEMPLATE",
-    "TRL_REPROMPT_TEMPLATE",
-    "TRL_SOLUTION_TEMPLATE",
     "PaperTeacherContextBuilder",
     "build_teacher_messages",
     "find_demonstrations",
@@ -38,13 +35,6 @@ __all__ = [
     "tokenize_prompts",
 ]
 
-# The paper's templates (actor.yaml ``|-`` blocks: no trailing newline), docs/paper.md 6.4.
-PAPER_REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question."
-PAPER_SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}"
-PAPER_FEEDBACK_TEMPLATE = "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{feedback_raw}"
-# TRL 1.16's defaults, for the docs table and tests (they add blank lines the paper does not have).
-TRL_REPROMPT_TEMPLATE = "{prompt}{solution}{feedback}\n\nCorrectly solve the original question.\n"
-TRL_SOLUTION_TEMPLATE = "\nCorrect solution:\n\n{successful_previous_attempt}\n\n"
 
 _PAIRED_THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _UP_TO_CLOSE = re.compile(r"^.*?</think>\s*", re.DOTALL)
