@@ -16,18 +16,11 @@ from sdlens.errors import InputError
 from sdlens.fields import field_default
 from sdlens.monitor.config import DetectorConfig, OfflineConfig
 from sdlens.monitor.plot import plot_run
+from sdlens.report.tables import number
 
 err = Console(stderr=True)
 
 _STATE_STYLE = {"ok": "green", "warning": "yellow", "suppressing": "bold red", None: "dim"}
-
-
-def _f(x: Any, digits: int = 2) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, int):
-        return f"{x:,}"
-    return f"{x:,.{digits}f}"
 
 
 LEGEND = (
@@ -61,10 +54,10 @@ def steps_table(res: dict[str, Any]) -> Table:
         t.add_column("loss sh", justify="right", no_wrap=True)
     t.add_column("state", no_wrap=True)
     for r in steps:
-        row = [_f(r.get(key), d) if d is not None else _f(r.get(key)) for _, key, d in cols]
+        row = [number(r.get(key), d) if d is not None else number(r.get(key)) for _, key, d in cols]
         if has_mech:
             m = r.get("mechanism") or {}
-            row += [_f(m.get("gap_difference"), 3), _f(m.get("hedge_loss_share"), 3)]
+            row += [number(m.get("gap_difference"), 3), number(m.get("hedge_loss_share"), 3)]
         state = r.get("state")
         row.append(f"[{_STATE_STYLE.get(state, '')}]{state or '-'}[/]")
         t.add_row(*row)

@@ -8,7 +8,8 @@ from rich.console import Console, Group
 from rich.table import Table
 
 
-def _f(x: Any, digits: int = 2) -> str:
+def number(x: Any, digits: int = 2) -> str:
+    """A table cell: ``-`` for missing, thousands separators, ``digits`` decimals for floats."""
     if x is None:
         return "-"
     if isinstance(x, int):
@@ -35,19 +36,22 @@ def analysis_tables(res: dict[str, Any]) -> Group:
     head.add_column("measure")
     head.add_column("value", justify="right")
     rows = [
-        ("problems", _f(res["n_problems"])),
-        ("responses", _f(res["n_responses"])),
-        ("hedges, total", _f(res["total"])),
-        ("E = hedges per response (paper)", _f(res["mean_per_response"])),
-        ("E, mean of per-problem means", _f(res["mean_per_response_macro"])),
-        (f"hedges per 1k {unit}", _f(res["per_1k_tokens"])),
-        ("share of responses with any hedge", _f(res["share_with_any"], 3)),
-        ("median / p90 hedges per response", f"{_f(res['median_per_response'], 1)} / {_f(res['p90_per_response'], 1)}"),
-        (f"mean length ({unit})", _f(res["mean_length"], 1)),
+        ("problems", number(res["n_problems"])),
+        ("responses", number(res["n_responses"])),
+        ("hedges, total", number(res["total"])),
+        ("E = hedges per response (paper)", number(res["mean_per_response"])),
+        ("E, mean of per-problem means", number(res["mean_per_response_macro"])),
+        (f"hedges per 1k {unit}", number(res["per_1k_tokens"])),
+        ("share of responses with any hedge", number(res["share_with_any"], 3)),
+        (
+            "median / p90 hedges per response",
+            f"{number(res['median_per_response'], 1)} / {number(res['p90_per_response'], 1)}",
+        ),
+        (f"mean length ({unit})", number(res["mean_length"], 1)),
         ("where hedges fall (tenths of response)", sparkline(res["position_profile"])),
     ]
     if res.get("skipped_records"):
-        rows.append(("skipped bad records", _f(res["skipped_records"])))
+        rows.append(("skipped bad records", number(res["skipped_records"])))
     for r in rows:
         head.add_row(*r)
     words = Table(title="Per word")
@@ -55,7 +59,7 @@ def analysis_tables(res: dict[str, Any]) -> Group:
     words.add_column("total", justify="right")
     words.add_column("per response", justify="right")
     for w, d in res["per_word"].items():
-        words.add_row(w, _f(d["total"]), _f(d["mean_per_response"], 3))
+        words.add_row(w, number(d["total"]), number(d["mean_per_response"], 3))
     parts: list[Any] = [head, words]
     if res.get("groups"):
         g = Table(title=f"By {res['by']}")
@@ -73,13 +77,13 @@ def analysis_tables(res: dict[str, Any]) -> Group:
         for name, d in res["groups"].items():
             g.add_row(
                 name,
-                _f(d["n_problems"]),
-                _f(d["n_responses"]),
-                _f(d["mean_per_response"]),
-                _f(d["per_1k_tokens"]),
-                _f(d["share_with_any"], 3),
-                _f(d["median_per_response"], 1),
-                _f(d["mean_length"], 1),
+                number(d["n_problems"]),
+                number(d["n_responses"]),
+                number(d["mean_per_response"]),
+                number(d["per_1k_tokens"]),
+                number(d["share_with_any"], 3),
+                number(d["median_per_response"], 1),
+                number(d["mean_length"], 1),
             )
         parts.append(g)
     if res.get("measures"):
@@ -99,7 +103,7 @@ def measures_table(measures: dict[str, Any], groups: dict[str, Any] | None = Non
         for stat, value in block.items():
             if stat == "totals":
                 continue
-            cells = [_f(value, 3)] + [_f(g["measures"][measure][stat], 3) for g in (groups or {}).values()]
+            cells = [number(value, 3)] + [number(g["measures"][measure][stat], 3) for g in (groups or {}).values()]
             t.add_row(measure, stat, *cells)
     return t
 
@@ -124,7 +128,7 @@ def measures_comparison_tables(measures: dict[str, Any]) -> list[Table]:
 
 
 def _with_ci(x: float | None, ci: list[float | None], digits: int = 2) -> str:
-    return f"{_f(x, digits)} ({_f(ci[0], digits)}–{_f(ci[1], digits)})"
+    return f"{number(x, digits)} ({number(ci[0], digits)}–{number(ci[1], digits)})"
 
 
 def comparison_table(res: dict[str, Any]) -> Group:
@@ -153,7 +157,7 @@ def comparison_table(res: dict[str, Any]) -> Group:
     for col in ("word", "A", "B", "B/A (95% CI)"):
         w.add_column(col, justify="left" if col == "word" else "right", no_wrap=True)
     for word, m in res["per_word"].items():
-        w.add_row(word, _f(m["a"], 3), _f(m["b"], 3), _with_ci(m["ratio"], m["ratio_ci"], 2))
+        w.add_row(word, number(m["a"], 3), number(m["b"], 3), _with_ci(m["ratio"], m["ratio_ci"], 2))
     sizes = (
         f"A: {res['a']['n_problems']:,} problems, {res['a']['n_responses']:,} responses   "
         f"B: {res['b']['n_problems']:,} problems, {res['b']['n_responses']:,} responses\n"
