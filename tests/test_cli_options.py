@@ -189,3 +189,19 @@ def test_the_grading_switches_reach_the_config(tmp_path) -> None:
         app, ["grade", str(src), "-o", str(tmp_path / "o.jsonl"), "-g", "paper-reward", "--no-think-split"]
     )
     assert r.exit_code == 2 and "--no-think-split does not apply to the paper-reward grader" in r.stderr
+
+
+def test_help_config_lists_every_field_once_with_the_research_options_apart():
+    from dataclasses import fields
+
+    from sdlens.cli.train import _config_help
+    from sdlens.mitigations.options import SDPOResearchConfig
+    from sdlens.train.config import TrainConfig
+
+    text = _config_help()
+    head, research = text.split("SDPO research options", 1)
+    names = [line.split()[0] for line in text.splitlines() if line.startswith("  ")]
+    assert sorted(names) == sorted(f.name for f in fields(TrainConfig))
+    for f in fields(SDPOResearchConfig):
+        assert f"  {f.name} " in research and f"  {f.name} " not in head
+    assert "  algo " in head and "  trl " in head

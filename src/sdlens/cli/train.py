@@ -39,9 +39,15 @@ def _print_section(title: str, text: str) -> None:
 def _config_help() -> str:
     from dataclasses import fields
 
+    from sdlens.mitigations.options import SDPOResearchConfig
+
+    research = {f.name for f in fields(SDPOResearchConfig)}
     lines = ["sdlens fields (any TRL config field is also accepted, plain or as trl.<field>):"]
     for f in fields(TrainConfig):
-        lines.append(f"  {f.name:<22} {f.metadata.get('help', '')}")
+        if f.name not in research:
+            lines.append(f"  {f.name:<22} {f.metadata['help']}")
+    lines.append("SDPO research options (sdlens.mitigations, docs/mitigations.md; off by default):")
+    lines.extend(f"  {f.name:<22} {f.metadata['help']}" for f in fields(SDPOResearchConfig))
     return "\n".join(lines)
 
 
