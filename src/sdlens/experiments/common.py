@@ -113,6 +113,9 @@ def read_samples(path: str | Path) -> list[Sample]:
 
 # ---------------------------------------------------------------- eval stages
 
+# the experiment settings every eval stage takes over unchanged (the same names in EvalConfig)
+_STAGE_SETTINGS = ("backend", "preset", "temperature", "top_p", "top_k", "thinking", "seed", "batch_size", "grader")
+
 
 def eval_stage(
     settings: EvalSettings,
@@ -135,20 +138,12 @@ def eval_stage(
     cfg = EvalConfig(
         model=settings.model if model is None else model,
         benchmark=benchmark,
-        backend=settings.backend,
-        preset=settings.preset,
         n=n,
         max_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        thinking=settings.thinking,
-        seed=settings.seed,
         limit=limit,
         out=str(out),
-        batch_size=settings.batch_size,
-        grader=settings.grader,
         overwrite=overwrite,
+        **{name: getattr(settings, name) for name in _STAGE_SETTINGS},
         **(settings.eval_options or {}),
     )
     return run_eval(cfg, console=console, progress=console is not None)
