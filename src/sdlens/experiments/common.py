@@ -27,6 +27,7 @@ from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percent
 __all__ = [
     "SamplingFields",
     "bench_path",
+    "eval_samples",
     "eval_stage",
     "file_hash",
     "read_json",
@@ -147,6 +148,14 @@ def eval_stage(
         **(settings.eval_options or {}),
     )
     return run_eval(cfg, console=console, progress=console is not None)
+
+
+def eval_samples(
+    settings: EvalSettings, *, model: str, benchmark: str, out: Path, n: int, limit: int | None, console: Any
+) -> list[Sample]:
+    """:func:`eval_stage` of ``model`` on ``benchmark`` in ``out``, then the samples it wrote (or had written)."""
+    eval_stage(settings, model=model, benchmark=benchmark, out=out, n=n, limit=limit, console=console)
+    return read_samples(out / "samples.jsonl")
 
 
 # ---------------------------------------------------------------- statistics

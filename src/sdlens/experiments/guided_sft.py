@@ -27,7 +27,7 @@ from typing import Any
 from sdlens.errors import InputError
 from sdlens.experiments.common import (
     bench_path,
-    eval_stage,
+    eval_samples,
     read_json,
     read_samples,
     safe_name,
@@ -203,8 +203,10 @@ def run_guided_sft(cfg: GuidedSFTConfig, console: Any = None) -> dict[str, Any]:
         results[label] = {}
         for bench in cfg.benchmarks:
             ev = out / "eval" / label / safe_name(bench)
-            eval_stage(cfg, model=model, benchmark=bench, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console)
-            stats = sample_stats(read_samples(ev / "samples.jsonl"), cfg.lexicon)
+            samples = eval_samples(
+                cfg, model=model, benchmark=bench, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console
+            )
+            stats = sample_stats(samples, cfg.lexicon)
             stats["dir"] = str(ev.relative_to(out))
             results[label][safe_name(bench)] = stats
     summary: dict[str, Any] = {
