@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,6 +18,7 @@ from sdlens.io.keys import KeyMap
 from sdlens.schema import Problem, Sample, from_dict
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
+T = TypeVar("T")
 
 
 def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: bool = False) -> Rows:
@@ -26,6 +27,18 @@ def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: 
     counted instead); a file without records is an error unless ``allow_empty`` (a log not yet written to)."""
     rows = _rows(Path(path), bad or BadLines())
     return _empty_is_fine(rows) if allow_empty else rows
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily: a file's records a batch at a time."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def is_parquet(path: str | Path) -> bool:
