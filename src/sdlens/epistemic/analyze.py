@@ -18,7 +18,7 @@ from sdlens.epistemic.measures import Measure, build_measures, measure_columns
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
-from sdlens.io import BadLines, detect_format, iter_records, iter_samples
+from sdlens.io import BadLines, batched, detect_format, iter_records, iter_samples
 from sdlens.io.containers import is_json_array
 from sdlens.io.jsonl import is_blank, parse_json_line
 from sdlens.io.readers import paper_eval_samples
@@ -137,7 +137,7 @@ def run_analysis(
         samples = (
             _paper_samples(path, config, run, prefix) if by_line else iter_samples(path, fmt, keys=config.keys, bad=bad)
         )
-        for batch in _batches(samples, config.batch_size):
+        for batch in batched(samples, config.batch_size):
             keys = [prefix + (str(s.meta["line"]) if by_line else s.problem_id) for s in batch]
             _add_samples(batch, keys, label, config, lexicon, scope, units, run)
             if progress:
@@ -166,17 +166,6 @@ def _paper_record(obj: dict[str, Any], path: Path, line: int, prefix: str, confi
         return []
     run.overall.touch([f"{prefix}{line}"])
     return samples
-
-
-def _batches(samples: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
-    batch: list[Sample] = []
-    for s in samples:
-        batch.append(s)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _add_samples(batch, keys, label, config, lexicon, scope, units, run: AnalysisRun) -> None:

@@ -27,6 +27,7 @@ from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percent
 __all__ = [
     "SamplingFields",
     "bench_path",
+    "eval_samples",
     "eval_stage",
     "file_hash",
     "read_json",
@@ -113,6 +114,9 @@ def read_samples(path: str | Path) -> list[Sample]:
 
 # ---------------------------------------------------------------- eval stages
 
+# the experiment settings every eval stage takes over unchanged (the same names in EvalConfig)
+_STAGE_SETTINGS = ("backend", "preset", "temperature", "top_p", "top_k", "thinking", "seed", "batch_size", "grader")
+
 
 def eval_stage(
     settings: EvalSettings,
@@ -135,23 +139,23 @@ def eval_stage(
     cfg = EvalConfig(
         model=settings.model if model is None else model,
         benchmark=benchmark,
-        backend=settings.backend,
-        preset=settings.preset,
         n=n,
         max_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=settings.top_k,
-        thinking=settings.thinking,
-        seed=settings.seed,
         limit=limit,
         out=str(out),
-        batch_size=settings.batch_size,
-        grader=settings.grader,
         overwrite=overwrite,
+        **{name: getattr(settings, name) for name in _STAGE_SETTINGS},
         **(settings.eval_options or {}),
     )
     return run_eval(cfg, console=console, progress=console is not None)
+
+
+def eval_samples(
+    settings: EvalSettings, *, model: str, benchmark: str, out: Path, n: int, limit: int | None, console: Any
+) -> list[Sample]:
+    """:func:`eval_stage` of ``model`` on ``benchmark`` in ``out``, then the samples it wrote (or had written)."""
+    eval_stage(settings, model=model, benchmark=benchmark, out=out, n=n, limit=limit, console=console)
+    return read_samples(out / "samples.jsonl")
 
 
 # ---------------------------------------------------------------- statistics

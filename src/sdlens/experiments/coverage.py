@@ -27,9 +27,8 @@ from typing import Any
 from sdlens.errors import InputError
 from sdlens.experiments.common import (
     bench_path,
-    eval_stage,
+    eval_samples,
     read_json,
-    read_samples,
     safe_name,
     sample_stats,
     write_json,
@@ -151,8 +150,9 @@ def _evaluate(cfg: CoverageConfig, model: str, sets: dict[str, tuple[str, Path]]
     """Evaluate ``model`` on each ``name -> (spec, eval folder)``; returns the samples per name."""
     samples: dict[str, list[Sample]] = {}
     for name, (spec, ev) in sets.items():
-        eval_stage(cfg, model=model, benchmark=spec, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console)
-        samples[name] = read_samples(ev / "samples.jsonl")
+        samples[name] = eval_samples(
+            cfg, model=model, benchmark=spec, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console
+        )
     return samples
 
 

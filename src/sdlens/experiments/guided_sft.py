@@ -20,13 +20,14 @@ Run folder::
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.experiments.common import (
     bench_path,
-    eval_stage,
+    eval_samples,
     read_json,
     read_samples,
     safe_name,
@@ -34,7 +35,7 @@ from sdlens.experiments.common import (
     write_json,
     write_manifest,
 )
-from sdlens.experiments.config import PAPER_SYSTEM, GuidedSFTConfig
+from sdlens.experiments.config import PAPER_SYSTEM, EvalSettings, GuidedSFTConfig
 from sdlens.experiments.richer_context import RicherContextConfig, first_correct, run_richer_context
 from sdlens.schema import Sample, atomic_path
 from sdlens.train.config import resolve_config
@@ -43,6 +44,7 @@ from sdlens.train.presets import get_preset
 __all__ = ["MODELS", "PAPER_SYSTEM", "GuidedSFTConfig", "build_sft_sets", "run_guided_sft", "train_stage"]
 
 KIND = "guided-sft"
+_OWN_TRACE_SETTINGS = ("out", "top_k", "max_new_tokens")  # what the section-3 trace run sets for itself
 MODELS = ("base", "unguided_sft", "guided_sft")
 
 
@@ -170,25 +172,16 @@ def run_guided_sft(cfg: GuidedSFTConfig, console: Any = None) -> dict[str, Any]:
     rc_dir = Path(cfg.from_richer_context) if cfg.from_richer_context else out / "richer_context"
     if not cfg.from_richer_context:
         rc = RicherContextConfig(
-            model=cfg.model,
-            data=cfg.data,
             out=str(rc_dir),
+            contexts=("none", "s"),
+            top_k=cfg.top_k if cfg.top_k is not None else 20,
+            max_new_tokens=cfg.trace_max_new_tokens,
+            data=cfg.data,
             n=cfg.n,
             window=cfg.window,
             max_problems=cfg.max_problems,
-            contexts=("none", "s"),
-            backend=cfg.backend,
-            eval_options=cfg.eval_options,
-            preset=cfg.preset,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            top_k=cfg.top_k if cfg.top_k is not None else 20,
-            max_new_tokens=cfg.trace_max_new_tokens,
-            thinking=cfg.thinking,
-            seed=cfg.seed,
-            grader=cfg.grader,
-            batch_size=cfg.batch_size,
-            lexicon=cfg.lexicon,
+            # every other eval setting (model, backend, sampling, seed, grader, ...) as this experiment's
+            **{f.name: getattr(cfg, f.name) for f in fields(EvalSettings) if f.name not in _OWN_TRACE_SETTINGS},
         )
         run_richer_context(rc, console=console)
     d_ug, d_g = build_sft_sets(rc_dir, cfg.max_examples)
@@ -210,8 +203,10 @@ def run_guided_sft(cfg: GuidedSFTConfig, console: Any = None) -> dict[str, Any]:
         results[label] = {}
         for bench in cfg.benchmarks:
             ev = out / "eval" / label / safe_name(bench)
-            eval_stage(cfg, model=model, benchmark=bench, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console)
-            stats = sample_stats(read_samples(ev / "samples.jsonl"), cfg.lexicon)
+            samples = eval_samples(
+                cfg, model=model, benchmark=bench, out=ev, n=cfg.n_eval, limit=cfg.limit, console=console
+            )
+            stats = sample_stats(samples, cfg.lexicon)
             stats["dir"] = str(ev.relative_to(out))
             results[label][safe_name(bench)] = stats
     summary: dict[str, Any] = {

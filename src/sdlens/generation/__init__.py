@@ -24,6 +24,7 @@ from sdlens.errors import InputError
 from sdlens.generation.base import (
     PRESETS,
     Backend,
+    ChatTemplatePrompts,
     GenRequest,
     GenResult,
     SamplingConfig,
@@ -38,6 +39,7 @@ __all__ = [
     "BACKENDS",
     "PRESETS",
     "Backend",
+    "ChatTemplatePrompts",
     "GenRequest",
     "GenResult",
     "SamplingConfig",

@@ -1,4 +1,5 @@
-"""The backend protocol, its request / result records, sampling settings and per-sample seeds."""
+"""The backend protocol, its request / result records, sampling settings and per-sample seeds (public through
+:mod:`sdlens.generation`, whose ``__all__`` lists them)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from sdlens.errors import InputError
-
-__all__ = [
-    "PRESETS",
-    "Backend",
-    "GenRequest",
-    "GenResult",
-    "SamplingConfig",
-    "get_preset",
-    "sample_seed",
-]
 
 
 @dataclass(frozen=True)
@@ -108,6 +99,19 @@ class GenResult:
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatTemplatePrompts:
+    """For a backend that generates from token ids: ``render`` turns chat messages into the prompt's ids with the
+    backend's Hugging Face ``tokenizer`` and its chat template (the special tokens come from the template only)."""
+
+    tokenizer: Any
+
+    def render(self, messages: list[dict[str, Any]], sampling: SamplingConfig) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **sampling.chat_template_kwargs()
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sdlens.errors import InputError
-from sdlens.generation.base import GenRequest, GenResult, SamplingConfig
+from sdlens.generation.base import ChatTemplatePrompts, GenRequest, GenResult, SamplingConfig
 from sdlens.models import ModelRef, load_causal_lm, load_tokenizer, resolve_model
 
 _DTYPES = {
@@ -59,7 +59,7 @@ def resolve_dtype(dtype: str, device: str):
         raise InputError(None, f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16", field="dtype") from None
 
 
-class TransformersBackend:
+class TransformersBackend(ChatTemplatePrompts):
     name = "transformers"
 
     def __init__(
@@ -102,14 +102,6 @@ class TransformersBackend:
 
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-
-    # ------------------------------------------------------------ prompts
-
-    def render(self, messages: list[dict[str, Any]], sampling: SamplingConfig) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **sampling.chat_template_kwargs()
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------ generation
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sdlens.errors import InputError
-from sdlens.generation.base import GenRequest, GenResult, SamplingConfig
+from sdlens.generation.base import ChatTemplatePrompts, GenRequest, GenResult, SamplingConfig
 from sdlens.models import ModelRef, load_tokenizer, resolve_model
 
 
@@ -76,7 +76,7 @@ def import_vllm():
     return vllm
 
 
-class VLLMBackend:
+class VLLMBackend(ChatTemplatePrompts):
     name = "vllm"
 
     def __init__(
@@ -110,12 +110,6 @@ class VLLMBackend:
         self.llm = vllm.LLM(**kwargs)
         eos = self.tokenizer.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set()
-
-    def render(self, messages: list[dict[str, Any]], sampling: SamplingConfig) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **sampling.chat_template_kwargs()
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(
         self, requests: Sequence[GenRequest], sampling: SamplingConfig, *, logprobs: bool = False

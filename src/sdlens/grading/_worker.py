@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 _GOLD_CACHE: OrderedDict[tuple[str, int], Any] = OrderedDict()
@@ -88,27 +89,32 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+def _parse_or_why(label: str, parse_it: Callable[[], list[Any]], timeout_s: int) -> tuple[list[Any], str | None]:
+    """``parse_it()``'s expressions, or none and why ``label`` could not be parsed."""
+    from math_verify.errors import TimeoutException
+
+    try:
+        parsed = parse_it()
+    except TimeoutException:
+        return [], f"timeout: parsing the {label} took over {timeout_s} s"
+    except Exception as e:
+        return [], f"{label} not parseable ({_why(e)})"
+    return parsed, None if parsed else f"{label} not parseable by math-verify"
+
+
 def grade_mv(gold: str, pred: str, timeout_s: int) -> tuple[bool, str | None]:
     """math-verify on ``\\boxed{gold}`` vs ``\\boxed{pred}``; every failure is incorrect with a reason."""
     from math_verify import parse, verify
     from math_verify.errors import TimeoutException
 
-    try:
-        golds = _parse_gold(gold, timeout_s)
-    except TimeoutException:
-        return False, f"timeout: parsing the gold answer took over {timeout_s} s"
-    except Exception as e:
-        return False, f"gold answer not parseable ({_why(e)})"
-    if not golds:
-        return False, "gold answer not parseable by math-verify"
-    try:
-        preds = parse(boxed(pred), parsing_timeout=timeout_s, raise_on_error=True)
-    except TimeoutException:
-        return False, f"timeout: parsing the answer took over {timeout_s} s"
-    except Exception as e:
-        return False, f"answer not parseable ({_why(e)})"
-    if not preds:
-        return False, "answer not parseable by math-verify"
+    golds, why = _parse_or_why("gold answer", lambda: _parse_gold(gold, timeout_s), timeout_s)
+    if why is not None:
+        return False, why
+    preds, why = _parse_or_why(
+        "answer", lambda: parse(boxed(pred), parsing_timeout=timeout_s, raise_on_error=True), timeout_s
+    )
+    if why is not None:
+        return False, why
     # verify() is any(compare(g, p) for g, p in product(golds, preds)); calling it pair by pair keeps that
     # verdict while recording why a pair failed (a timeout or an error in one pair no longer hides the others).
     failure: str | None = None

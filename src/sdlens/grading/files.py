@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import orjson
 
 from sdlens.errors import InputError
 from sdlens.grading.base import GradeItem, Grader, Verdict
-from sdlens.io import is_parquet, iter_records, open_parquet
+from sdlens.io import batched, is_parquet, iter_records, open_parquet
 from sdlens.schema import atomic_path
 
 __all__ = ["GradeSummary", "count_records", "gold_answer", "grade_file", "grade_records", "response_text"]
@@ -142,14 +142,14 @@ def grade_file(
         _grade_parquet_to_parquet(path, out, grader, summary, reasons, progress, chunk)
     elif is_parquet(out):
         rows: list[dict[str, Any]] = []
-        for recs in _chunks(iter_records(path), chunk):
+        for recs in batched(iter_records(path), chunk):
             verdicts = grade_records(recs, grader, path, progress)
             summary.add(verdicts, reasons)
             rows.extend(_annotated(obj, v, grader.name) for (_, obj), v in zip(recs, verdicts, strict=True))
         _write_rows_parquet(rows, out, path)
     else:
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            for recs in _chunks(iter_records(path), chunk):
+            for recs in batched(iter_records(path), chunk):
                 verdicts = grade_records(recs, grader, path, progress)
                 summary.add(verdicts, reasons)
                 fh.write(
@@ -160,17 +160,6 @@ def grade_file(
     summary.seconds = time.perf_counter() - t0
     summary.errors = dict(reasons.most_common(10))
     return summary
-
-
-def _chunks(it: Iterator[tuple[int, dict[str, Any]]], size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
-    buf: list[tuple[int, dict[str, Any]]] = []
-    for rec in it:
-        buf.append(rec)
-        if len(buf) >= size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
 
 
 def _write_rows_parquet(rows: list[dict[str, Any]], out: Path, src: Path) -> None:

@@ -40,21 +40,34 @@ class _PooledGrader:
     def _start_workers(self) -> None:
         get_pool(self.workers, memory_limit_mb=self.memory_limit_mb).start()
 
-    def _run_tasks(
-        self,
-        verdicts: list[Verdict | None],
-        keyed: dict[tuple, list[int]],
-        extracted: list[str | None],
-        make_task,
-        progress: ProgressFn | None,
+    def _check(self, response: str | None, gold: str | None) -> tuple[str | None, Verdict | tuple]:
+        """The extracted answer and either the verdict decided here or the key of the worker's comparison."""
+        raise NotImplementedError
+
+    def _task(self, key: tuple) -> Task:
+        raise NotImplementedError
+
+    def grade(
+        self, items: Sequence[GradeItem | tuple[str, str | None]], progress: ProgressFn | None = None
     ) -> list[Verdict]:
+        verdicts: list[Verdict | None] = [None] * len(items)
+        extracted: list[str | None] = [None] * len(items)
+        keyed: dict[tuple, list[int]] = {}
+        for i, (response, gold) in enumerate(items):
+            extracted[i], outcome = self._check(response, gold)
+            if isinstance(outcome, Verdict):
+                verdicts[i] = outcome
+                continue
+            if not keyed:
+                self._start_workers()
+            keyed.setdefault(outcome, []).append(i)
         if progress is not None:
             done = sum(v is not None for v in verdicts)
             if done:
                 progress(done)
         if keyed:
             keys = list(keyed)
-            tasks = [make_task(k) for k in keys]
+            tasks = [self._task(k) for k in keys]
 
             def on_result(t: int, res: tuple[bool, str | None]) -> None:
                 correct, error = res
@@ -105,45 +118,29 @@ class MathVerifyGrader(_PooledGrader):
         self.hard_timeout = float(hard_timeout) if hard_timeout is not None else 3.0 * self.timeout + 5.0
         self.max_answer_chars = max_answer_chars
 
-    def grade(
-        self, items: Sequence[GradeItem | tuple[str, str | None]], progress: ProgressFn | None = None
-    ) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None] * len(items)
-        extracted: list[str | None] = [None] * len(items)
-        keyed: dict[tuple, list[int]] = {}
-        for i, (response, gold) in enumerate(items):
-            ext = extract_answer(response or "", self.extract, think_aware=self.think_aware)
-            extracted[i] = ext
-            if gold is None:
-                verdicts[i] = Verdict(ext, False, "no gold answer")
-                continue
-            if not ext:  # None: nothing extracted; "": an empty box
-                verdicts[i] = Verdict(ext, False, None)
-                continue
-            g = gold_answer_text(str(gold))
-            p = normalize_answer_text(ext)
-            if not g:
-                verdicts[i] = Verdict(ext, False, "empty gold answer")
-            elif p == g:
-                verdicts[i] = Verdict(ext, True, None)
-            elif (same := same_value(g, p)) is not None:
-                verdicts[i] = Verdict(ext, same, None)
-            elif len(p) > self.max_answer_chars:
-                verdicts[i] = Verdict(
-                    ext, False, f"answer too long to grade ({len(p)} > {self.max_answer_chars} chars)"
-                )
-            elif not p:
-                verdicts[i] = Verdict(ext, False, None)
-            else:
-                if not keyed:
-                    self._start_workers()
-                keyed.setdefault((g, p), []).append(i)
+    def _check(self, response: str | None, gold: str | None) -> tuple[str | None, Verdict | tuple]:
+        ext = extract_answer(response or "", self.extract, think_aware=self.think_aware)
+        if gold is None:
+            return ext, Verdict(ext, False, "no gold answer")
+        if not ext:  # None: nothing extracted; "": an empty box
+            return ext, Verdict(ext, False, None)
+        g = gold_answer_text(str(gold))
+        p = normalize_answer_text(ext)
+        if not g:
+            return ext, Verdict(ext, False, "empty gold answer")
+        if p == g:
+            return ext, Verdict(ext, True, None)
+        if (same := same_value(g, p)) is not None:
+            return ext, Verdict(ext, same, None)
+        if len(p) > self.max_answer_chars:
+            return ext, Verdict(ext, False, f"answer too long to grade ({len(p)} > {self.max_answer_chars} chars)")
+        if not p:
+            return ext, Verdict(ext, False, None)
+        return ext, (g, p)
 
-        def make_task(key: tuple) -> Task:
-            g, p = key
-            return Task("mv", (g, p, self.timeout), self.hard_timeout)
-
-        return self._run_tasks(verdicts, keyed, extracted, make_task, progress)
+    def _task(self, key: tuple) -> Task:
+        g, p = key
+        return Task("mv", (g, p, self.timeout), self.hard_timeout)
 
 
 class PaperRewardGrader(_PooledGrader):
@@ -169,30 +166,18 @@ class PaperRewardGrader(_PooledGrader):
         super().__init__(workers, memory_limit_mb)
         self.hard_timeout = float(hard_timeout) if hard_timeout is not None else 20.0
 
-    def grade(
-        self, items: Sequence[GradeItem | tuple[str, str | None]], progress: ProgressFn | None = None
-    ) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None] * len(items)
-        extracted: list[str | None] = [None] * len(items)
-        keyed: dict[tuple, list[int]] = {}
-        for i, (response, gold) in enumerate(items):
-            pred = paper_last_boxed((response or "")[-self.TAIL_CHARS :])
-            extracted[i] = pred
-            if gold is None:
-                verdicts[i] = Verdict(pred, False, "no gold answer")
-            elif pred == gold:
-                verdicts[i] = Verdict(pred, True, None)
-            elif not pred:
-                verdicts[i] = Verdict(pred, False, None)
-            else:
-                if not keyed:
-                    self._start_workers()
-                keyed.setdefault((str(gold), pred), []).append(i)
+    def _check(self, response: str | None, gold: str | None) -> tuple[str | None, Verdict | tuple]:
+        pred = paper_last_boxed((response or "")[-self.TAIL_CHARS :])
+        if gold is None:
+            return pred, Verdict(pred, False, "no gold answer")
+        if pred == gold:
+            return pred, Verdict(pred, True, None)
+        if not pred:
+            return pred, Verdict(pred, False, None)
+        return pred, (str(gold), pred)
 
-        def make_task(key: tuple) -> Task:
-            return Task("paper", key, self.hard_timeout)
-
-        return self._run_tasks(verdicts, keyed, extracted, make_task, progress)
+    def _task(self, key: tuple) -> Task:
+        return Task("paper", key, self.hard_timeout)
 
 
 register_grader(MathVerifyGrader.name, MathVerifyGrader)

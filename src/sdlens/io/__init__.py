@@ -39,13 +39,14 @@ from sdlens.io.keys import KeyMap
 if TYPE_CHECKING:
     from sdlens.io.detect import FORMATS, detect_format
     from sdlens.io.jsonl import BadLines
-    from sdlens.io.readers import is_parquet, iter_problems, iter_records, iter_samples, open_parquet
+    from sdlens.io.readers import batched, is_parquet, iter_problems, iter_records, iter_samples, open_parquet
     from sdlens.io.stored import read_records
 
 __all__ = [
     "FORMATS",
     "BadLines",
     "KeyMap",
+    "batched",
     "detect_format",
     "is_parquet",
     "iter_problems",
@@ -60,6 +61,7 @@ _LAZY = {
     "FORMATS": "sdlens.io.detect",
     "detect_format": "sdlens.io.detect",
     "BadLines": "sdlens.io.jsonl",
+    "batched": "sdlens.io.readers",
     "is_parquet": "sdlens.io.readers",
     "iter_problems": "sdlens.io.readers",
     "iter_records": "sdlens.io.readers",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -18,6 +20,7 @@ from sdlens.io.keys import KeyMap
 from sdlens.schema import Problem, Sample, from_dict
 
 Rows = Iterator[tuple[int, dict[str, Any]]]
+T = TypeVar("T")
 
 
 def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: bool = False) -> Rows:
@@ -26,6 +29,18 @@ def iter_records(path: str | Path, bad: BadLines | None = None, *, allow_empty: 
     counted instead); a file without records is an error unless ``allow_empty`` (a log not yet written to)."""
     rows = _rows(Path(path), bad or BadLines())
     return _empty_is_fine(rows) if allow_empty else rows
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), read lazily: a file's records a batch at a time."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def is_parquet(path: str | Path) -> bool:
@@ -109,6 +124,16 @@ def _text_hash(text: str) -> str:
 
 
 # ---------------------------------------------------------------- paper eval JSONL
+
+
+def _sample_counters() -> defaultdict[tuple[int | None, str], Iterator[int]]:
+    """Per ``(step, problem)``, the indices of its samples in reading order (rollout logs number none)."""
+    return defaultdict(count)
+
+
+def _rollout_problem_id(rec: dict[str, Any], keys: KeyMap, prompt: str) -> str:
+    """A rollout log row's problem: its ``id_key`` field, else a hash of its prompt."""
+    return str(rec[keys.id_key]) if keys.id_key and keys.id_key in rec else _text_hash(prompt)
 
 
 def _each_record(
@@ -235,7 +260,7 @@ def _verl_files(path: Path) -> list[Path]:
 
 def read_verl_dump(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
     for file in _verl_files(path):
-        counters: dict[tuple[int | None, str], int] = {}
+        counters = _sample_counters()
         for line, obj in _rows(file, bad):
             try:
                 prompt = require(obj, "input", str, file, line)
@@ -252,13 +277,11 @@ def read_verl_dump(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
                     correct = score > 0
                 else:
                     correct = None
-                pid = str(obj[keys.id_key]) if keys.id_key and keys.id_key in obj else _text_hash(prompt)
-                index = counters.get((step, pid), 0)
-                counters[(step, pid)] = index + 1
+                pid = _rollout_problem_id(obj, keys, prompt)
                 gts = obj.get("gts")
                 sample = Sample(
                     problem_id=pid,
-                    index=index,
+                    index=next(counters[(step, pid)]),
                     response=text,
                     step=step,
                     correct=correct,
@@ -389,7 +412,7 @@ _TRL_FIXED = {"step", "prompt", "completion", "advantage", "image"}
 
 def read_trl(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
     for file in _trl_files(path):
-        counters: dict[tuple[int | None, str], int] = {}
+        counters = _sample_counters()
         for row, rec in _rows(file, bad):
             try:
                 prompt = _message_text(require(rec, "prompt", (str, list), file, row), file, row, "prompt")
@@ -405,12 +428,10 @@ def read_trl(path: Path, keys: KeyMap, bad: BadLines) -> Iterator[Sample]:
             except InputError as e:
                 bad.handle(e)
                 continue
-            pid = str(rec[keys.id_key]) if keys.id_key and keys.id_key in rec else _text_hash(prompt)
-            index = counters.get((step, pid), 0)
-            counters[(step, pid)] = index + 1
+            pid = _rollout_problem_id(rec, keys, prompt)
             yield Sample(
                 problem_id=pid,
-                index=index,
+                index=next(counters[(step, pid)]),
                 response=text,
                 step=step,
                 correct=correct,

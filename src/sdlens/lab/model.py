@@ -27,6 +27,7 @@ def init_model(cfg: ModelConfig, tokenizer: Any):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    special_ids = {name: getattr(tokenizer, name) for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -36,14 +37,10 @@ def init_model(cfg: ModelConfig, tokenizer: Any):
         num_key_value_heads=cfg.heads,
         max_position_embeddings=cfg.max_positions,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **special_ids,
     )
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    model.generation_config = GenerationConfig(**special_ids)
     return model

@@ -23,6 +23,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,19 @@ def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
     return {"pool": pool, "ood": ood, "splits": splits, "info": info}
 
 
+def _stage(
+    path: Path, times: dict[str, float], key: str, console: Any, title: str, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """An experiment stage's summary: the finished one in ``path``, else ``run()``'s; its wall time in ``times``."""
+    t = time.perf_counter()
+    summary = _done(path)
+    if summary is None:
+        _say(console, title)
+        summary = run()
+    times[key] = time.perf_counter() - t
+    return summary
+
+
 def _sampling(cfg: LabConfig) -> dict[str, Any]:
     return {
         "preset": "paper-think",
@@ -135,18 +149,18 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     # the pretraining gate's verdict per attempt (an older base model folder has none)
     built = json.loads((base / COMPLETE).read_text())
     gate = [{"seed": a["seed"], **a["gate"]} for a in built.get("attempts", [])]
-    base_s = str(base)
-    sampling = _sampling(cfg)
-    eval_options = {"threads": 1}
+    # what the three experiments share: the base model, the seed, the sampling and the eval runner's settings
+    common = {"model": str(base), "seed": seed, "batch_size": 128, "eval_options": {"threads": 1}, **_sampling(cfg)}
 
-    t = time.perf_counter()
     rc_dir = out / "richer_context"
-    rc = _done(rc_dir)
-    if rc is None:
-        _say(console, "[bold]richer context[/bold] (Table 1)")
-        rc = run_richer_context(
+    rc = _stage(
+        rc_dir,
+        times,
+        "richer_context_s",
+        console,
+        "[bold]richer context[/bold] (Table 1)",
+        lambda: run_richer_context(
             RicherContextConfig(
-                model=base_s,
                 data=str(data["pool"]),
                 out=str(rc_dir),
                 n=cfg.rc_n,
@@ -154,23 +168,21 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
                 max_problems=cfg.rc_max_problems,
                 scan_batch=max(16, cfg.rc_max_problems),
                 contexts=cfg.rc_contexts,
-                seed=seed,
-                batch_size=128,
-                eval_options=eval_options,
-                **sampling,
+                **common,
             ),
             console=console,
-        )
-    times["richer_context_s"] = time.perf_counter() - t
+        ),
+    )
 
-    t = time.perf_counter()
     gs_dir = out / "guided_sft"
-    gs = _done(gs_dir)
-    if gs is None:
-        _say(console, "[bold]guided SFT[/bold] (Table 2)")
-        gs = run_guided_sft(
+    gs = _stage(
+        gs_dir,
+        times,
+        "guided_sft_s",
+        console,
+        "[bold]guided SFT[/bold] (Table 2)",
+        lambda: run_guided_sft(
             GuidedSFTConfig(
-                model=base_s,
                 data=str(data["pool"]),
                 out=str(gs_dir),
                 benchmarks=[str(data["ood"])],
@@ -179,19 +191,14 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
                 from_richer_context=str(rc_dir),
                 system_prompt="",
                 train_overrides=_sft_overrides(cfg, seed),
-                seed=seed,
-                batch_size=128,
-                eval_options=eval_options,
-                **sampling,
+                **common,
             ),
             console=console,
-        )
-    times["guided_sft_s"] = time.perf_counter() - t
+        ),
+    )
 
-    t = time.perf_counter()
     cov_dir = out / "coverage"
     cov_config = CoverageConfig(
-        model=base_s,
         out=str(cov_dir),
         coverage=list(cfg.coverage),
         pool=str(data["pool"]),
@@ -202,16 +209,16 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         eval_every=cfg.eval_every,
         n_eval=cfg.n_eval,
         limit=cfg.ood_limit,
-        seed=seed,
-        batch_size=128,
-        eval_options=eval_options,
-        **sampling,
+        **common,
     )
-    cov = _done(cov_dir)
-    if cov is None:
-        _say(console, "[bold]coverage[/bold]: " + " vs ".join(cfg.methods))
-        cov = run_coverage(cov_config, console=console)
-    times["coverage_s"] = time.perf_counter() - t
+    cov = _stage(
+        cov_dir,
+        times,
+        "coverage_s",
+        console,
+        "[bold]coverage[/bold]: " + " vs ".join(cfg.methods),
+        lambda: run_coverage(cov_config, console=console),
+    )
 
     controls: dict[str, Any] = {}
     if cfg.matched_lr:
