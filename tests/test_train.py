@@ -12,16 +12,14 @@ import pytest
 pytest.importorskip("trl")
 import torch
 
-from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.epistemic.segment import split_thinking
+from sdlens.prompts import PAPER_REPROMPT_TEMPLATE, PAPER_SOLUTION_TEMPLATE, PAPER_SUFFIX
 from sdlens.train.config import TrainConfig, derive_batches, resolve_config, trl_config_class
 from sdlens.train.data import load_rl_rows, load_sft_rows, rewrite_dapo_prompt
 from sdlens.train.presets import PRESETS, preset_settings
 from sdlens.train.rewards import GraderReward, make_reward
 from sdlens.train.runner import build_trl_kwargs, find_checkpoint, run_train
 from sdlens.train.teacher import (
-    PAPER_REPROMPT_TEMPLATE,
-    PAPER_SOLUTION_TEMPLATE,
     build_teacher_messages,
     find_demonstrations,
     remove_thinking_trace,

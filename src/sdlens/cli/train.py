@@ -16,6 +16,7 @@ from rich.console import Console
 
 from sdlens.cli.options import option
 from sdlens.errors import InputError
+from sdlens.mitigations.options import SDPOResearchConfig
 from sdlens.train.config import ALGOS, TrainConfig, resolve_config
 from sdlens.train.tiny import build_tiny_model
 
@@ -38,8 +39,6 @@ def _print_section(title: str, text: str) -> None:
 
 def _config_help() -> str:
     from dataclasses import fields
-
-    from sdlens.mitigations.options import SDPOResearchConfig
 
     research = {f.name for f in fields(SDPOResearchConfig)}
     lines = ["sdlens fields (any TRL config field is also accepted, plain or as trl.<field>):"]

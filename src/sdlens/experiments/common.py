@@ -8,7 +8,6 @@ reports it), bootstrapped over problems with the same resampling.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterable
@@ -21,7 +20,8 @@ import numpy as np
 from sdlens.errors import InputError
 from sdlens.experiments.config import EvalSettings, SamplingFields
 from sdlens.io import read_records
-from sdlens.schema import Sample, atomic_path
+from sdlens.runfolder import file_sha256, library_versions, read_json, write_json
+from sdlens.schema import Sample
 from sdlens.stats import bootstrap_ci, bootstrap_sums, per_problem_sums, percentile_ci
 
 __all__ = [
@@ -30,11 +30,9 @@ __all__ = [
     "eval_samples",
     "eval_stage",
     "file_hash",
-    "read_json",
     "read_samples",
     "safe_name",
     "sample_stats",
-    "write_json",
     "write_manifest",
 ]
 
@@ -47,23 +45,7 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "data"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON ({e})") from None
-
-
 def file_hash(path: str | Path) -> str | None:
-    from sdlens.benchmarks import file_sha256
-
     p = Path(path)
     return file_sha256(p) if p.is_file() else None
 
@@ -86,8 +68,6 @@ def write_manifest(out: Path, kind: str, cfg: Any, data: dict[str, str | Path | 
     """``OUT/manifest.json``: the config, library versions, seeds, and the SHA-256 of every input file.
 
     Kept across reruns: ``created`` and the list of ``sessions`` grow, the rest is the latest."""
-    from sdlens.evaluate import library_versions
-
     path = out / "manifest.json"
     old = read_json(path) or {}
     conf = config_dict(cfg)

@@ -28,14 +28,13 @@ from sdlens.errors import InputError
 from sdlens.experiments.common import (
     bench_path,
     eval_samples,
-    read_json,
     safe_name,
     sample_stats,
-    write_json,
     write_manifest,
 )
 from sdlens.experiments.config import CoverageConfig
 from sdlens.experiments.guided_sft import train_stage
+from sdlens.runfolder import file_sha256, read_json, write_json
 from sdlens.schema import Problem, Sample, write_jsonl
 
 __all__ = ["CoverageConfig", "build_coverage_set", "parse_level", "run_coverage", "shipped_level"]
@@ -86,7 +85,7 @@ def _train_rows(problems: list[Problem]) -> list[dict[str, Any]]:
 
 def _prepare_level(cfg: CoverageConfig, level: str, out: Path) -> dict[str, Any]:
     """The training file and in-domain file of a level, with its manifest (``OUT/data``)."""
-    from sdlens.benchmarks import file_sha256, load_benchmark
+    from sdlens.benchmarks import load_benchmark
     from sdlens.io import iter_problems
 
     data = out / "data"

@@ -28,16 +28,15 @@ from sdlens.errors import InputError
 from sdlens.experiments.common import (
     bench_path,
     eval_samples,
-    read_json,
     read_samples,
     safe_name,
     sample_stats,
-    write_json,
     write_manifest,
 )
 from sdlens.experiments.config import PAPER_SYSTEM, EvalSettings, GuidedSFTConfig
 from sdlens.experiments.richer_context import RicherContextConfig, first_correct, run_richer_context
-from sdlens.schema import Sample, atomic_path
+from sdlens.runfolder import atomic_path, read_json, write_json
+from sdlens.schema import Sample
 from sdlens.train.config import resolve_config
 from sdlens.train.presets import get_preset
 

@@ -26,14 +26,13 @@ from typing import Any
 from sdlens.experiments.common import (
     bench_path,
     eval_stage,
-    read_json,
     read_samples,
     sample_stats,
-    write_json,
     write_manifest,
 )
 from sdlens.experiments.config import CONTEXTS, RicherContextConfig
 from sdlens.experiments.contexts import with_hint
+from sdlens.runfolder import read_json, write_json
 from sdlens.schema import Problem, Sample, write_jsonl
 
 __all__ = ["RicherContextConfig", "first_correct", "run_richer_context", "select_problems"]

@@ -32,7 +32,7 @@ from sdlens.errors import InputError
 from sdlens.lab.config import LabConfig
 from sdlens.lab.summary import summarize, summary_markdown
 from sdlens.lab.task import TaskConfig, make_splits, write_problems
-from sdlens.models import COMPLETE
+from sdlens.runfolder import COMPLETE, atomic_path, file_sha256, write_json
 from sdlens.train.presets import get_preset, preset_values
 
 __all__ = ["check_resumable", "prepare_data", "run_lab", "run_seed"]
@@ -41,13 +41,6 @@ __all__ = ["check_resumable", "prepare_data", "run_lab", "run_seed"]
 def _say(console: Any, msg: str) -> None:
     if console is not None:
         console.print(msg)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from sdlens.schema import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
 
 
 def _done(path: Path) -> dict[str, Any] | None:
@@ -71,7 +64,6 @@ def _mitigations_done(path: Path, methods: tuple[str, ...]) -> dict[str, Any] | 
 
 def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
     """Write the pool / OOD problem files of ``seed`` and a manifest with their ids and hashes."""
-    from sdlens.benchmarks import file_sha256
 
     splits = make_splits(TaskConfig(modulus=cfg.modulus, ood_fraction=cfg.ood_fraction, seed=seed))
     pool_ids = {t.id for t in splits.pool}
@@ -91,7 +83,7 @@ def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
         "ood": {"file": str(ood), "problems": len(ood_ids), "sha256": file_sha256(ood)},
         "ood_ids_sha256": hashlib.sha256("\n".join(sorted(ood_ids)).encode()).hexdigest(),
     }
-    _write_json(data / "split.json", info)
+    write_json(data / "split.json", info)
     return {"pool": pool, "ood": ood, "splits": splits, "info": info}
 
 
@@ -402,14 +394,13 @@ def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     check_resumable(out, cfg)
-    _write_json(out / "lab.json", cfg.to_dict())
+    write_json(out / "lab.json", cfg.to_dict())
     torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     seeds = [run_seed(cfg, s, out / f"seed-{s}", console) for s in range(cfg.seeds)]
     summary = summarize(cfg, seeds)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
-    _write_json(out / "summary.json", summary)
-    from sdlens.schema import atomic_path
+    write_json(out / "summary.json", summary)
 
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_markdown(summary))
@@ -422,7 +413,7 @@ def run_lab(cfg: LabConfig, console: Any = None) -> dict[str, Any]:
             summary["report"] = str(build_report(out))
         except Exception as e:  # the numbers are written; a report failure must not lose them
             summary["report_error"] = f"{type(e).__name__}: {e}"
-        _write_json(out / "summary.json", summary)
+        write_json(out / "summary.json", summary)
     return summary
 
 

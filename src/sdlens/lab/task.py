@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdlens.benchmarks import PAPER_SUFFIX
+from sdlens.prompts import PAPER_SUFFIX
 from sdlens.schema import Problem, write_jsonl
 
 __all__ = [

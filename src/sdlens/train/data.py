@@ -32,9 +32,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sdlens.benchmarks import PAPER_SUFFIX
 from sdlens.errors import InputError
 from sdlens.io import iter_records
+from sdlens.prompts import PAPER_SUFFIX
 from sdlens.train.teacher import tokenize_prompts
 
 __all__ = [
