@@ -187,11 +187,11 @@ class SdlensSDPOTrainer(SDPOTrainer):
     def _set_up_research(self, r: SDPOResearchConfig, mix_state_fn) -> None:
         """The research options' teacher builders, detector switch and checkpointed state."""
         self.antisd_gate = EntropyGate(r.antisd_warmup_steps, r.antisd_gate_ratio, r.antisd_gate)
-        old = self.teacher_context_builder
+        old, args = self.teacher_context_builder, self.args
         kwargs = {
-            "truncation": getattr(old, "truncation", self.args.reprompt_truncation),
+            "truncation": getattr(old, "truncation", getattr(args, "reprompt_truncation", "right")),
             "log_path": getattr(old, "log_path", None),
-            "log_per_batch": getattr(old, "log_per_batch", self.args.log_teacher_prompts),
+            "log_per_batch": getattr(old, "log_per_batch", getattr(args, "log_teacher_prompts", 1)),
         }
         if r.teacher_richness is not None:
             self.teacher_context_builder = LadderTeacherContextBuilder(self, r.teacher_richness, **kwargs)
