@@ -7,12 +7,13 @@ Bad input prints one line ``error: ...`` to stderr and exits with status 2.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
@@ -28,13 +29,6 @@ def _opt(name: str, *param_decls: str, **kwargs: Any) -> Any:
 
 def _default(name: str) -> Any:
     return field_default(EvalConfig, name)
-
-
-def _fail(e: BaseException) -> NoReturn:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _fmt(est: dict[str, Any] | None, pct: bool = True) -> str:
@@ -164,7 +158,7 @@ def register(app: typer.Typer) -> None:
         try:
             res = run_eval(cfg, console=err, progress=not no_progress)
         except InputError as e:
-            _fail(e)
+            fail(e)
         except KeyboardInterrupt:
             err.print("interrupted: rerun the same command to resume")
             raise typer.Exit(130) from None

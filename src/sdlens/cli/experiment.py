@@ -6,12 +6,13 @@ writes ``report.html`` / ``report.md`` there (``--no-report`` skips that). Bad i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.common import fail
 from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
@@ -20,13 +21,6 @@ from sdlens.fields import field_default
 from sdlens.train.config import parse_set
 
 err = Console(stderr=True)
-
-
-def _fail(e: BaseException) -> NoReturn:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _list(values: list[str] | None) -> list[str]:
@@ -224,7 +218,7 @@ def register(app: typer.Typer) -> None:
                 Console().print(_table1(summary))
             _report(cfg.out, report)
         except InputError as e:
-            _fail(e)
+            fail(e)
 
     @exp.command("guided-sft", context_settings={"help_option_names": ["-h", "--help"]})
     @_eval_settings(GuidedSFTConfig)
@@ -270,7 +264,7 @@ def register(app: typer.Typer) -> None:
             Console().print(_table2(summary))
             _report(cfg.out, report)
         except InputError as e:
-            _fail(e)
+            fail(e)
 
     @exp.command("coverage", context_settings={"help_option_names": ["-h", "--help"]})
     @_eval_settings(CoverageConfig)
@@ -319,4 +313,4 @@ def register(app: typer.Typer) -> None:
             Console().print(_coverage_table(summary))
             _report(cfg.out, report)
         except InputError as e:
-            _fail(e)
+            fail(e)

@@ -7,15 +7,14 @@ A thin layer over :mod:`sdlens.grading` and :mod:`sdlens.metrics`. Bad input pri
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
@@ -30,17 +29,6 @@ HardTimeoutOpt = Annotated[float | None, option(GradeConfig, "hard_timeout", "--
 ExtractOpt = Annotated[str | None, option(GradeConfig, "extract", "--extract")]
 NoThinkOpt = Annotated[bool, option(GradeConfig, "think_aware", "--no-think-split")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-
-
-def _fail(e: BaseException) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _emit_json(obj: object) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
 
 
 def _grader_options(cfg: GradeConfig) -> dict[str, Any]:
@@ -116,9 +104,9 @@ def grade(
             task = bar.add_task("grade", total=total)
             summary = grade_file(file, out, g, progress=lambda k: bar.advance(task, k))
     except (InputError, ValueError, GraderUnavailable) as e:
-        _fail(e)
+        fail(e)
     if json:
-        _emit_json(summary.to_dict())
+        emit_json(summary.to_dict())
         return
     acc = f"{summary.n_correct / summary.n:.1%}" if summary.n else "-"
     msg = (
@@ -174,9 +162,9 @@ def graders_audit(
             options[name] = _grader_options(GradeConfig(grader=name, workers=cfg.workers))
         report = audit_file(file, cfg.graders, options=options, max_examples=cfg.max_examples, control=cfg.control)
     except (InputError, ValueError, GraderUnavailable) as e:
-        _fail(e)
+        fail(e)
     if json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     else:
         _print_audit(report)
     if not report.control_passed:
@@ -250,9 +238,9 @@ def _parse_ks(text: str | None) -> list[int] | None:
     try:
         ks = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        _fail(ValueError(f"--k: expected comma-separated integers like 1,4,16, got {text!r}"))
+        fail(ValueError(f"--k: expected comma-separated integers like 1,4,16, got {text!r}"))
     if not ks or min(ks) < 1:
-        _fail(ValueError(f"--k: each k must be >= 1, got {text!r}"))
+        fail(ValueError(f"--k: each k must be >= 1, got {text!r}"))
     return ks
 
 
@@ -291,13 +279,13 @@ def metrics(
             else [compute_metrics(samples, cfg.ks, **opts)]
         )
     except (InputError, MetricsError) as e:
-        _fail(e)
+        fail(e)
     for report in reports:
         for w in report.warnings:
             err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     if json:
         docs = [r.to_dict() for r in reports]
-        _emit_json(docs[0] if not by else {"by": by, "groups": docs})
+        emit_json(docs[0] if not by else {"by": by, "groups": docs})
         return
     for report in reports:
         _print_metrics(report)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
@@ -57,8 +58,7 @@ def register(app: typer.Typer) -> None:
             )
             summary = run_lab(cfg, console=err)
         except InputError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(e)
         if json_out:
             print(json.dumps(summary, default=str))
             return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
@@ -95,12 +95,9 @@ def monitor(
         if plot:
             plot_run(res, plot)
     except InputError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(e)
     if json_out:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(res).decode() + "\n")
+        emit_json(res)
         return
     out = Console(soft_wrap=True, width=max(Console().width, 100))  # the table needs ~90 columns
     out.print(steps_table(res))

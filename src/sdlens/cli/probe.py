@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.epistemic.config import ProbeConfig
 from sdlens.errors import InputError
@@ -42,8 +42,6 @@ def register(app: typer.Typer) -> None:
 
         Example: sdlens probe --model smollm2-135m --data traces.jsonl --context hint --json
         """
-        import orjson
-        from rich.markup import escape
 
         from sdlens.behaviour.probe import run_probe
 
@@ -74,10 +72,9 @@ def register(app: typer.Typer) -> None:
                 task = bar.add_task("score", total=limit)
                 res = run_probe(config, progress=lambda n: bar.advance(task, n))
         except InputError as e:
-            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(e)
         if json:
-            sys.stdout.write(orjson.dumps(res).decode() + "\n")
+            emit_json(res)
             return
         Console().print(probe_table(res))
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.epistemic.config import AnalyzeConfig
 from sdlens.errors import InputError
@@ -38,7 +39,6 @@ def register(app: typer.Typer) -> None:
 
         Example: sdlens report runs/sec3   |   sdlens report run.jsonl -o run_report
         """
-        from rich.markup import escape
 
         from sdlens.report import build_report
 
@@ -57,8 +57,7 @@ def register(app: typer.Typer) -> None:
                 target = out if out is not None else first.parent / f"{first.stem}_report"
                 path = write_trace_report(paths, config, target)
         except InputError as e:
-            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            fail(e)
         typer.echo(str(path))
         typer.echo(str(path.with_name("report.md")))
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.mitigations.options import SDPOResearchConfig
@@ -23,11 +24,6 @@ from sdlens.train.tiny import build_tiny_model
 err = Console(stderr=True)
 
 DEFAULT_PRESETS = {"sdpo": "sdpo-paper", "grpo": "grpo-paper", "sft": "sft"}
-
-
-def _fail(e: BaseException) -> NoReturn:
-    err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _print_section(title: str, text: str) -> None:
@@ -175,7 +171,7 @@ def register(app: typer.Typer) -> None:
             relaunch_cpu_processes()
 
         if algo not in ALGOS:
-            _fail(ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}"))
+            fail(ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}"))
         if preset is None and config is None:
             preset = DEFAULT_PRESETS[algo]
         if preset in ("none", ""):
@@ -204,7 +200,7 @@ def register(app: typer.Typer) -> None:
 
                 res = run_train(cfg, console=err)
         except (InputError, ValueError, FileNotFoundError) as e:
-            _fail(e)
+            fail(e)
         if json_out:
             sys.stdout.write(json.dumps(res, default=str) + "\n")
             return
@@ -273,7 +269,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
             )
         except ValueError as e:
-            _fail(e)
+            fail(e)
         sys.stdout.write(json.dumps(info) + "\n")
 
     app.add_typer(models_app, name="models")
