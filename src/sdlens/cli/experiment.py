@@ -64,13 +64,16 @@ def _val(e: dict[str, Any] | None, digits: int = 2) -> str:
     return fmt(None if not e else e.get("value"), digits)
 
 
-def _report(out: str, enabled: bool) -> None:
-    if not enabled:
-        return
-    from sdlens.report import build_report
+def _finish(summary: dict[str, Any], table: Any, out: str, report: bool) -> None:
+    """After an experiment: its warning, or its table; then its report if asked."""
+    if summary.get("warning"):
+        err.print(f"[yellow]warning:[/yellow] {summary['warning']}")
+    else:
+        Console().print(table(summary))
+    if report:
+        from sdlens.report import build_report
 
-    path = build_report(out)
-    err.print(f"report: {path}")
+        err.print(f"report: {build_report(out)}")
 
 
 def _eval_settings(cls: type) -> Any:
@@ -211,12 +214,7 @@ def register(app: typer.Typer) -> None:
             cfg = RicherContextConfig(
                 data=data, n=n, window=_window(window), max_problems=max_problems, scan_batch=scan_batch, **kw
             )
-            summary = run_richer_context(cfg, console=err)
-            if summary.get("warning"):
-                err.print(f"[yellow]warning:[/yellow] {summary['warning']}")
-            else:
-                Console().print(_table1(summary))
-            _report(cfg.out, report)
+            _finish(run_richer_context(cfg, console=err), _table1, cfg.out, report)
         except InputError as e:
             fail(e)
 
@@ -260,9 +258,7 @@ def register(app: typer.Typer) -> None:
                 train_overrides=_sets(set_),
                 **_config_kwargs(settings),
             )
-            summary = run_guided_sft(cfg, console=err)
-            Console().print(_table2(summary))
-            _report(cfg.out, report)
+            _finish(run_guided_sft(cfg, console=err), _table2, cfg.out, report)
         except InputError as e:
             fail(e)
 
@@ -309,8 +305,6 @@ def register(app: typer.Typer) -> None:
                 limit=limit,
                 **kw,
             )
-            summary = run_coverage(cfg, console=err)
-            Console().print(_coverage_table(summary))
-            _report(cfg.out, report)
+            _finish(run_coverage(cfg, console=err), _coverage_table, cfg.out, report)
         except InputError as e:
             fail(e)
