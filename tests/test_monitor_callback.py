@@ -283,12 +283,14 @@ def test_resumed_run_replays_the_detector(tiny, qa_data, tmp_path):
 
 @pytest.mark.slow
 def test_full_logit_fallback_gives_the_same_mechanism_numbers(tiny, qa_data, tmp_path):
-    """distillation_weight 0.5 sends SdlensSDPOTrainer down TRL's full-logit path; before the first optimizer update
-    both paths see the same model and rollouts, so the step-1 mechanism record must agree with the chunked one."""
+    """distillation_weight 0.5, or chunked_distillation off, sends SdlensSDPOTrainer down TRL's full-logit path;
+    before the first optimizer update every path sees the same model and rollouts, so the step-1 mechanism record
+    must agree with the chunked one."""
     letters = tmp_path / "letters.toml"
     letters.write_text(LETTERS)
     mechanism = {}
-    for name, extra in (("chunked", []), ("fallback", ["distillation_weight=0.5"])):
+    variants = (("chunked", []), ("fallback", ["distillation_weight=0.5"]), ("off", ["chunked_distillation=false"]))
+    for name, extra in variants:
         holder: list = []
 
         def hook(trainer, name=name, holder=holder):
@@ -296,15 +298,16 @@ def test_full_logit_fallback_gives_the_same_mechanism_numbers(tiny, qa_data, tmp
             holder.append(trainer)
 
         run_train(_cfg("sdpo", tiny, qa_data, tmp_path / name, 1, extra), trainer_hook=hook)
-        if name == "fallback":
+        if name != "chunked":
             assert holder[0].chunked_calls == 0  # it really took TRL's path
         recs = _records(tmp_path / name / "letters" / "epistemic.jsonl")
         mechanism[name] = recs[0]["mechanism"]
-    a, b = mechanism["chunked"], mechanism["fallback"]
-    assert a["n_positions"] == b["n_positions"] > 0 and a["n_hedge_positions"] == b["n_hedge_positions"]
-    for key in ("gap_hedge", "gap_other", "hedge_loss_share"):
-        if a[key] is not None:
-            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), key
+    a = mechanism["chunked"]
+    for b in (mechanism["fallback"], mechanism["off"]):
+        assert a["n_positions"] == b["n_positions"] > 0 and a["n_hedge_positions"] == b["n_hedge_positions"]
+        for key in ("gap_hedge", "gap_other", "hedge_loss_share"):
+            if a[key] is not None:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), key
 
 
 def test_plain_trl_script_two_lines(tiny, tmp_path):
