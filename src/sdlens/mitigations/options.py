@@ -148,7 +148,7 @@ def validate_mitigations(cfg: Any) -> None:
         value = getattr(cfg, name)
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0 (or null), got {value}")
-    loss_change = cfg.hedge_weight != 1.0 or cfg.hedge_clip is not None or cfg.other_clip is not None
+    loss_change = cfg.hedge_aware
     if loss_change:
         from sdlens.epistemic.lexicon import load_lexicon
 
