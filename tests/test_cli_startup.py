@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -64,3 +65,45 @@ def test_analyze_json_runs_without_typer_rich_or_grading(tmp_path) -> None:
     slow = sorted(m for m in mods if m.split(".")[0] in ("typer", "click", "rich", "pydantic", "pydantic_core"))
     assert not slow, slow
     assert not {"sdlens.cli.typer_app", "sdlens.cli.eval", "sdlens.grading"} & mods
+
+
+def test_top_level_help_imports_no_command_module_nor_typer() -> None:
+    """`sdlens --help` prints the command table (sdlens.cli.commands) without typer, click, rich or the commands."""
+    mods = imported_modules("-m", "sdlens.cli", "--help")
+    assert "sdlens.cli.commands" in mods  # the listing works
+    slow = sorted(m for m in mods if m.split(".")[0] in ("typer", "click", "rich", "pydantic", "pydantic_core"))
+    assert not slow, slow
+    assert not {"sdlens.cli.typer_app", "sdlens.cli.eval", "sdlens.cli.train", "sdlens.experiments"} & mods
+
+
+def test_top_level_help_is_the_typer_apps_table() -> None:
+    """The typer app registers exactly the table's commands, in its order and with its help, and `sdlens --help`
+    shows each command's whole first paragraph: what typer's rich help would list."""
+    import typer.main
+
+    from sdlens.cli.commands import APP_HELP, COMMAND_HELP
+    from sdlens.cli.typer_app import app
+
+    group = typer.main.get_command(app)
+    assert group.help == APP_HELP
+    assert list(group.commands) == list(COMMAND_HELP)
+    assert {name: cmd.help for name, cmd in group.commands.items()} == COMMAND_HELP
+
+    res = subprocess.run(
+        [sys.executable, "-m", "sdlens.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert res.returncode == 0 and res.stderr == ""
+    out = res.stdout
+    assert out.startswith("Usage: sdlens [OPTIONS] COMMAND [ARGS]...\n")
+    assert max(map(len, out.splitlines())) <= 80  # click's cap, however wide the terminal
+    listed = out.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    names = [line.split()[0] for line in listed.splitlines() if not line.startswith("    ")]
+    assert names == list(COMMAND_HELP)
+    flat = " ".join(listed.split())
+    for name, text in COMMAND_HELP.items():
+        assert f"{name} {' '.join(text.split(chr(10) * 2)[0].split())}" in flat
+    assert " ".join(APP_HELP.split()) in " ".join(out.split())

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail, stderr_console
 from sdlens.cli.fastpath import FILES_HELP, OPTIONS, analyze_config, judge_measure, run_analyze
 from sdlens.cli.options import option
@@ -66,11 +67,6 @@ def analyze(
     judge_cache: JudgeCacheOpt = Path(".sdlens-judge-cache.jsonl"),
     json: JsonOpt = False,
 ) -> None:
-    """Epistemic verbalization in trace files: E per response (the paper's number), per 1k tokens, share of
-    responses with any hedge, median / p90, per word, where in the response hedges fall, grouped by any key.
-
-    Example: sdlens analyze outputs.jsonl --by correct --measures reflection,revisions
-    """
     # the argparse path (sdlens.cli.fastpath) runs the same body; tests hold both parsers' values equal
     run_analyze(**locals())
 
@@ -100,11 +96,6 @@ def compare(
     ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Two runs side by side: E, hedges per 1k, share with any, length and each word, with bootstrap 95% CIs
-    over problems, the ratio B/A, and a verdict on whether hedging fell significantly.
-
-    Example: sdlens compare base.jsonl sdpo.jsonl
-    """
     from sdlens.epistemic.compare import compare as run_compare
 
     try:
@@ -130,5 +121,5 @@ def compare(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze)
-    app.command("compare")(compare)
+    app.command("analyze", help=COMMAND_HELP["analyze"])(analyze)
+    app.command("compare", help=COMMAND_HELP["compare"])(compare)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
@@ -81,7 +82,7 @@ def quiet_omp() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval")
+    @app.command("eval", help=COMMAND_HELP["eval"])
     def eval_cmd(
         model: Annotated[str, _opt("model", "--model", "-m")] = _default("model"),
         benchmark: Annotated[str, _opt("benchmark", "--benchmark", "-b")] = _default("benchmark"),
@@ -116,7 +117,6 @@ def register(app: typer.Typer) -> None:
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         dry_run: Annotated[bool, _opt("dry_run", "--dry-run")] = _default("dry_run"),
     ) -> None:
-        """Generate, grade and measure a model on a benchmark; resumable (rerun the same command after a crash)."""
         import json
 
         quiet_omp()
@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
         for w in res.metrics.get("warnings") or []:
             err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
 
-    benchmarks_app = typer.Typer(help="The data sets shipped with sdlens.", no_args_is_help=True)
+    benchmarks_app = typer.Typer(help=COMMAND_HELP["benchmarks"], no_args_is_help=True)
     app.add_typer(benchmarks_app, name="benchmarks")
 
     @benchmarks_app.command("list")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
@@ -186,7 +187,7 @@ def _coverage_table(summary: dict[str, Any]) -> Table:
 def register(app: typer.Typer) -> None:
     exp = typer.Typer(
         name="experiment",
-        help="The paper's controlled experiments: richer-context (section 3), guided-sft (4), coverage (5-6).",
+        help=COMMAND_HELP["experiment"],
         no_args_is_help=True,
     )
     app.add_typer(exp, name="experiment")

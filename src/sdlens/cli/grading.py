@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
@@ -79,13 +80,6 @@ def grade(
     no_think_split: NoThinkOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Grade every response against its gold answer (math-verify by default).
-
-    The output keeps every input field and adds `extracted`, `correct`, `grader` and `grade_error` (null, or why
-    the answer could not be judged: a timeout...).
-
-    Example: sdlens grade samples.jsonl -o graded.jsonl
-    """
     from sdlens.grading import GraderUnavailable, get_grader, grade_file
     from sdlens.grading.files import count_records
 
@@ -119,7 +113,7 @@ def grade(
         err.print(f"  grade_error {reason}: {count}", highlight=False, soft_wrap=True)
 
 
-graders_app = typer.Typer(name="graders", help="Inspect and compare graders.", no_args_is_help=True)
+graders_app = typer.Typer(name="graders", help=COMMAND_HELP["graders"], no_args_is_help=True)
 
 
 @graders_app.command("list")
@@ -256,13 +250,6 @@ def metrics(
     by: Annotated[str | None, option(MetricsConfig, "by", "--by")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """avg@n, unbiased pass@k, maj@k and any-correct@n with bootstrap 95% CIs.
-
-    avg@n is the paper's main number and any-correct@n what it prints as "Pass@16". CIs are over problems;
-    also per source, and response / thinking lengths in tokens.
-
-    Example: sdlens metrics graded.jsonl --k 1,4,16
-    """
     from sdlens.metrics import MetricsError, compute_metrics, compute_metrics_by, load_tokenizer, read_graded_samples
 
     ks = _parse_ks(k)
@@ -346,6 +333,6 @@ def _print_metrics(report) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the grading commands to the main app."""
-    app.command("grade")(grade)
+    app.command("grade", help=COMMAND_HELP["grade"])(grade)
     app.add_typer(graders_app, name="graders")
-    app.command("metrics")(metrics)
+    app.command("metrics", help=COMMAND_HELP["metrics"])(metrics)

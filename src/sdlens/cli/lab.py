@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
@@ -20,9 +21,7 @@ err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    lab = typer.Typer(
-        help="The CPU model organism: watch self-distillation silence doubt on a laptop.", no_args_is_help=True
-    )
+    lab = typer.Typer(help=COMMAND_HELP["lab"], no_args_is_help=True)
 
     @lab.command("run")
     def run(

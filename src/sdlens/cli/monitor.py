@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
@@ -84,7 +85,6 @@ def monitor(
         DetectorConfig, "baseline_steps"
     ),
 ) -> None:
-    """Per-step hedging statistics of a run and the suppression detector's verdict (docs/monitor.md)."""
     from sdlens.monitor.offline import read_run
 
     cfg = OfflineConfig(
@@ -113,4 +113,4 @@ def monitor(
 
 def register(app: typer.Typer) -> None:
     """Add ``sdlens monitor`` to the main app."""
-    app.command("monitor")(monitor)
+    app.command("monitor", help=COMMAND_HELP["monitor"])(monitor)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
 from sdlens.cli.options import option
 from sdlens.epistemic.config import ProbeConfig
@@ -19,7 +20,7 @@ err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("probe", context_settings={"help_option_names": ["-h", "--help"]})
+    @app.command("probe", help=COMMAND_HELP["probe"], context_settings={"help_option_names": ["-h", "--help"]})
     def probe_cmd(
         model: Annotated[str, option(ProbeConfig, "model", "--model")],
         data: Annotated[Path, option(ProbeConfig, "data", "--data")],
@@ -36,12 +37,6 @@ def register(app: typer.Typer) -> None:
         save_tokens: Annotated[Path | None, option(ProbeConfig, "save_tokens", "--save-tokens")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
-        """Teacher-forced scoring of existing traces with and without a privileged context: per token
-        log p(y_t | x, c, y_<t) - log p(y_t | x, y_<t), summarised per hedge word, for hedges vs other tokens, and by
-        position.
-
-        Example: sdlens probe --model smollm2-135m --data traces.jsonl --context hint --json
-        """
 
         from sdlens.behaviour.probe import run_probe
 

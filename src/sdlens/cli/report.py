@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.epistemic.config import AnalyzeConfig
@@ -18,7 +19,7 @@ err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("report", context_settings={"help_option_names": ["-h", "--help"]})
+    @app.command("report", help=COMMAND_HELP["report"], context_settings={"help_option_names": ["-h", "--help"]})
     def report_cmd(
         paths: Annotated[
             list[Path],
@@ -35,10 +36,6 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str | None, option(AnalyzeConfig, "fmt", "--format", "-f")] = None,
         by: Annotated[str | None, option(AnalyzeConfig, "by", "--by")] = None,
     ) -> None:
-        """Write a self-contained report.html (tables with CIs, figures, hedge-highlighted traces) and report.md.
-
-        Example: sdlens report runs/sec3   |   sdlens report run.jsonl -o run_report
-        """
 
         from sdlens.report import build_report
 

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import option
 from sdlens.errors import InputError
@@ -120,7 +121,7 @@ def relaunch_cpu_processes() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+    @app.command("train", help=COMMAND_HELP["train"], context_settings={"help_option_names": ["-h", "--help"]})
     def train_cmd(
         algo: Annotated[str, typer.Argument(help="sdpo, grpo or sft.")],
         preset: Annotated[str | None, option(TrainConfig, "preset", "--preset", "-p")] = None,
@@ -162,7 +163,6 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--help-config", help="List every sdlens config field and exit.")
         ] = False,
     ) -> None:
-        """Train with TRL's SDPO / GRPO / SFT trainers and the paper's presets (docs/train.md)."""
         if help_config:
             sys.stdout.write(_config_help() + "\n")
             return
@@ -234,7 +234,7 @@ def register(app: typer.Typer) -> None:
             f"ranks agree: {agree}; final model in {res['out']}\n"
         )
 
-    models_app = typer.Typer(help="Model utilities.", no_args_is_help=True)
+    models_app = typer.Typer(help=COMMAND_HELP["models"], no_args_is_help=True)
 
     @models_app.command("tiny")
     def tiny_cmd(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from sdlens.cli.analyze import register as _register_analyze
+from sdlens.cli.commands import APP_HELP
 from sdlens.cli.eval import register as _register_eval
 from sdlens.cli.experiment import register as _register_experiment
 from sdlens.cli.grading import register as _register_grading
@@ -19,7 +20,7 @@ __all__ = ["app"]
 
 app = typer.Typer(
     name="sdlens",
-    help="Measure, evaluate and train around epistemic verbalization in self-distilled reasoning LLMs.",
+    help=APP_HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
