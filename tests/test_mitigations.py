@@ -12,14 +12,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from sdlens.losses import generalized_jsd, reduce_per_token, self_distillation_per_token  # noqa: E402
+from sdlens.losses.distill import logps_entropy_from_hidden, logps_entropy_from_logits  # noqa: E402
 from sdlens.mitigations import MITIGATION_PRESETS, RICHNESS  # noqa: E402
-from sdlens.mitigations.antisd import (  # noqa: E402
-    EntropyGate,
-    antisd_advantages,
-    antisd_phi,
-    logps_entropy_from_hidden,
-    logps_entropy_from_logits,
-)
+from sdlens.mitigations.antisd import EntropyGate, antisd_advantages, antisd_phi  # noqa: E402
 from sdlens.mitigations.context import ladder_teacher_messages, peer_demonstrations  # noqa: E402
 from sdlens.mitigations.hedge import class_clip, hedge_weights  # noqa: E402
 from sdlens.mitigations.mixing import fires  # noqa: E402

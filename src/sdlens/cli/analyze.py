@@ -11,7 +11,7 @@ from rich.console import Console
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail, stderr_console
-from sdlens.cli.fastpath import FILES_HELP, OPTIONS, analyze_config, judge_measure, run_analyze
+from sdlens.cli.fastpath import FILES_HELP, OPTIONS, analyze_config, run_analyze
 from sdlens.cli.options import option
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
@@ -96,14 +96,11 @@ def compare(
     ] = None,
     json: JsonOpt = False,
 ) -> None:
+    options = locals()
     from sdlens.epistemic.compare import compare as run_compare
 
     try:
-        judge = judge_measure(judge_model, judge_backend, judge_base_url, judge_cache)
-        behaviour = (measures, reflection_lexicon, fork_entropy, judge)
-        config = analyze_config(
-            fmt, lexicon, scope, None, tokenizer, text_key, id_key, None, correct_key, skip_bad, behaviour
-        )
+        config = analyze_config(**options)
         res = run_compare([a], [b], config, n_boot=n_boot, seed=seed)
         if html is not None:
             from sdlens.report.traces import write_comparison_report

@@ -35,7 +35,6 @@ __all__ = [
     "OptionSpec",
     "analyze_config",
     "analyze_parser",
-    "judge_measure",
     "parse_analyze",
     "run_analyze",
     "try_run",
@@ -168,33 +167,48 @@ def _import_numpy_with_one_blas_thread() -> None:
         del os.environ["OPENBLAS_NUM_THREADS"]
 
 
-def analyze_config(fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour):
-    """The ``AnalyzeConfig`` of analyze's and compare's options (``behaviour``: measures, reflection lexicon, fork
-    entropy, judge)."""
+def analyze_config(
+    *,
+    fmt: str | None,
+    lexicon: str,
+    scope: Scope,
+    tokenizer: str | None,
+    text_key: str | None,
+    id_key: str | None,
+    correct_key: str | None,
+    skip_bad: bool,
+    measures: str | None,
+    reflection_lexicon: str,
+    fork_entropy: float,
+    judge_model: str | None,
+    judge_backend: str,
+    judge_base_url: str | None,
+    judge_cache: Path,
+    by: str | None = None,
+    group_key: str | None = None,
+    **_command_only: Any,
+) -> AnalyzeConfig:
+    """The ``AnalyzeConfig`` of ``sdlens analyze``'s or ``sdlens compare``'s option values, by name (``by`` and
+    ``group_key`` are analyze's alone; the values only the command reads, such as ``--json``, are passed over)."""
     from sdlens.epistemic.measures import parse_measures
 
-    keys = KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key)
-    measures, reflection, fork_entropy, judge = behaviour
+    judge = None
+    if judge_model is not None:
+        from sdlens.behaviour.judge import Judged
+
+        judge_config = JudgeConfig(model=judge_model, backend=judge_backend, base_url=judge_base_url, cache=judge_cache)
+        judge = Judged(judge_config)
     return AnalyzeConfig(
         fmt=fmt,
         lexicon=lexicon,
         scope=scope,
         by=by,
         tokenizer=tokenizer,
-        keys=keys,
+        keys=KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key),
         skip_bad=skip_bad,
         measures=parse_measures(measures),
-        measure_options=MeasureOptions(reflection_lexicon=reflection, fork_entropy=fork_entropy, judged=judge),
+        measure_options=MeasureOptions(reflection_lexicon=reflection_lexicon, fork_entropy=fork_entropy, judged=judge),
     )
-
-
-def judge_measure(model, backend, base_url, cache):
-    """The judged measure of ``--judge-*`` (``None`` without ``--judge-model``)."""
-    if model is None:
-        return None
-    from sdlens.behaviour.judge import Judged
-
-    return Judged(JudgeConfig(model=model, backend=backend, base_url=base_url, cache=cache))
 
 
 def _stderr_may_be_terminal() -> bool:
@@ -232,14 +246,11 @@ def run_analyze(
     json: bool,
 ) -> None:
     """The body of ``sdlens analyze`` (typer's command and the argparse path both run it)."""
+    options = locals()
     from sdlens.epistemic.analyze import run_analysis
 
     try:
-        judge = judge_measure(judge_model, judge_backend, judge_base_url, judge_cache)
-        behaviour = (measures, reflection_lexicon, fork_entropy, judge)
-        config = analyze_config(
-            fmt, lexicon, scope, by, tokenizer, text_key, id_key, group_key, correct_key, skip_bad, behaviour
-        )
+        config = analyze_config(**options)
     except InputError as e:
         fail(e)
     try:

@@ -42,6 +42,8 @@ __all__ = [
     "auto_chunk_size",
     "generalized_jsd",
     "is_clip_weights",
+    "logps_entropy_from_hidden",
+    "logps_entropy_from_logits",
     "naive_self_distillation_loss",
     "reduce_per_token",
     "self_distillation_loss",
@@ -575,16 +577,52 @@ def token_logprobs(
 
     Same values as ``selective_log_softmax(logits, token_ids)`` on full logits, in O(chunk x V) memory (float32).
     """
+
+    def logps(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor]:
+        return (z.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1),)
+
+    kw = {"temperature": temperature, "chunk_size": chunk_size, "matmul_dtype": matmul_dtype}
+    return _per_token_from_hidden(hidden, weight, token_ids, logps, 1, **kw)[0]
+
+
+def logps_entropy_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of ``ids`` and entropy of each position's distribution, from (already temperature-scaled) logits."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    token = logp.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return token, entropy
+
+
+@torch.no_grad()
+def logps_entropy_from_hidden(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = None,
+    matmul_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`logps_entropy_from_logits` of ``hidden @ weight.T / temperature``, in chunks of tokens (no ``[B, T, V]``
+    tensor), without grad."""
+    kw = {"temperature": temperature, "chunk_size": chunk_size, "matmul_dtype": matmul_dtype}
+    token, entropy = _per_token_from_hidden(hidden, weight, ids, logps_entropy_from_logits, 2, **kw)
+    return token, entropy
+
+
+def _per_token_from_hidden(hidden, weight, token_ids, per_chunk, n_out, *, temperature, chunk_size, matmul_dtype):
+    """``n_out`` float32 ``[B, T]`` tensors, ``per_chunk(logits, ids)`` over chunks of tokens of
+    ``hidden @ weight.T / temperature`` (O(chunk x V) memory)."""
     shape = hidden.shape[:-1]
     if token_ids.shape != shape:
         raise ValueError(f"token_ids shape {tuple(token_ids.shape)} != {tuple(shape)}")
     chunk = int(chunk_size) if chunk_size else auto_chunk_size(weight.shape[0])
     h = hidden.reshape(-1, hidden.shape[-1])
     ids = token_ids.reshape(-1).long()
-    out = torch.empty(h.shape[0], dtype=torch.float32, device=hidden.device)
+    outs = [torch.empty(h.shape[0], dtype=torch.float32, device=hidden.device) for _ in range(n_out)]
     with _no_autocast(hidden.device):
         w = _cast(weight, _matmul_dtype(matmul_dtype, hidden.device))
         for a, b in _chunks(h.shape[0], chunk):
-            z = _logits(h[a:b], w, temperature)
-            out[a:b] = z.gather(1, ids[a:b, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
-    return out.reshape(shape)
+            for out, values in zip(outs, per_chunk(_logits(h[a:b], w, temperature), ids[a:b]), strict=True):
+                out[a:b] = values
+    return tuple(out.reshape(shape) for out in outs)

@@ -33,8 +33,6 @@ __all__ = [
     "EntropyGate",
     "antisd_advantages",
     "antisd_phi",
-    "logps_entropy_from_hidden",
-    "logps_entropy_from_logits",
 ]
 
 LOG2 = math.log(2.0)
@@ -55,43 +53,6 @@ def antisd_advantages(
     if not active or lam == 0.0:
         return base
     return base - lam * antisd_phi(u.detach().float()) * mask.to(torch.float32)
-
-
-def logps_entropy_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``ids`` and entropy of each position's distribution, from (already temperature-scaled) logits."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    token = logp.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return token, entropy
-
-
-@torch.no_grad()
-def logps_entropy_from_hidden(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    ids: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
-    matmul_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`logps_entropy_from_logits` of ``hidden @ weight.T / temperature``, in chunks of tokens (no ``[B, T, V]``
-    tensor), without grad."""
-    from sdlens.losses.distill import auto_chunk_size
-
-    shape = hidden.shape[:-1]
-    chunk = int(chunk_size) if chunk_size else auto_chunk_size(weight.shape[0])
-    h = hidden.reshape(-1, hidden.shape[-1])
-    flat_ids = ids.reshape(-1)
-    w = weight if matmul_dtype is None else weight.to(matmul_dtype)
-    token = torch.empty(h.shape[0], dtype=torch.float32, device=hidden.device)
-    entropy = torch.empty_like(token)
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
-        for a in range(0, h.shape[0], chunk):
-            b = min(h.shape[0], a + chunk)
-            z = (h[a:b].to(w.dtype) @ w.T).float() / temperature
-            token[a:b], entropy[a:b] = logps_entropy_from_logits(z, flat_ids[a:b])
-    return token.reshape(shape), entropy.reshape(shape)
 
 
 @dataclass

@@ -42,7 +42,14 @@ from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
 from sdlens.epistemic.tokens import hedge_position_mask
 from sdlens.imports import import_callable
-from sdlens.losses.distill import is_clip_weights, reduce_per_token, self_distillation_per_token, token_logprobs
+from sdlens.losses.distill import (
+    is_clip_weights,
+    logps_entropy_from_hidden,
+    logps_entropy_from_logits,
+    reduce_per_token,
+    self_distillation_per_token,
+    token_logprobs,
+)
 from sdlens.losses.heads import (
     DistillationHiddenStates,
     is_zero3_param,
@@ -52,13 +59,7 @@ from sdlens.losses.heads import (
     whole_head_weight,
 )
 from sdlens.mitigations import builders
-from sdlens.mitigations.antisd import (
-    EntropyGate,
-    antisd_advantages,
-    antisd_phi,
-    logps_entropy_from_hidden,
-    logps_entropy_from_logits,
-)
+from sdlens.mitigations.antisd import EntropyGate, antisd_advantages, antisd_phi
 from sdlens.mitigations.context import LadderTeacherContextBuilder
 from sdlens.mitigations.egrsd import egrsd_advantages, egrsd_gate, lookahead_entropy
 from sdlens.mitigations.hedge import class_clip, hedge_weights
