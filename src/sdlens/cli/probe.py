@@ -37,7 +37,6 @@ def register(app: typer.Typer) -> None:
         save_tokens: Annotated[Path | None, option(ProbeConfig, "save_tokens", "--save-tokens")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
-
         from sdlens.behaviour.probe import run_probe
 
         config = ProbeConfig(
