@@ -100,7 +100,7 @@ def compare(
     from sdlens.epistemic.compare import compare as run_compare
 
     try:
-        config = analyze_config(**options)
+        config = analyze_config(options)
         res = run_compare([a], [b], config, n_boot=n_boot, seed=seed)
         if html is not None:
             from sdlens.report.traces import write_comparison_report

@@ -167,47 +167,41 @@ def _import_numpy_with_one_blas_thread() -> None:
         del os.environ["OPENBLAS_NUM_THREADS"]
 
 
-def analyze_config(
-    *,
-    fmt: str | None,
-    lexicon: str,
-    scope: Scope,
-    tokenizer: str | None,
-    text_key: str | None,
-    id_key: str | None,
-    correct_key: str | None,
-    skip_bad: bool,
-    measures: str | None,
-    reflection_lexicon: str,
-    fork_entropy: float,
-    judge_model: str | None,
-    judge_backend: str,
-    judge_base_url: str | None,
-    judge_cache: Path,
-    by: str | None = None,
-    group_key: str | None = None,
-    **_command_only: Any,
-) -> AnalyzeConfig:
-    """The ``AnalyzeConfig`` of ``sdlens analyze``'s or ``sdlens compare``'s option values, by name (``by`` and
-    ``group_key`` are analyze's alone; the values only the command reads, such as ``--json``, are passed over)."""
+def analyze_config(options: dict[str, Any]) -> AnalyzeConfig:
+    """The ``AnalyzeConfig`` of ``sdlens analyze``'s or ``sdlens compare``'s option values, by parameter name (``by``
+    and ``group_key`` are analyze's alone; the values only the command reads, such as ``json``, are not looked at)."""
     from sdlens.epistemic.measures import parse_measures
 
     judge = None
-    if judge_model is not None:
+    if options["judge_model"] is not None:
         from sdlens.behaviour.judge import Judged
 
-        judge_config = JudgeConfig(model=judge_model, backend=judge_backend, base_url=judge_base_url, cache=judge_cache)
-        judge = Judged(judge_config)
+        judge = Judged(
+            JudgeConfig(
+                model=options["judge_model"],
+                backend=options["judge_backend"],
+                base_url=options["judge_base_url"],
+                cache=options["judge_cache"],
+            )
+        )
+    keys = KeyMap(
+        text_key=options["text_key"],
+        id_key=options["id_key"],
+        group_key=options.get("group_key"),
+        correct_key=options["correct_key"],
+    )
     return AnalyzeConfig(
-        fmt=fmt,
-        lexicon=lexicon,
-        scope=scope,
-        by=by,
-        tokenizer=tokenizer,
-        keys=KeyMap(text_key=text_key, id_key=id_key, group_key=group_key, correct_key=correct_key),
-        skip_bad=skip_bad,
-        measures=parse_measures(measures),
-        measure_options=MeasureOptions(reflection_lexicon=reflection_lexicon, fork_entropy=fork_entropy, judged=judge),
+        fmt=options["fmt"],
+        lexicon=options["lexicon"],
+        scope=options["scope"],
+        by=options.get("by"),
+        tokenizer=options["tokenizer"],
+        keys=keys,
+        skip_bad=options["skip_bad"],
+        measures=parse_measures(options["measures"]),
+        measure_options=MeasureOptions(
+            reflection_lexicon=options["reflection_lexicon"], fork_entropy=options["fork_entropy"], judged=judge
+        ),
     )
 
 
@@ -250,7 +244,7 @@ def run_analyze(
     from sdlens.epistemic.analyze import run_analysis
 
     try:
-        config = analyze_config(**options)
+        config = analyze_config(options)
     except InputError as e:
         fail(e)
     try:
