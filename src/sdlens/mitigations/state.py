@@ -11,7 +11,6 @@ needs it resumes from a checkpoint without it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sdlens.errors import InputError
+from sdlens.runfolder import atomic_path
 
 __all__ = ["MITIGATION_STATE_FILE", "MitigationStateCallback", "restore_state", "run_state"]
 
@@ -78,6 +78,5 @@ class MitigationStateCallback(TrainerCallback):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not ckpt.is_dir():
             return
-        tmp = ckpt / f".{MITIGATION_STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(run_state(self.trainer)) + "\n", encoding="utf-8")
-        os.replace(tmp, ckpt / MITIGATION_STATE_FILE)
+        with atomic_path(ckpt / MITIGATION_STATE_FILE) as tmp:
+            tmp.write_text(json.dumps(run_state(self.trainer)) + "\n", encoding="utf-8")

@@ -30,6 +30,7 @@ from sdlens.errors import InputError
 from sdlens.fields import documented as h
 from sdlens.mitigations.options import SDPOResearchConfig, validate_mitigations
 from sdlens.prompts import PAPER_SUFFIX
+from sdlens.runfolder import atomic_path
 from sdlens.train.presets import get_preset, preset_values
 
 __all__ = [
@@ -327,10 +328,8 @@ def save_config(cfg: TrainConfig, path: str | Path, extra: dict[str, Any] | None
     data = cfg.to_dict()
     if extra:
         data.update(extra)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- batch sizes

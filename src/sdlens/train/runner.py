@@ -15,7 +15,6 @@ the reward, the paper's teacher context, the EMA teacher's checkpointing, a rank
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -27,6 +26,7 @@ from sdlens.errors import InputError
 from sdlens.mitigations.context import ladder_teacher_messages
 from sdlens.mitigations.options import SDPOResearchConfig, active_mitigations, needs_state
 from sdlens.models import load_tokenizer, resolve_model
+from sdlens.runfolder import write_json
 from sdlens.train.config import TrainConfig, derive_batches, save_config, trl_config_class, trl_defaults
 from sdlens.train.rewards import make_reward
 from sdlens.train.sharding import enable_fsdp_on_cpu, load_teacher_state, save_teacher_state
@@ -532,6 +532,6 @@ def run_train(cfg: TrainConfig, *, console=None, callbacks=(), trainer_hook=None
         **ranks,
     }
     if trainer.accelerator.is_main_process:
-        (out / "run_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(out / "run_summary.json", summary)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sdlens.runfolder import atomic_path
+
 __all__ = [
     "enable_fsdp_on_cpu",
     "fsdp_launch",
@@ -93,18 +95,16 @@ def save_teacher_state(model, kind: str | None, path: str | Path, *, is_main: bo
     rank must call it (the shards are gathered); only the main process writes."""
     from safetensors.torch import save_file, save_model
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     if kind is None:
         if is_main:
-            save_model(model, str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_model(model, str(tmp))
         return
     state = _full_state_dict(model, kind)
     if is_main:
-        # tied weights are one tensor in memory: safetensors refuses shared storage, and the clone above split them
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            # tied weights are one tensor in memory: safetensors refuses shared storage, the clone above split them
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
 
 
 def load_teacher_state(model, kind: str | None, path: str | Path, device: Any) -> None:

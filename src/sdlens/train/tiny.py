@@ -16,11 +16,11 @@ weight, so they are practically never sampled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sdlens.models import load_tokenizer, make_tiny_model
+from sdlens.runfolder import write_json
 
 __all__ = ["build_tiny_model", "calibrate_stop_rate"]
 
@@ -65,7 +65,7 @@ def build_tiny_model(
     }
     if mean_length is not None:
         info["calibration"] = calibrate_stop_rate(out, mean_length, seed=seed)
-    (out / "sdlens_tiny.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_json(out / "sdlens_tiny.json", info)
     return info
 
 
