@@ -4,7 +4,7 @@ reader's :class:`OfflineConfig`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sdlens.fields import documented as h
 
@@ -38,9 +38,7 @@ class MonitorConfig:
     )
     correct_threshold: float = h(0.5, "A rollout is correct when its reward exceeds it.")
     mechanism: bool = h(True, "Teacher-student gap at hedge positions (SDPO).")
-    detector: DetectorConfig = field(
-        default_factory=DetectorConfig, metadata={"help": "The suppression detector's settings."}
-    )
+    detector: DetectorConfig = h(default_factory=DetectorConfig, help="The suppression detector's settings.")
 
 
 @dataclass

@@ -41,6 +41,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 
 from sdlens.epistemic.tokens import hedge_position_mask
+from sdlens.fields import field_default
 from sdlens.imports import import_callable
 from sdlens.losses.distill import (
     is_clip_weights,
@@ -152,9 +153,9 @@ class SdlensSDPOTrainer(SDPOTrainer):
     def __init__(self, *args: Any, research: SDPOResearchConfig | None = None, mix_state_fn=None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         cfg = self.args
-        self.chunked_distillation = bool(getattr(cfg, "chunked_distillation", True))
-        self.distillation_chunk_size = getattr(cfg, "distillation_chunk_size", None)
-        self.chunked_rollout_logps = bool(getattr(cfg, "chunked_rollout_logps", True))
+        self.chunked_distillation = bool(self._sdlens_arg("chunked_distillation"))
+        self.distillation_chunk_size = self._sdlens_arg("distillation_chunk_size")
+        self.chunked_rollout_logps = bool(self._sdlens_arg("chunked_rollout_logps"))
         self._head_ok: dict[int, bool] = {}
         self._fallback_reported: set[str] = set()
         self.chunked_calls = 0  # how many losses went through the chunked path (tests, diagnostics)
@@ -166,7 +167,7 @@ class SdlensSDPOTrainer(SDPOTrainer):
         self.distillation_listeners: list[Any] = []
         self.rollout_listeners: list[Any] = []
         self.log_listeners: list[Any] = []
-        if getattr(cfg, "teacher_context", "trl") == "sdlens":
+        if self._sdlens_arg("teacher_context") == "sdlens":
             self.teacher_context_builder = PaperTeacherContextBuilder(
                 self,
                 truncation=cfg.reprompt_truncation,
@@ -183,16 +184,21 @@ class SdlensSDPOTrainer(SDPOTrainer):
         if research is not None:
             self._set_up_research(research, mix_state_fn)
 
+    def _sdlens_arg(self, name: str) -> Any:
+        """``self.args.<name>``, or :class:`SdlensSDPOConfig`'s default where the trainer runs on TRL's own
+        ``SDPOConfig``, which lacks sdlens' fields."""
+        return getattr(self.args, name, field_default(SdlensSDPOConfig, name))
+
     # ---- research options: set-up and summary ----------------------------------------------------------------------
 
     def _set_up_research(self, r: SDPOResearchConfig, mix_state_fn) -> None:
         """The research options' teacher builders, detector switch and checkpointed state."""
         self.antisd_gate = EntropyGate(r.antisd_warmup_steps, r.antisd_gate_ratio, r.antisd_gate)
-        old, args = self.teacher_context_builder, self.args
+        old = self.teacher_context_builder
         kwargs = {
-            "truncation": getattr(old, "truncation", getattr(args, "reprompt_truncation", "right")),
+            "truncation": getattr(old, "truncation", self._sdlens_arg("reprompt_truncation")),
             "log_path": getattr(old, "log_path", None),
-            "log_per_batch": getattr(old, "log_per_batch", getattr(args, "log_teacher_prompts", 1)),
+            "log_per_batch": getattr(old, "log_per_batch", self._sdlens_arg("log_teacher_prompts")),
         }
         if r.teacher_richness is not None:
             self.teacher_context_builder = LadderTeacherContextBuilder(self, r.teacher_richness, **kwargs)
