@@ -217,7 +217,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args()
 
-    from sdlens.epistemic.count import _kernel
+    from sdlens.epistemic.kernel import compiled_kernel
 
     # an installed package has its bytecode compiled (pip does it at install); where PYTHONDONTWRITEBYTECODE is set
     # every process would compile sdlens' modules again (~40 ms on a busy 2-core machine): write it once here
@@ -234,7 +234,7 @@ def main() -> None:
                 cases.append(run_case(corpus, path, args.repeats))
                 path.unlink()
     start = startup(max(10, args.repeats))
-    out = {"kernel": _kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
+    out = {"kernel": compiled_kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
     if not args.json:
         print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
         print("corpus    MB      reference   library call      CLI process       CLI via typer     CLI floor identical")

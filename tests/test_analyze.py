@@ -311,3 +311,67 @@ def test_both_analyzer_paths_agree_with_the_paper_on_odd_lines(lines: list[str])
         assert fast["mean_per_response"] == pytest.approx(ref["avg_per_resp"], rel=1e-12)
     assert fast["python_json_records"] == sum(_only_python_parses(x) for x in lines if x.strip())
     assert fast["records_without_responses"] == without
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=300))
+def test_median_and_p90_equal_numpys_to_the_bit(counts: list[int]) -> None:
+    """The summary's median and p90 are written out (numpy's quantiles import numpy.ma, a CLI start-up cost): they
+    must be numpy's own numbers, bit for bit, for any integer counts (odd and even sizes, ties, one element)."""
+    from sdlens.epistemic.stats import median_and_p90
+
+    arr = np.asarray(counts, dtype=np.int64)
+    median, p90 = median_and_p90(arr)
+    assert (median, p90) == (float(np.median(arr)), float(np.percentile(arr, 90)))
+    assert np.float64(median).tobytes() == np.float64(np.median(arr)).tobytes()
+    assert np.float64(p90).tobytes() == np.float64(np.percentile(arr, 90)).tobytes()
+
+
+def test_analyze_json_imports_no_numpy_ma(tmp_path: Path) -> None:
+    """The counting CLI path stays clear of numpy.ma (its import is ~6% of the process on a 150 MB file)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "eval.jsonl"
+    record = {"generated_responses": ["Wait, maybe 2.", "So 3."], "answers_correctness": [True, False]}
+    write_lines(path, [json.dumps(record)])
+    code = (
+        "import sys\n"
+        "import sdlens.cli.fastpath as f\n"
+        "assert f.try_run(['analyze', sys.argv[1], '--json'])\n"
+        "print('numpy.ma' in sys.modules, 'numpy' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["total"] == 2
+    assert done.stderr.split() == ["False", "True"]
+
+
+def test_a_scan_started_early_gives_the_same_analysis(tmp_path: Path) -> None:
+    """`sdlens analyze` starts the first file's scan before numpy loads (sdlens.epistemic.scan): the analysis is the
+    one the analyzer gives on its own, over several windows and files; a scan started for another file or other
+    settings is refused; a scan left half-read closes cleanly."""
+    from sdlens.epistemic.analyze import run_analysis
+    from sdlens.epistemic.lexicon import load_lexicon
+    from sdlens.epistemic.scan import PaperScan, ScanSettings, start_first_scan
+
+    first = random_paper_file(tmp_path / "a.jsonl", 3, n=20)
+    second = random_paper_file(tmp_path / "b.jsonl", 4, n=15)
+    config = AnalyzeConfig(chunk_bytes=2048, by="file")
+    scan = start_first_scan([first, second], config)
+    assert scan is not None
+    early = run_analysis([first, second], config, first_scan=scan).result()
+    assert early == analyze([first, second], config)
+    assert early["n_problems"] == 35
+
+    for paths, other in (([second, first], config), ([first], AnalyzeConfig(chunk_bytes=4096))):
+        scan = start_first_scan([first], config)
+        with pytest.raises(ValueError, match="another file or other settings"):
+            run_analysis(paths, other, first_scan=scan)
+        assert scan._mm.closed  # closed even so
+
+    assert start_first_scan([first], AnalyzeConfig(fast=False)) is None
+    assert start_first_scan([first], AnalyzeConfig(measures=("reflection",))) is None
+    with PaperScan(first, ScanSettings.of(config, load_lexicon("paper"))) as scan:
+        window, out = next(iter(scan))  # one window taken, the next one in flight
+        assert len(window) <= 2048 and bytes(window).endswith(b"\n") and out["status"]
+    assert scan._mm.closed

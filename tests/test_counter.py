@@ -176,14 +176,14 @@ PARITY_TEXTS = [
 def test_pure_python_switch(monkeypatch, pure_python: bool) -> None:
     """SDLENS_PURE_PYTHON=1 turns the kernel off; the batch counter gives the spec's numbers either way."""
     monkeypatch.setenv("SDLENS_PURE_PYTHON", "1" if pure_python else "0")
-    from sdlens.epistemic.count import _kernel
+    from sdlens.epistemic.kernel import compiled_kernel
 
     if pure_python:
-        assert _kernel() is None
+        assert compiled_kernel() is None
         with pytest.raises(RuntimeError, match="SDLENS_PURE_PYTHON"):
             count_texts(PARITY_TEXTS, PAPER, backend="kernel")
     elif _c_compiler() is not None:
-        assert _kernel() is not None
+        assert compiled_kernel() is not None
     for lex in (PAPER, WORDS, COMPANION):
         for scope in ("full", "thinking", "answer"):
             got = count_texts(PARITY_TEXTS, lex, scope)

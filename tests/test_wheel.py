@@ -108,7 +108,7 @@ def test_wheel_without_a_c_compiler_counts_in_python(tmp_path) -> None:
     got = json.loads(_run(run_env, tmp_path, "analyze", str(trace), "--json"))
     words = ["wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might", "likely", "check"]
     assert got["total"] == sum(r.lower().count(w) for r in responses for w in words)
-    probe = "import sdlens.epistemic.count as c; print(c._kernel() is None)"
+    probe = "import sdlens.epistemic.kernel as k; print(k.compiled_kernel() is None)"
     res = subprocess.run([sys.executable, "-c", probe], env=run_env, cwd=tmp_path, capture_output=True, text=True)
     assert res.stdout.strip() == "True"
 

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from sdlens.cli.commands import top_level_help
-from sdlens.cli.fastpath import try_run
+from sdlens.cli.fastpath import end_process, try_run
 from sdlens.imports import lazy_attributes
 
 if TYPE_CHECKING:
@@ -31,5 +31,6 @@ def main() -> None:
         sys.stdout.write(top_level_help())
         return
     if try_run(sys.argv[1:]):
+        end_process()
         return
     importlib.import_module("sdlens.cli.typer_app").app()

@@ -12,6 +12,7 @@ from here, help and defaults from the config fields), and ``run_analyze`` is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sdlens.cli.common import emit_json, fail, stderr_console
-from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions
+from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, parse_measures
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
 from sdlens.fields import field_default, field_help
@@ -35,6 +36,7 @@ __all__ = [
     "OptionSpec",
     "analyze_config",
     "analyze_parser",
+    "end_process",
     "parse_analyze",
     "run_analyze",
     "try_run",
@@ -140,8 +142,6 @@ def try_run(argv: Sequence[str]) -> bool:
         values = parse_analyze(argv[1:])
     except NotForFastPath:
         return False
-    if values["tokenizer"] is None and values["judge_model"] is None:
-        _import_numpy_with_one_blas_thread()
     try:
         run_analyze(**values)
     except KeyboardInterrupt:
@@ -151,6 +151,22 @@ def try_run(argv: Sequence[str]) -> bool:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
     return True
+
+
+def end_process(status: int = 0) -> None:
+    """End the process now that a command's output is written, without the interpreter's teardown: freeing numpy's
+    and the analyzer's modules costs ~12 ms here, a tenth of counting a 150 MB file (docs/benchmarks.md). Only where
+    nothing with exit handlers of its own was loaded (torch, transformers: a tokenizer or a judge); otherwise it
+    returns and the process exits as usual."""
+    if any(m in sys.modules for m in ("torch", "transformers", "multiprocessing")):
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): as try_run does, status 1
+        status = 1
+    with contextlib.suppress(BrokenPipeError, ValueError):  # a closed stderr has nothing of ours to flush
+        sys.stderr.flush()
+    os._exit(status)
 
 
 def _import_numpy_with_one_blas_thread() -> None:
@@ -170,8 +186,6 @@ def _import_numpy_with_one_blas_thread() -> None:
 def analyze_config(options: dict[str, Any]) -> AnalyzeConfig:
     """The ``AnalyzeConfig`` of ``sdlens analyze``'s or ``sdlens compare``'s option values, by parameter name (``by``
     and ``group_key`` are analyze's alone; the values only the command reads, such as ``json``, are not looked at)."""
-    from sdlens.epistemic.measures import parse_measures
-
     judge = None
     if options["judge_model"] is not None:
         from sdlens.behaviour.judge import Judged
@@ -241,14 +255,24 @@ def run_analyze(
 ) -> None:
     """The body of ``sdlens analyze`` (typer's command and the argparse path both run it)."""
     options = locals()
-    from sdlens.epistemic.analyze import run_analysis
+    from sdlens.epistemic.scan import start_first_scan
 
     try:
         config = analyze_config(options)
+        # The first file's scan starts before numpy and the analyzer load, so they import on one core while the
+        # scanner (no GIL) counts on the other (docs/benchmarks.md).
+        first_scan = start_first_scan(files, config)
     except InputError as e:
         fail(e)
+    if tokenizer is None and judge_model is None:
+        _import_numpy_with_one_blas_thread()
+    from sdlens.epistemic.analyze import run_analysis
+
     try:
-        run = _with_progress_bar(files, config) if _stderr_may_be_terminal() else run_analysis(files, config)
+        if _stderr_may_be_terminal():
+            run = _with_progress_bar(files, config, first_scan)
+        else:
+            run = run_analysis(files, config, first_scan=first_scan)
         res = run.result()
     except InputError as e:
         fail(e)
@@ -264,7 +288,7 @@ def run_analyze(
         stderr_console().print(f"skipped {res['skipped_records']} bad record(s); first: {res['skipped_examples'][0]}")
 
 
-def _with_progress_bar(files: list[Path], config: AnalyzeConfig) -> Any:
+def _with_progress_bar(files: list[Path], config: AnalyzeConfig, first_scan: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sdlens.epistemic.analyze import run_analysis
@@ -273,4 +297,4 @@ def _with_progress_bar(files: list[Path], config: AnalyzeConfig) -> Any:
     columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("count", total=None)
-        return run_analysis(files, config, progress=lambda n: bar.advance(task, n))
+        return run_analysis(files, config, progress=lambda n: bar.advance(task, n), first_scan=first_scan)

@@ -12,7 +12,7 @@ from rich.console import Console
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
 from sdlens.cli.options import option
-from sdlens.epistemic.config import AnalyzeConfig
+from sdlens.epistemic.config import AnalyzeConfig, parse_measures
 from sdlens.errors import InputError
 
 err = Console(stderr=True)
@@ -46,7 +46,6 @@ def register(app: typer.Typer) -> None:
             if len(paths) == 1 and _is_run_folder(paths[0]):
                 path = build_report(paths[0], out)
             else:
-                from sdlens.epistemic.measures import parse_measures
                 from sdlens.report.traces import write_trace_report
 
                 config = AnalyzeConfig(fmt=fmt, lexicon=lexicon, by=by, measures=parse_measures(measures))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,14 +11,14 @@ import numpy as np
 import orjson
 
 from sdlens.epistemic.config import AnalyzeConfig
-from sdlens.epistemic.count import N_BINS, CountArrays, _kernel, count_texts
+from sdlens.epistemic.count import N_BINS, CountArrays, count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
 from sdlens.epistemic.measures import Measure, build_measures, measure_columns
+from sdlens.epistemic.scan import PaperScan, ScanSettings, scannable
 from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import Accumulator
 from sdlens.errors import InputError
 from sdlens.io import BadLines, batched, detect_format, iter_records, iter_samples
-from sdlens.io.containers import is_json_array
 from sdlens.io.jsonl import is_blank, parse_json_line
 from sdlens.io.readers import paper_eval_samples
 from sdlens.models import load_tokenizer
@@ -111,8 +110,22 @@ def analyze(
 
 
 def run_analysis(
-    paths: Iterable[str | Path], config: AnalyzeConfig | None = None, *, progress: Callable[[int], None] | None = None
+    paths: Iterable[str | Path],
+    config: AnalyzeConfig | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    first_scan: PaperScan | None = None,
 ) -> AnalysisRun:
+    """The accumulators over ``paths``. ``first_scan``: the first file's scan, already started with this config
+    (``sdlens.epistemic.scan.start_first_scan``); it is closed here."""
+    try:
+        return _run_analysis(paths, config, progress, first_scan)
+    finally:
+        if first_scan is not None:
+            first_scan.close()
+
+
+def _run_analysis(paths, config: AnalyzeConfig | None, progress, first_scan: PaperScan | None) -> AnalysisRun:
     config = config or AnalyzeConfig()
     lexicon = load_lexicon(config.lexicon)
     scope = Scope(config.scope)
@@ -124,13 +137,20 @@ def run_analysis(
     run = AnalysisRun(
         lexicon, scope, units.label, Accumulator(lexicon.words, measures=specs), {}, config.by, [], bad, measures
     )
+    settings = ScanSettings.of(config, lexicon)
+    if first_scan is not None and (not paths or first_scan.path != paths[0] or first_scan.settings != settings):
+        raise ValueError("first_scan was started for another file or other settings")
     for file_no, path in enumerate(paths):
-        fmt = config.fmt or detect_format(path)
         run.files.append(str(path))
         label = path.name if sum(p.name == path.name for p in paths) == 1 else str(path)
         prefix = f"{file_no}:"
-        if _can_scan(path, fmt, config, units):
-            _scan_paper_file(path, prefix, label, config, lexicon, scope, run, progress)
+        if file_no == 0 and first_scan is not None:
+            _scan_paper_file(first_scan, prefix, label, config, lexicon, scope, run, progress)
+            continue
+        fmt = config.fmt or detect_format(path)
+        if scannable(path, fmt, config):
+            with PaperScan(path, settings) as scan:
+                _scan_paper_file(scan, prefix, label, config, lexicon, scope, run, progress)
             continue
         # one problem per line in the paper's format, whatever its ids say, as its own script counts them
         by_line = fmt == "paper-eval"
@@ -196,63 +216,26 @@ def _select(arrays: CountArrays, sel: np.ndarray) -> CountArrays:
 # ---------------------------------------------------------------- compiled fast path
 
 
-def _can_scan(path: Path, fmt: str, config: AnalyzeConfig, units: _Units) -> bool:
-    return (
-        config.fast
-        and not config.measures
-        and fmt == "paper-eval"
-        and path.suffix != ".parquet"
-        and path.is_file()
-        and not is_json_array(path)
-        and units.tok is None
-        and config.by in (None, "file")
-        and not config.keys.group_key
-        and _kernel() is not None
-        and hasattr(_kernel(), "scan_jsonl")
-    )
-
-
-def _scan_paper_file(path, prefix, label, config, lexicon, scope, run: AnalysisRun, progress) -> None:
+def _scan_paper_file(scan: PaperScan, prefix, label, config, lexicon, scope, run: AnalysisRun, progress) -> None:
     """Count a paper-format JSONL straight from its bytes, a window of whole lines at a time (bounded memory);
     lines the scanner cannot vouch for go the exact record-by-record way."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except OSError as e:
-        raise InputError(path, f"cannot open: {e.strerror}") from None
-    with fh:
-        size = path.stat().st_size
-        if size == 0:
-            raise InputError(path, "file is empty (no records)")
-        seen_lines = 0
-        non_blank = 0
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            start = 0
-            while start < size:
-                stop = min(size, start + config.chunk_bytes)
-                if stop < size:
-                    nl = mm.rfind(b"\n", start, stop)
-                    stop = nl + 1 if nl >= 0 else (mm.find(b"\n", stop) + 1 or size)
-                window = memoryview(mm)[start:stop]
-                try:
-                    lines, counted = _scan_window(window, path, seen_lines, prefix, label, config, lexicon, scope, run)
-                finally:
-                    window.release()
-                seen_lines += lines
-                non_blank += counted
-                if progress:
-                    progress(counted)
-                start = stop
-        if non_blank == 0:
-            raise InputError(path, "file is empty (no records)")
+    seen_lines = 0
+    non_blank = 0
+    for window, out in scan:
+        lines, counted = _scan_window(window, out, scan.path, seen_lines, prefix, label, config, lexicon, scope, run)
+        seen_lines += lines
+        non_blank += counted
+        if progress:
+            progress(counted)
+    if non_blank == 0:
+        raise InputError(scan.path, "file is empty (no records)")
 
 
-def _scan_window(window, path, first_line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> tuple[int, int]:
-    """Scan one window of whole lines; returns (lines in the window, non-blank lines)."""
-    kernel = _kernel()
+def _scan_window(
+    window, out, path, first_line, prefix, label, config, lexicon, scope, run: AnalysisRun
+) -> tuple[int, int]:
+    """Sum one scanned window of whole lines; returns (lines in the window, non-blank lines)."""
     width = len(lexicon.words) + 2 + N_BINS
-    out = kernel.scan_jsonl(
-        window, config.keys.text_key or "generated_responses", lexicon.words, lexicon.mode, scope.value, config.threads
-    )
     line_no = np.frombuffer(out["line_no"], dtype=np.int64) + first_line
     starts = np.frombuffer(out["line_start"], dtype=np.int64)
     ends = np.frombuffer(out["line_end"], dtype=np.int64)

@@ -3,15 +3,20 @@ these fields' ``help`` (``sdlens --help`` reads them, so nothing heavy is import
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdlens.epistemic.segment import Scope
+from sdlens.errors import InputError
 from sdlens.fields import documented
 from sdlens.io.keys import KeyMap
 
-__all__ = ["AnalyzeConfig", "JudgeConfig", "MeasureOptions", "ProbeConfig"]
+__all__ = ["MEASURES", "AnalyzeConfig", "JudgeConfig", "MeasureOptions", "ProbeConfig", "parse_measures"]
+
+MEASURES = ("reflection", "revisions", "forks", "judged")
+"""The behaviour measures ``sdlens.epistemic.measures`` builds, by name."""
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,14 @@ class ProbeConfig:
         "Write the scored samples with per-token token_logprob, token_entropy, token_is_top and token_pmi in meta "
         "(JSONL) here.",
     )
+
+
+def parse_measures(spec: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``AnalyzeConfig.measures`` from a comma-separated string or a list of names (checked, duplicates dropped)."""
+    if not spec:
+        return ()
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    for n in names:
+        if n not in MEASURES:
+            raise InputError(None, f"unknown measure {n!r} (choose from {', '.join(MEASURES)})", field="measures")
+    return tuple(dict.fromkeys(names))

@@ -8,12 +8,12 @@ built and falls back to the reference otherwise. The two must agree exactly; tes
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from sdlens.epistemic.kernel import compiled_kernel
 from sdlens.epistemic.lexicon import Lexicon
 from sdlens.epistemic.segment import Scope, scope_text
 
@@ -76,23 +76,12 @@ def count_texts_reference(texts: Sequence[str], lexicon: Lexicon, scope: Scope |
     return CountArrays(counts, n_chars, n_words, bins)
 
 
-def _kernel():
-    """The compiled kernel module, or ``None`` when it is not built or ``SDLENS_PURE_PYTHON`` is set."""
-    if os.environ.get("SDLENS_PURE_PYTHON", "").lower() in ("1", "true", "yes", "on"):
-        return None
-    try:
-        from sdlens.epistemic import _fastcount
-    except ImportError:
-        return None
-    return _fastcount
-
-
 def count_texts(
     texts: Sequence[str], lexicon: Lexicon, scope: Scope | str = Scope.full, *, backend: str = "auto"
 ) -> CountArrays:
     """Count a batch of responses. ``backend``: ``auto`` (kernel if built), ``kernel`` or ``reference``."""
     scope = Scope(scope)
-    kernel = _kernel() if backend in ("auto", "kernel") else None
+    kernel = compiled_kernel() if backend in ("auto", "kernel") else None
     if backend == "kernel" and kernel is None:
         raise RuntimeError(
             "the compiled counting kernel is not built or is turned off by SDLENS_PURE_PYTHON "

@@ -22,15 +22,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sdlens.epistemic.config import MeasureOptions
+from sdlens.epistemic.config import MEASURES, MeasureOptions
 from sdlens.epistemic.count import count_texts
 from sdlens.epistemic.lexicon import Lexicon, load_lexicon
 from sdlens.epistemic.segment import Scope, split_thinking
 from sdlens.epistemic.stats import MeasureSpec, Ratio
 from sdlens.errors import InputError
 from sdlens.schema import Sample
-
-MEASURES = ("reflection", "revisions", "forks", "judged")
 
 
 class Measure:
@@ -310,16 +308,6 @@ class Forks(Measure):
 
 
 # ---------------------------------------------------------------- building
-
-
-def parse_measures(spec: str | Sequence[str] | None) -> tuple[str, ...]:
-    if not spec:
-        return ()
-    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
-    for n in names:
-        if n not in MEASURES:
-            raise InputError(None, f"unknown measure {n!r} (choose from {', '.join(MEASURES)})", field="measures")
-    return tuple(dict.fromkeys(names))
 
 
 def build_measures(names: Sequence[str], options: MeasureOptions) -> list[Measure]:
