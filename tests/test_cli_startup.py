@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -107,3 +108,21 @@ def test_top_level_help_is_the_typer_apps_table() -> None:
     for name, text in COMMAND_HELP.items():
         assert f"{name} {' '.join(text.split(chr(10) * 2)[0].split())}" in flat
     assert " ".join(APP_HELP.split()) in " ".join(out.split())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="the deepspeed extra is not installed")
+def test_deepspeeds_cpu_notice_stays_off_stdout_without_logging_at_start_up() -> None:
+    """DeepSpeed prints "Setting accelerator to CPU" to stdout when imported on a machine without a GPU; imported
+    after sdlens (directly or through transformers) it prints nothing, while `import sdlens` itself loads no
+    logging."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+    def stdout_of(code: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300, env=env
+        ).stdout
+
+    assert "Setting accelerator to CPU" in stdout_of("import deepspeed")  # the notice this guards against
+    assert stdout_of("import sdlens, deepspeed") == ""
+    assert stdout_of("import sdlens, transformers.integrations.deepspeed, deepspeed") == ""
+    assert stdout_of("import sys, sdlens; print('logging' in sys.modules)") == "False\n"

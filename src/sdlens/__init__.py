@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import sys
 from typing import TYPE_CHECKING
 
 from sdlens.errors import InputError
@@ -13,15 +13,37 @@ if TYPE_CHECKING:
     from sdlens.schema import Problem, Sample, write_jsonl, write_parquet
 
 
-class _DropDeepSpeedCpuNotice(logging.Filter):
-    """DeepSpeed (the ``deepspeed`` extra, for ZeRO-3) logs "Setting accelerator to CPU ..." to *stdout* whenever
-    transformers imports it on a machine without a GPU, and sdlens' stdout carries results (JSON lines, paths)."""
+class _QuietDeepSpeedOnImport:
+    """DeepSpeed (the ``deepspeed`` extra, for ZeRO-3) logs "Setting accelerator to CPU ..." to *stdout* whenever it
+    is imported on a machine without a GPU (transformers and accelerate import it), and sdlens' stdout carries
+    results (JSON lines, paths). This finder, first on ``sys.meta_path``, drops that notice through a filter on
+    DeepSpeed's logger the first time anything looks for deepspeed, and finds nothing itself. Importing logging here
+    for it would cost every CLI command ~4 ms of start-up (docs/benchmarks.md)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Setting accelerator to CPU")
+    installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if not cls.installed:
+            cls.installed = True
+            import logging
+
+            logging.getLogger("DeepSpeed").addFilter(
+                lambda record: not record.getMessage().startswith("Setting accelerator to CPU")
+            )
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> None:
+        # it stays on sys.meta_path: removing itself while the import system walks that list would skip a finder
+        if name == "deepspeed":
+            cls.install()
+        return None  # the import itself is left to the other finders
 
 
-logging.getLogger("DeepSpeed").addFilter(_DropDeepSpeedCpuNotice())
+if "deepspeed" in sys.modules:
+    _QuietDeepSpeedOnImport.install()
+elif _QuietDeepSpeedOnImport not in sys.meta_path:
+    sys.meta_path.insert(0, _QuietDeepSpeedOnImport)
 
 __version__ = "0.1.0"
 
