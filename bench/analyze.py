@@ -238,7 +238,10 @@ def main() -> None:
     out = {"kernel": compiled_kernel() is not None, "cores": os.cpu_count(), "cases": cases, **start}
     if not args.json:
         print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
-        print("corpus    MB      reference   library call      CLI process       CLI via typer     serial floor identical")
+        print(
+            "corpus    MB      reference   library call      CLI process       CLI via typer     serial floor "
+            "identical"
+        )
         for c in cases:
             print(
                 f"{c['corpus']:<9} {c['mb']:<7} {c['reference_s']:.3f} s     "
