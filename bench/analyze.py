@@ -239,8 +239,7 @@ def main() -> None:
     if not args.json:
         print(f"kernel built: {out['kernel']}; cores: {out['cores']}")
         print(
-            "corpus    MB      reference   library call      CLI process       CLI via typer     serial floor "
-            "identical"
+            "corpus    MB      reference   library call      CLI process       CLI via typer     serial floor identical"
         )
         for c in cases:
             print(
