@@ -16,7 +16,7 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
-from sdlens.cli.options import option
+from sdlens.cli.options import config_from, option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
 from sdlens.grading_config import AuditConfig, GradeConfig, MetricsConfig, WorkerSettings
@@ -80,17 +80,10 @@ def grade(
     no_think_split: NoThinkOpt = False,
     json: JsonOpt = False,
 ) -> None:
+    cfg = config_from(GradeConfig, locals(), think_aware=not no_think_split)
     from sdlens.grading import GraderUnavailable, get_grader, grade_file
     from sdlens.grading.files import count_records
 
-    cfg = GradeConfig(
-        grader=grader,
-        workers=workers,
-        timeout=timeout,
-        hard_timeout=hard_timeout,
-        extract=extract,
-        think_aware=not no_think_split,
-    )
     try:
         g = get_grader(cfg.grader, **_grader_options(cfg))
         total = count_records(file)
@@ -147,8 +140,8 @@ def graders_audit(
     """
     from sdlens.grading import GraderUnavailable, audit_file
 
-    cfg = AuditConfig(
-        graders=tuple(grader) if grader else None, workers=workers, max_examples=examples, control=not no_control
+    cfg = config_from(
+        AuditConfig, locals(), graders=tuple(grader) if grader else None, max_examples=examples, control=not no_control
     )
     try:
         options = {}
@@ -253,9 +246,7 @@ def metrics(
     from sdlens.metrics import MetricsError, compute_metrics, compute_metrics_by, load_tokenizer, read_graded_samples
 
     ks = _parse_ks(k)
-    cfg = MetricsConfig(
-        fmt=fmt, ks=tuple(ks) if ks else None, resamples=resamples, seed=seed, tokenizer=tokenizer, by=by
-    )
+    cfg = config_from(MetricsConfig, locals(), ks=tuple(ks) if ks else None)
     try:
         tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
         samples = list(read_graded_samples(file, cfg.fmt))
