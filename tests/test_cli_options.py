@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +206,125 @@ def test_help_config_lists_every_field_once_with_the_research_options_apart():
     for f in fields(SDPOResearchConfig):
         assert f"  {f.name} " in research and f"  {f.name} " not in head
     assert "  algo " in head and "  trl " in head
+
+
+def test_config_from_takes_the_parameters_named_as_fields() -> None:
+    from sdlens.cli.options import config_from
+
+    params = {"fmt": "generic", "seed": 3, "resamples": 5, "json": True, "k": "1,2"}
+    cfg = config_from(MetricsConfig, params, ks=(1, 2), resamples=7)
+    # fields named in params are taken, `given` wins over a parameter of the same name, a parameter that is no field
+    # (json, k) is left out, and a field with no parameter (tokenizer, by) keeps its default
+    assert cfg == MetricsConfig(fmt="generic", ks=(1, 2), resamples=7, seed=3)
+
+
+class _Captured(Exception):
+    pass
+
+
+# Every option of a command that builds its config by field name (cli.options.config_from), set to a value other
+# than its default, and the config it must give the library: stated here field by field, so an option that does not
+# reach its field, or one that lands in another, fails.
+REACH = {
+    "eval": (
+        "sdlens.evaluate.run_eval",
+        "--model m --benchmark b --backend openai --base-url http://h --preset greedy --n 3 --max-tokens 5"
+        " --temperature 0.5 --top-p 0.9 --top-k 4 --thinking off --seed 7 --limit 2 --few-shot 1 --data-dir d --out o"
+        " --batch-size 8 --device cpu --dtype fp32 --threads 2 --concurrency 3 --timeout 9 --retries 4 --group-n"
+        " --tensor-parallel-size 2 --save-logprobs --overwrite --dry-run",
+        lambda: EvalConfig(
+            model="m",
+            benchmark="b",
+            backend="openai",
+            base_url="http://h",
+            preset="greedy",
+            n=3,
+            max_tokens=5,
+            temperature=0.5,
+            top_p=0.9,
+            top_k=4,
+            thinking="off",
+            seed=7,
+            limit=2,
+            few_shot=1,
+            data_dir="d",
+            out="o",
+            batch_size=8,
+            device="cpu",
+            dtype="fp32",
+            threads=2,
+            concurrency=3,
+            timeout=9.0,
+            max_retries=4,
+            group_n=True,
+            tensor_parallel_size=2,
+            save_logprobs=True,
+            overwrite=True,
+            dry_run=True,
+        ),
+    ),
+    "probe": (
+        "sdlens.behaviour.probe.run_probe",
+        "--model m --data d.jsonl --context answer --problems p.jsonl --lexicon paper --format generic --text-key t"
+        " --id-key i --correct-key c --limit 3 --max-tokens 9 --device meta --save-tokens s.jsonl",
+        lambda: ProbeConfig(
+            model="m",
+            data=Path("d.jsonl"),
+            context="answer",
+            problems="p.jsonl",
+            lexicon="paper",
+            fmt="generic",
+            keys=KeyMap(text_key="t", id_key="i", correct_key="c"),
+            limit=3,
+            max_tokens=9,
+            device="meta",
+            save_tokens=Path("s.jsonl"),
+        ),
+    ),
+    "experiment guided-sft": (
+        "sdlens.experiments.guided_sft.run_guided_sft",
+        "--model m --out o --data d --from-richer-context rc --benchmark a,b --benchmark c --n-eval 3 --limit 2"
+        " --max-examples 5 --n 4 --window 1-3 --max-problems 6 --trace-max-tokens 100 --set learning_rate=0.1"
+        " --seed 3 --lexicon words --max-tokens 50 --top-k 7 --device cpu --grader paper-reward --no-report",
+        lambda: GuidedSFTConfig(
+            model="m",
+            out="o",
+            data="d",
+            from_richer_context="rc",
+            benchmarks=["a", "b", "c"],
+            n_eval=3,
+            limit=2,
+            max_examples=5,
+            n=4,
+            window=(1, 3),
+            max_problems=6,
+            trace_max_new_tokens=100,
+            train_overrides={"learning_rate": 0.1},
+            seed=3,
+            lexicon="words",
+            max_new_tokens=50,
+            top_k=7,
+            eval_options={"device": "cpu"},
+            grader="paper-reward",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("command", list(REACH))
+def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config the command hands the library (captured at the library's entry point) is the one its options
+    describe."""
+    from typer.testing import CliRunner
+
+    entry, argv, expected = REACH[command]
+    seen: list[Any] = []
+
+    def capture(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(cfg)
+        raise _Captured
+
+    monkeypatch.setattr(entry, capture)
+    r = CliRunner().invoke(app, [*command.split(), *argv.split()])
+    assert isinstance(r.exception, _Captured), r.output
+    assert seen == [expected()]
