@@ -308,11 +308,22 @@ REACH = {
             grader="paper-reward",
         ),
     ),
+    # these two hand the library the config's values: read_run its fields, write_trace_report the config second
+    "monitor": (
+        "sdlens.monitor.offline.read_run",
+        "{tmp} --format trl --tokenizer tok --lexicon paper --baseline-steps 4",
+        lambda: {"fmt": "trl", "tokenizer": "tok", "lexicon": "paper", "detector": DetectorConfig(baseline_steps=4)},
+    ),
+    "report": (
+        "sdlens.report.traces.write_trace_report",
+        "{tmp}/t.jsonl --lexicon words --measures forks --format generic --by source",
+        lambda: AnalyzeConfig(fmt="generic", lexicon="words", by="source", measures=("forks",)),
+    ),
 }
 
 
 @pytest.mark.parametrize("command", list(REACH))
-def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The config the command hands the library (captured at the library's entry point) is the one its options
     describe."""
     from typer.testing import CliRunner
@@ -320,11 +331,12 @@ def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest
     entry, argv, expected = REACH[command]
     seen: list[Any] = []
 
-    def capture(cfg: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(cfg)
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs if command == "monitor" else args[1] if command == "report" else args[0])
         raise _Captured
 
     monkeypatch.setattr(entry, capture)
-    r = CliRunner().invoke(app, [*command.split(), *argv.split()])
+    (tmp_path / "t.jsonl").write_text('{"problem_id": "p", "response": "Wait, 2."}\n')
+    r = CliRunner().invoke(app, [*command.split(), *argv.format(tmp=tmp_path).split()])
     assert isinstance(r.exception, _Captured), r.output
     assert seen == [expected()]
