@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
-from sdlens.cli.common import emit_json, fail
+from sdlens.cli.common import emit_json, fail, progress_bar
 from sdlens.cli.options import config_from, option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
@@ -62,13 +62,6 @@ def _grader_options(cfg: GradeConfig) -> dict[str, Any]:
     return options
 
 
-def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("answers"), TimeElapsedColumn())
-    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
-
-
 def grade(
     file: Annotated[Path, typer.Argument(help="Samples, or any JSONL / Parquet with `response` and `answer`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, or .parquet).")],
@@ -87,7 +80,7 @@ def grade(
     try:
         g = get_grader(cfg.grader, **_grader_options(cfg))
         total = count_records(file)
-        with _progress(f"grading ({cfg.grader})") as bar:
+        with progress_bar(f"grading ({cfg.grader})", "answers") as bar:
             task = bar.add_task("grade", total=total)
             summary = grade_file(file, out, g, progress=lambda k: bar.advance(task, k))
     except (InputError, ValueError, GraderUnavailable) as e:

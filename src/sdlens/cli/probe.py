@@ -10,13 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
-from sdlens.cli.common import emit_json, fail
+from sdlens.cli.common import emit_json, fail, progress_bar
 from sdlens.cli.options import config_from, option
 from sdlens.epistemic.config import ProbeConfig
 from sdlens.errors import InputError
 from sdlens.io.keys import KeyMap
-
-err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,20 +37,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         options = locals()
         config = config_from(ProbeConfig, options, keys=config_from(KeyMap, options))
-
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from sdlens.behaviour.probe import run_probe
 
-        columns = (
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("responses"),
-            TimeElapsedColumn(),
-        )
         try:
-            with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            with progress_bar("scoring", "responses") as bar:
                 task = bar.add_task("score", total=limit)
                 res = run_probe(config, progress=lambda n: bar.advance(task, n))
         except InputError as e:
