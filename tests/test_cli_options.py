@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import typer
 
 from sdlens.cli import app
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, ProbeConfig
+from sdlens.epistemic.segment import Scope
 from sdlens.eval_config import EvalConfig
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_default, field_help
@@ -205,3 +208,99 @@ def test_help_config_lists_every_field_once_with_the_research_options_apart():
     for f in fields(SDPOResearchConfig):
         assert f"  {f.name} " in research and f"  {f.name} " not in head
     assert "  algo " in head and "  trl " in head
+
+
+def test_config_from_takes_the_parameters_named_as_fields() -> None:
+    from sdlens.cli.options import config_from
+
+    params = {"fmt": "generic", "seed": 3, "resamples": 5, "json": True, "k": "1,2"}
+    cfg = config_from(MetricsConfig, params, ks=(1, 2), resamples=7)
+    # fields named in params are taken, `given` wins over a parameter of the same name, a parameter that is no field
+    # (json, k) is left out, and a field with no parameter (tokenizer, by) keeps its default
+    assert cfg == MetricsConfig(fmt="generic", ks=(1, 2), resamples=7, seed=3)
+
+
+class _Captured(Exception):
+    pass
+
+
+# Commands that build their config by field name (cli.options.config_from, or compare's shared declaration): options
+# set to values other than their defaults (those named otherwise or converted, and some taken by name), and the config
+# the library must receive: the library function, which of its positional arguments is the config (None: the config's
+# values come as keyword arguments), the command's arguments, the config.
+REACH = {
+    "eval": (
+        "sdlens.evaluate.run_eval",
+        0,
+        "--model m --n 3 --top-k 4 --thinking off --data-dir d --retries 4 --tensor-parallel-size 2 --dry-run",
+        lambda: EvalConfig(
+            model="m", n=3, top_k=4, thinking="off", data_dir="d", max_retries=4, tensor_parallel_size=2, dry_run=True
+        ),
+    ),
+    "probe": (
+        "sdlens.behaviour.probe.run_probe",
+        0,
+        "--model m --data d.jsonl --context answer --format generic --text-key t --correct-key c --max-tokens 9",
+        lambda: ProbeConfig(
+            "m", Path("d.jsonl"), "answer", fmt="generic", keys=KeyMap(text_key="t", correct_key="c"), max_tokens=9
+        ),
+    ),
+    "experiment guided-sft": (
+        "sdlens.experiments.guided_sft.run_guided_sft",
+        0,
+        "-m m -o o --from-richer-context rc -b a,b -b c --limit 2 --window 1-3 --trace-max-tokens 9 --set lr=0.1"
+        " --max-tokens 5 --device cpu --no-report",
+        lambda: GuidedSFTConfig(
+            model="m", out="o", from_richer_context="rc", benchmarks=["a", "b", "c"], limit=2, window=(1, 3)
+        ),
+    ),
+    "monitor": (
+        "sdlens.monitor.offline.read_run",
+        None,
+        "{tmp} --format trl --tokenizer tok --baseline-steps 4",
+        lambda: {"fmt": "trl", "tokenizer": "tok", "lexicon": "words", "detector": DetectorConfig(baseline_steps=4)},
+    ),
+    "report": (
+        "sdlens.report.traces.write_trace_report",
+        1,
+        "{tmp}/t.jsonl --lexicon words --measures forks --by source",
+        lambda: AnalyzeConfig(lexicon="words", by="source", measures=("forks",)),
+    ),
+    "compare": (
+        "sdlens.epistemic.compare.compare",
+        2,
+        "{tmp}/t.jsonl {tmp}/t.jsonl --format generic --scope thinking --skip-bad --fork-entropy 0.5 --text-key t",
+        lambda: AnalyzeConfig(
+            fmt="generic",
+            scope=Scope.thinking,
+            skip_bad=True,
+            keys=KeyMap(text_key="t"),
+            measure_options=MeasureOptions(fork_entropy=0.5),
+        ),
+    ),
+}
+# guided-sft's renamed and converted options: --trace-max-tokens, --set, --max-tokens (a shared option), --device
+GUIDED_SFT_CONVERTED = {"trace_max_new_tokens": 9, "train_overrides": {"lr": 0.1}, "max_new_tokens": 5}
+
+
+@pytest.mark.parametrize("command", list(REACH))
+def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The config the command hands the library (captured at the library's entry point) is the one its options
+    describe."""
+    from typer.testing import CliRunner
+
+    entry, position, argv, expected = REACH[command]
+    seen: list[Any] = []
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs if position is None else args[position])
+        raise _Captured
+
+    monkeypatch.setattr(entry, capture)
+    (tmp_path / "t.jsonl").write_text('{"problem_id": "p", "response": "Wait, 2."}\n')
+    r = CliRunner().invoke(app, [*command.split(), *argv.format(tmp=tmp_path).split()])
+    assert isinstance(r.exception, _Captured), r.output
+    want = expected()
+    if command == "experiment guided-sft":
+        want = dataclasses.replace(want, **GUIDED_SFT_CONVERTED, eval_options={"device": "cpu"})
+    assert seen == [want]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,9 +12,8 @@ from rich.console import Console
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail, stderr_console
-from sdlens.cli.fastpath import FILES_HELP, OPTIONS, analyze_config, run_analyze
-from sdlens.cli.options import option
-from sdlens.epistemic.segment import Scope
+from sdlens.cli.fastpath import ANALYZE_OPTIONS, FILES_HELP, OPTIONS, analyze_config, run_analyze
+from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
 
 
@@ -25,78 +25,45 @@ def _option(name: str) -> Any:
     return option(spec.owner, spec.field, *spec.flags)
 
 
-# Options shared by analyze and compare; their help is the config fields' (sdlens.epistemic.config).
-FormatOpt = Annotated[str | None, _option("fmt")]
-LexiconOpt = Annotated[str, _option("lexicon")]
-ScopeOpt = Annotated[Scope, _option("scope")]
-ByOpt = Annotated[str | None, _option("by")]
-TokOpt = Annotated[str | None, _option("tokenizer")]
-TextKeyOpt = Annotated[str | None, _option("text_key")]
-IdKeyOpt = Annotated[str | None, _option("id_key")]
-GroupKeyOpt = Annotated[str | None, _option("group_key")]
-CorrectKeyOpt = Annotated[str | None, _option("correct_key")]
-SkipBadOpt = Annotated[bool, _option("skip_bad")]
-JsonOpt = Annotated[bool, _option("json")]
-MeasuresOpt = Annotated[str | None, _option("measures")]
-ReflectionLexOpt = Annotated[str, _option("reflection_lexicon")]
-ForkEntropyOpt = Annotated[float, _option("fork_entropy")]
-JudgeModelOpt = Annotated[str | None, _option("judge_model")]
-JudgeBackendOpt = Annotated[str, _option("judge_backend")]
-JudgeUrlOpt = Annotated[str | None, _option("judge_base_url")]
-JudgeCacheOpt = Annotated[Path, _option("judge_cache")]
+def _shared(*names: str) -> list[inspect.Parameter]:
+    """Options of ``sdlens.cli.fastpath.ANALYZE_OPTIONS`` as keyword parameters of a typer command: declared there
+    once for both parsers, each with the default the argparse path gives it (its config field's, unless declared)."""
+    params = []
+    for name in names:
+        spec = OPTIONS[name]
+        default = spec.default_value()
+        kind = spec.kind if default is not None else spec.kind | None
+        params.append(keyword(name, Annotated[kind, _option(name)], default))
+    return params
 
 
-def analyze(
-    files: Annotated[list[Path], typer.Argument(help=FILES_HELP)],
-    fmt: FormatOpt = None,
-    lexicon: LexiconOpt = "paper",
-    scope: ScopeOpt = Scope.full,
-    by: ByOpt = None,
-    tokenizer: TokOpt = None,
-    text_key: TextKeyOpt = None,
-    id_key: IdKeyOpt = None,
-    group_key: GroupKeyOpt = None,
-    correct_key: CorrectKeyOpt = None,
-    skip_bad: SkipBadOpt = False,
-    measures: MeasuresOpt = None,
-    reflection_lexicon: ReflectionLexOpt = "reflection",
-    fork_entropy: ForkEntropyOpt = 1.0,
-    judge_model: JudgeModelOpt = None,
-    judge_backend: JudgeBackendOpt = "transformers",
-    judge_base_url: JudgeUrlOpt = None,
-    judge_cache: JudgeCacheOpt = Path(".sdlens-judge-cache.jsonl"),
-    json: JsonOpt = False,
-) -> None:
+@add_options([], _shared(*(o.name for o in ANALYZE_OPTIONS)), into="options")
+def analyze(files: Annotated[list[Path], typer.Argument(help=FILES_HELP)], *, options: dict[str, Any]) -> None:
     # the argparse path (sdlens.cli.fastpath) runs the same body; tests hold both parsers' values equal
-    run_analyze(**locals())
+    run_analyze(files=files, **options)
 
 
+# compare takes analyze's options but --by and --group-key; its --help lists its bootstrap options before --measures
+# and --html before --json
+COMPARE_OPTIONS = [o.name for o in ANALYZE_OPTIONS if o.name not in ("by", "group_key", "json")]
+_MEASURES_AT = COMPARE_OPTIONS.index("measures")
+
+
+@add_options(
+    _shared(*COMPARE_OPTIONS[:_MEASURES_AT]), _shared(*COMPARE_OPTIONS[_MEASURES_AT:]), into="options", before=("html",)
+)
 def compare(
     a: Annotated[Path, typer.Argument(help="Run A (e.g. the base model's traces).")],
     b: Annotated[Path, typer.Argument(help="Run B (e.g. the self-distilled model's traces).")],
-    fmt: FormatOpt = None,
-    lexicon: LexiconOpt = "paper",
-    scope: ScopeOpt = Scope.full,
-    tokenizer: TokOpt = None,
-    text_key: TextKeyOpt = None,
-    id_key: IdKeyOpt = None,
-    correct_key: CorrectKeyOpt = None,
-    skip_bad: SkipBadOpt = False,
     n_boot: Annotated[int, typer.Option("--n-boot", min=100, help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    measures: MeasuresOpt = None,
-    reflection_lexicon: ReflectionLexOpt = "reflection",
-    fork_entropy: ForkEntropyOpt = 1.0,
-    judge_model: JudgeModelOpt = None,
-    judge_backend: JudgeBackendOpt = "transformers",
-    judge_base_url: JudgeUrlOpt = None,
-    judge_cache: JudgeCacheOpt = Path(".sdlens-judge-cache.jsonl"),
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained side-by-side HTML report here.")
     ] = None,
-    json: JsonOpt = False,
+    json: Annotated[bool, _option("json")] = False,
+    *,
+    options: dict[str, Any],
 ) -> None:
-    options = locals()
     from sdlens.epistemic.compare import compare as run_compare
 
     try:

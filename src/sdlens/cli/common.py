@@ -1,4 +1,4 @@
-"""What every command module shares: the stderr console, the one-line error exit, JSON output.
+"""What every command module shares: the stderr console, the one-line error exit, JSON output, the progress bar.
 
 Light on purpose (rich and orjson load on first use): `sdlens analyze --json` runs without rich
 (:mod:`sdlens.cli.fastpath`)."""
@@ -16,6 +16,16 @@ def stderr_console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def progress_bar(label: str, unit: str) -> Any:
+    """A long command's progress bar on stderr (``LABEL [bar] done/total UNIT elapsed``), removed when done and off
+    where stderr is no terminal; a rich ``Progress``, to use as a context manager."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = stderr_console()
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
+    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
 
 
 def fail(e: Exception) -> NoReturn:

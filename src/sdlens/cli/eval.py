@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import option
+from sdlens.cli.options import config_from, option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
 from sdlens.fields import field_default
@@ -117,6 +117,7 @@ def register(app: typer.Typer) -> None:
         no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
         dry_run: Annotated[bool, _opt("dry_run", "--dry-run")] = _default("dry_run"),
     ) -> None:
+        options = locals()
         import json
 
         quiet_omp()
@@ -125,36 +126,7 @@ def register(app: typer.Typer) -> None:
 
         from sdlens.evaluate import run_eval
 
-        cfg = EvalConfig(
-            model=model,
-            benchmark=benchmark,
-            backend=backend,
-            base_url=base_url,
-            preset=preset,
-            n=n,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            thinking=thinking,
-            seed=seed,
-            limit=limit,
-            few_shot=few_shot,
-            data_dir=data_dir,
-            out=out,
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            threads=threads,
-            concurrency=concurrency,
-            timeout=timeout,
-            max_retries=retries,
-            group_n=group_n,
-            tensor_parallel_size=tensor_parallel,
-            save_logprobs=save_logprobs,
-            overwrite=overwrite,
-            dry_run=dry_run,
-        )
+        cfg = config_from(EvalConfig, options, max_retries=retries, tensor_parallel_size=tensor_parallel)
         try:
             res = run_eval(cfg, console=err, progress=not no_progress)
         except InputError as e:

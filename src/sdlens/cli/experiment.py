@@ -6,6 +6,7 @@ writes ``report.html`` / ``report.md`` there (``--no-report`` skips that). Bad i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -14,10 +15,10 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import add_options, keyword, option
+from sdlens.cli.options import add_options, config_from, keyword, option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
-from sdlens.experiments.config import CoverageConfig, GuidedSFTConfig, RicherContextConfig
+from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
 from sdlens.fields import field_default
 from sdlens.train.config import parse_set
 
@@ -65,16 +66,27 @@ def _val(e: dict[str, Any] | None, digits: int = 2) -> str:
     return fmt(None if not e else e.get("value"), digits)
 
 
-def _finish(summary: dict[str, Any], table: Any, out: str, report: bool) -> None:
-    """After an experiment: its warning, or its table; then its report if asked."""
-    if summary.get("warning"):
-        err.print(f"[yellow]warning:[/yellow] {summary['warning']}")
-    else:
-        Console().print(table(summary))
-    if report:
-        from sdlens.report import build_report
+def _run(
+    config: Callable[[], EvalSettings],
+    experiment: Callable[..., dict[str, Any]],
+    table: Callable[[dict[str, Any]], Table],
+    report: bool,
+) -> None:
+    """The body of every experiment command: build its config, run the experiment, print its warning or its table,
+    then write its report if asked; bad input anywhere prints one line and exits 2."""
+    try:
+        cfg = config()
+        summary = experiment(cfg, console=err)
+        if summary.get("warning"):
+            err.print(f"[yellow]warning:[/yellow] {summary['warning']}")
+        else:
+            Console().print(table(summary))
+        if report:
+            from sdlens.report import build_report
 
-        err.print(f"report: {build_report(out)}")
+            err.print(f"report: {build_report(cfg.out)}")
+    except InputError as e:
+        fail(e)
 
 
 def _eval_settings(cls: type) -> Any:
@@ -208,16 +220,15 @@ def register(app: typer.Typer) -> None:
         """Section 3: Table 1 (score, length, E, E per 1k tokens with CIs) under four conditioning contexts."""
         from sdlens.experiments.richer_context import run_richer_context
 
-        try:
+        def config() -> RicherContextConfig:
             kw = _config_kwargs(settings)
             if contexts:
                 kw["contexts"] = tuple(_list(contexts))
-            cfg = RicherContextConfig(
+            return RicherContextConfig(
                 data=data, n=n, window=_window(window), max_problems=max_problems, scan_batch=scan_batch, **kw
             )
-            _finish(run_richer_context(cfg, console=err), _table1, cfg.out, report)
-        except InputError as e:
-            fail(e)
+
+        _run(config, run_richer_context, _table1, report)
 
     @exp.command("guided-sft", context_settings={"help_option_names": ["-h", "--help"]})
     @_eval_settings(GuidedSFTConfig)
@@ -242,26 +253,22 @@ def register(app: typer.Typer) -> None:
         settings: dict[str, Any],
     ) -> None:
         """Section 4: SFT on unguided vs solution-guided correct traces, then Table 2 and hedge counts."""
+        options = locals()
         from sdlens.experiments.guided_sft import run_guided_sft
 
-        try:
-            cfg = GuidedSFTConfig(
+        def config() -> GuidedSFTConfig:
+            return config_from(
+                GuidedSFTConfig,
+                options,
                 data=data or "",
                 benchmarks=_list(benchmarks) or ["aime24"],
-                n_eval=n_eval,
-                limit=limit,
-                max_examples=max_examples,
-                from_richer_context=from_richer_context,
-                n=n,
                 window=_window(window),
-                max_problems=max_problems,
                 trace_max_new_tokens=trace_max_tokens,
                 train_overrides=_sets(set_),
                 **_config_kwargs(settings),
             )
-            _finish(run_guided_sft(cfg, console=err), _table2, cfg.out, report)
-        except InputError as e:
-            fail(e)
+
+        _run(config, run_guided_sft, _table2, report)
 
     @exp.command("coverage", context_settings={"help_option_names": ["-h", "--help"]})
     @_eval_settings(CoverageConfig)
@@ -284,7 +291,7 @@ def register(app: typer.Typer) -> None:
         """Sections 5-6: SDPO vs GRPO per coverage level, in-domain and OOD curves of accuracy, length and E."""
         from sdlens.experiments.coverage import run_coverage
 
-        try:
+        def config() -> CoverageConfig:
             per_method: dict[str, dict[str, Any]] = {}
             for item in method_set or []:
                 name, sep, kv = item.partition(":")
@@ -295,7 +302,7 @@ def register(app: typer.Typer) -> None:
             for name, values in (("coverage", coverage), ("ood", ood), ("methods", methods)):
                 if values:
                     kw[name] = _list(values)
-            cfg = CoverageConfig(
+            return CoverageConfig(
                 pool=pool,
                 in_domain=in_domain,
                 method_overrides=per_method,
@@ -306,6 +313,5 @@ def register(app: typer.Typer) -> None:
                 limit=limit,
                 **kw,
             )
-            _finish(run_coverage(cfg, console=err), _coverage_table, cfg.out, report)
-        except InputError as e:
-            fail(e)
+
+        _run(config, run_coverage, _coverage_table, report)

@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from sdlens.cli.common import emit_json, fail, stderr_console
+from sdlens.cli.common import emit_json, fail, progress_bar, stderr_console
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, parse_measures
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
@@ -289,12 +289,8 @@ def run_analyze(
 
 
 def _with_progress_bar(files: list[Path], config: AnalyzeConfig, first_scan: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from sdlens.epistemic.analyze import run_analysis
 
-    err = stderr_console()
-    columns = (TextColumn("counting"), BarColumn(), MofNCompleteColumn(), TextColumn("responses"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+    with progress_bar("counting", "responses") as bar:
         task = bar.add_task("count", total=None)
         return run_analysis(files, config, progress=lambda n: bar.advance(task, n), first_scan=first_scan)

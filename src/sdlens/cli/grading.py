@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
-from sdlens.cli.common import emit_json, fail
-from sdlens.cli.options import option
+from sdlens.cli.common import emit_json, fail, progress_bar
+from sdlens.cli.options import config_from, option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
 from sdlens.grading_config import AuditConfig, GradeConfig, MetricsConfig, WorkerSettings
@@ -62,13 +62,6 @@ def _grader_options(cfg: GradeConfig) -> dict[str, Any]:
     return options
 
 
-def _progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("answers"), TimeElapsedColumn())
-    return Progress(*columns, console=err, transient=True, disable=not err.is_terminal)
-
-
 def grade(
     file: Annotated[Path, typer.Argument(help="Samples, or any JSONL / Parquet with `response` and `answer`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.jsonl, or .parquet).")],
@@ -80,21 +73,14 @@ def grade(
     no_think_split: NoThinkOpt = False,
     json: JsonOpt = False,
 ) -> None:
+    cfg = config_from(GradeConfig, locals(), think_aware=not no_think_split)
     from sdlens.grading import GraderUnavailable, get_grader, grade_file
     from sdlens.grading.files import count_records
 
-    cfg = GradeConfig(
-        grader=grader,
-        workers=workers,
-        timeout=timeout,
-        hard_timeout=hard_timeout,
-        extract=extract,
-        think_aware=not no_think_split,
-    )
     try:
         g = get_grader(cfg.grader, **_grader_options(cfg))
         total = count_records(file)
-        with _progress(f"grading ({cfg.grader})") as bar:
+        with progress_bar(f"grading ({cfg.grader})", "answers") as bar:
             task = bar.add_task("grade", total=total)
             summary = grade_file(file, out, g, progress=lambda k: bar.advance(task, k))
     except (InputError, ValueError, GraderUnavailable) as e:
@@ -147,8 +133,8 @@ def graders_audit(
     """
     from sdlens.grading import GraderUnavailable, audit_file
 
-    cfg = AuditConfig(
-        graders=tuple(grader) if grader else None, workers=workers, max_examples=examples, control=not no_control
+    cfg = config_from(
+        AuditConfig, locals(), graders=tuple(grader) if grader else None, max_examples=examples, control=not no_control
     )
     try:
         options = {}
@@ -253,9 +239,7 @@ def metrics(
     from sdlens.metrics import MetricsError, compute_metrics, compute_metrics_by, load_tokenizer, read_graded_samples
 
     ks = _parse_ks(k)
-    cfg = MetricsConfig(
-        fmt=fmt, ks=tuple(ks) if ks else None, resamples=resamples, seed=seed, tokenizer=tokenizer, by=by
-    )
+    cfg = config_from(MetricsConfig, locals(), ks=tuple(ks) if ks else None)
     try:
         tok = load_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
         samples = list(read_graded_samples(file, cfg.fmt))

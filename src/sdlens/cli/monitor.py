@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
-from sdlens.cli.options import option
+from sdlens.cli.options import config_from, option
 from sdlens.errors import InputError
 from sdlens.fields import field_default
 from sdlens.monitor.config import DetectorConfig, OfflineConfig
@@ -85,11 +85,10 @@ def monitor(
         DetectorConfig, "baseline_steps"
     ),
 ) -> None:
+    options = locals()
     from sdlens.monitor.offline import read_run
 
-    cfg = OfflineConfig(
-        fmt=fmt, tokenizer=tokenizer, lexicon=lexicon, detector=DetectorConfig(baseline_steps=baseline_steps)
-    )
+    cfg = config_from(OfflineConfig, options, detector=config_from(DetectorConfig, options))
     try:
         res = read_run(path, fmt=cfg.fmt, tokenizer=cfg.tokenizer, lexicon=cfg.lexicon, detector=cfg.detector)
         if plot:

@@ -10,13 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
-from sdlens.cli.common import emit_json, fail
-from sdlens.cli.options import option
+from sdlens.cli.common import emit_json, fail, progress_bar
+from sdlens.cli.options import config_from, option
 from sdlens.epistemic.config import ProbeConfig
 from sdlens.errors import InputError
 from sdlens.io.keys import KeyMap
-
-err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -37,32 +35,12 @@ def register(app: typer.Typer) -> None:
         save_tokens: Annotated[Path | None, option(ProbeConfig, "save_tokens", "--save-tokens")] = None,
         json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON line.")] = False,
     ) -> None:
+        options = locals()
+        config = config_from(ProbeConfig, options, keys=config_from(KeyMap, options))
         from sdlens.behaviour.probe import run_probe
 
-        config = ProbeConfig(
-            model=model,
-            data=data,
-            context=context,
-            problems=problems,
-            lexicon=lexicon,
-            fmt=fmt,
-            keys=KeyMap(text_key=text_key, id_key=id_key, correct_key=correct_key),
-            limit=limit,
-            max_tokens=max_tokens,
-            device=device,
-            save_tokens=save_tokens,
-        )
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = (
-            TextColumn("scoring"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("responses"),
-            TimeElapsedColumn(),
-        )
         try:
-            with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            with progress_bar("scoring", "responses") as bar:
                 task = bar.add_task("score", total=limit)
                 res = run_probe(config, progress=lambda n: bar.advance(task, n))
         except InputError as e:

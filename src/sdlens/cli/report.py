@@ -11,7 +11,7 @@ from rich.console import Console
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import option
+from sdlens.cli.options import config_from, option
 from sdlens.epistemic.config import AnalyzeConfig, parse_measures
 from sdlens.errors import InputError
 
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str | None, option(AnalyzeConfig, "fmt", "--format", "-f")] = None,
         by: Annotated[str | None, option(AnalyzeConfig, "by", "--by")] = None,
     ) -> None:
-
+        options = locals()
         from sdlens.report import build_report
 
         try:
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             else:
                 from sdlens.report.traces import write_trace_report
 
-                config = AnalyzeConfig(fmt=fmt, lexicon=lexicon, by=by, measures=parse_measures(measures))
+                config = config_from(AnalyzeConfig, options, measures=parse_measures(measures))
                 first = paths[0]
                 target = out if out is not None else first.parent / f"{first.stem}_report"
                 path = write_trace_report(paths, config, target)
