@@ -253,8 +253,9 @@ def _scan_window(
     arrays = CountArrays(counts=stats[:, :w], n_chars=stats[:, w], n_words=stats[:, w + 1], bins=stats[:, w + 2 :])
     # problems are registered in file order so the slow and fast paths list them identically
     run.overall.touch(f"{prefix}{n}" for n in line_no[ok].tolist())
-    owners = np.repeat(line_no[ok], n_strings[ok])
-    _add_arrays(run, [f"{prefix}{n}" for n in owners.tolist()], arrays, arrays.n_words, label, config)
+    owners = ok & (n_strings > 0)  # a key per line with responses, not per response: 16x fewer keys to look up
+    keys = [f"{prefix}{n}" for n in line_no[owners].tolist()]
+    _add_arrays(run, keys, arrays, arrays.n_words, label, config, repeats=n_strings[owners])
     non_blank = int(ok.sum())
     for i in np.flatnonzero(~ok):
         non_blank += _slow_line(
@@ -263,11 +264,11 @@ def _scan_window(
     return lines, non_blank
 
 
-def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, config) -> None:
-    run.overall.add(keys, arrays, n_units)
+def _add_arrays(run: AnalysisRun, keys, arrays: CountArrays, n_units, label, config, repeats=None) -> None:
+    run.overall.add(keys, arrays, n_units, repeats=repeats)
     if config.by == "file":
         acc = run.groups.setdefault(label, Accumulator(run.lexicon.words))
-        acc.add(keys, arrays, n_units)
+        acc.add(keys, arrays, n_units, repeats=repeats)
 
 
 def _slow_line(raw: bytes, path, line, prefix, label, config, lexicon, scope, run: AnalysisRun) -> bool:

@@ -117,12 +117,17 @@ class Accumulator:
         arrays: CountArrays,
         units: np.ndarray,
         measure_columns: np.ndarray | None = None,
+        *,
+        repeats: np.ndarray | None = None,
     ) -> None:
-        """Add a batch: ``problem_keys[i]`` owns response i; ``units`` are its tokens or words;
-        ``measure_columns[i]`` its behaviour-measure columns (all measures' columns side by side)."""
+        """Add a batch: ``problem_keys[i]`` owns response i (with ``repeats``: the next ``repeats[i]`` responses, each
+        at least one); ``units`` are its tokens or words; ``measure_columns[i]`` its behaviour-measure columns (all
+        measures' columns side by side)."""
         if len(problem_keys) == 0:
             return
         idx = problem_index(problem_keys, self.problems)
+        if repeats is not None:
+            idx = np.repeat(idx, repeats)
         pp = self._per_problem
         pp.ensure(len(self.problems))
         totals = arrays.totals
