@@ -8,7 +8,7 @@ per problem, thinking and answer copies (as the paper's eval writes), LaTeX, new
 Two corpora: ``ordinary`` (the above) and ``special``, the same with one of the code points whose lower case
 is ASCII or longer, or which match ASCII letters case-insensitively (Turkish ``İ`` U+0130, the Kelvin sign
 U+212A, long ``ſ`` U+017F, dotless ``ı`` U+0131) in 90% of the responses. Each is timed as a library call and as
-a CLI process (``python -m sdlens.cli analyze FILE --json``, interpreter start and imports included; it takes the
+a CLI process (``sdlens analyze FILE --json``, the console script, interpreter start and imports included; it takes the
 argparse path, ``sdlens.cli.fastpath``), beside the same command through the typer app (``cli_typer``) and the
 serial floor: interpreter start + the imports the command cannot do without (numpy, orjson, the analyzer) +
 the library call, each timed alone (``python -c pass`` and ``import numpy`` alone too, for scale). The CLI goes
@@ -138,7 +138,7 @@ def run_case(corpus: str, path: Path, repeats: int) -> dict:
     got = {w: d["total"] for w, d in res["per_word"].items()}
     timed = best_of_interleaved(
         {
-            "cli": lambda: _process("-m", "sdlens.cli", "analyze", str(path), "--json"),
+            "cli": lambda: _sdlens("analyze", str(path), "--json"),
             "typer": lambda: _process("-c", TYPER_APP, "analyze", str(path), "--json"),
             "python": lambda: _process("-c", "pass"),
             "imports": lambda: _process("-c", FLOOR_IMPORTS, OPENBLAS_NUM_THREADS="1"),
@@ -177,6 +177,14 @@ TYPER_APP = "from sdlens.cli.typer_app import app; app()"
 FLOOR_IMPORTS = "import numpy, orjson, sdlens.cli.fastpath, sdlens.epistemic.analyze"
 
 
+def _sdlens(*args: str) -> subprocess.CompletedProcess:
+    """``sdlens ARGS`` as a user runs it: the console script beside this interpreter (``python -m sdlens.cli`` where
+    there is none)."""
+    script = Path(sys.executable).with_name("sdlens")
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "sdlens.cli"]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, check=True)
+
+
 def _process(*argv: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *argv], capture_output=True, text=True, check=True, env={**os.environ, **env}
@@ -189,7 +197,7 @@ def startup(repeats: int) -> dict:
     timed = best_of_interleaved(
         {
             "bare": lambda: _process("-c", "import rich, typer"),
-            "help": lambda: _process("-m", "sdlens.cli", "--help"),
+            "help": lambda: _sdlens("--help"),
             "typer": lambda: _process("-c", TYPER_APP, "--help"),
         },
         repeats,
