@@ -3,8 +3,8 @@
 The scanner (``sdlens.epistemic._fastcount.scan_jsonl``) runs without the GIL, so each window's scan runs in a
 thread that starts before the previous window is consumed: the analyzer sums window k while the scanner reads
 window k + 1. ``sdlens analyze`` starts the first file's scan before it imports numpy and the analyzer, which then
-load on the other core while the scanner counts (docs/benchmarks.md, "The CLI's fast path"); for that, this module
-imports no numpy.
+load on the other core while the scanner counts (docs/benchmarks.md, "Counting while importing"); for that, this
+module imports no numpy.
 """
 
 from __future__ import annotations
