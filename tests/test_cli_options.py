@@ -211,7 +211,7 @@ def test_help_config_lists_every_field_once_with_the_research_options_apart():
 
 
 def test_config_from_takes_the_parameters_named_as_fields() -> None:
-    from sdlens.cli.options import config_from
+    from sdlens.fields import config_from
 
     params = {"fmt": "generic", "seed": 3, "resamples": 5, "json": True, "k": "1,2"}
     cfg = config_from(MetricsConfig, params, ks=(1, 2), resamples=7)
@@ -224,7 +224,7 @@ class _Captured(Exception):
     pass
 
 
-# Commands that build their config by field name (cli.options.config_from, or compare's shared declaration): options
+# Commands that build their config by field name (sdlens.fields.config_from, or compare's shared declaration): options
 # set to values other than their defaults (those named otherwise or converted, and some taken by name), and the config
 # the library must receive: the library function, which of its positional arguments is the config (None: the config's
 # values come as keyword arguments), the command's arguments, the config.

@@ -15,10 +15,10 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import config_from, option
+from sdlens.cli.options import option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
-from sdlens.fields import field_default
+from sdlens.fields import config_from, field_default
 
 err = Console(stderr=True)
 

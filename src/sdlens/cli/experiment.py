@@ -15,11 +15,11 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import add_options, config_from, keyword, option
+from sdlens.cli.options import add_options, keyword, option
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
 from sdlens.experiments.config import CoverageConfig, EvalSettings, GuidedSFTConfig, RicherContextConfig
-from sdlens.fields import field_default
+from sdlens.fields import config_from, field_default
 from sdlens.train.config import parse_set
 
 err = Console(stderr=True)

@@ -25,7 +25,7 @@ from sdlens.cli.common import emit_json, fail, progress_bar, stderr_console
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, parse_measures
 from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
-from sdlens.fields import field_default, field_help
+from sdlens.fields import config_from, field_default, field_help
 from sdlens.io.keys import KeyMap
 
 __all__ = [
@@ -198,24 +198,12 @@ def analyze_config(options: dict[str, Any]) -> AnalyzeConfig:
                 cache=options["judge_cache"],
             )
         )
-    keys = KeyMap(
-        text_key=options["text_key"],
-        id_key=options["id_key"],
-        group_key=options.get("group_key"),
-        correct_key=options["correct_key"],
-    )
-    return AnalyzeConfig(
-        fmt=options["fmt"],
-        lexicon=options["lexicon"],
-        scope=options["scope"],
-        by=options.get("by"),
-        tokenizer=options["tokenizer"],
-        keys=keys,
-        skip_bad=options["skip_bad"],
+    return config_from(
+        AnalyzeConfig,
+        options,
+        keys=config_from(KeyMap, options),
         measures=parse_measures(options["measures"]),
-        measure_options=MeasureOptions(
-            reflection_lexicon=options["reflection_lexicon"], fork_entropy=options["fork_entropy"], judged=judge
-        ),
+        measure_options=config_from(MeasureOptions, options, judged=judge),
     )
 
 

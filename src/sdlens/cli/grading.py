@@ -16,9 +16,9 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail, progress_bar
-from sdlens.cli.options import config_from, option
+from sdlens.cli.options import option
 from sdlens.errors import InputError
-from sdlens.fields import field_default
+from sdlens.fields import config_from, field_default
 from sdlens.grading_config import AuditConfig, GradeConfig, MetricsConfig, WorkerSettings
 
 err = Console(stderr=True)

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail
-from sdlens.cli.options import config_from, option
+from sdlens.cli.options import option
 from sdlens.errors import InputError
-from sdlens.fields import field_default
+from sdlens.fields import config_from, field_default
 from sdlens.monitor.config import DetectorConfig, OfflineConfig
 from sdlens.monitor.plot import plot_run
 from sdlens.report.tables import number

@@ -1,35 +1,24 @@
 """Typer options built from config dataclass fields: a field's ``help`` metadata is its option's help, so the
-documentation lives in one place (the config) and the CLI restates none of it; and the way back, a command's
-option values into its config (:func:`config_from`), by field name."""
+documentation lives in one place (the config) and the CLI restates none of it (the way back, a command's option
+values into its config by field name, is :func:`sdlens.fields.config_from`)."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import typer
 
 from sdlens.fields import field_help
 
-__all__ = ["add_options", "config_from", "keyword", "option"]
-
-C = TypeVar("C")
+__all__ = ["add_options", "keyword", "option"]
 
 
 def option(cls: type, name: str, *param_decls: str, **kwargs: Any) -> Any:
     """``typer.Option(*param_decls, help=<the help of cls's field name>, **kwargs)``."""
     return typer.Option(*param_decls, help=field_help(cls, name), **kwargs)
-
-
-def config_from(cls: type[C], params: Mapping[str, Any], **given: Any) -> C:
-    """``cls`` (a config dataclass) from a command's parameter values (``params``, e.g. the command's ``locals()``):
-    each field not in ``given`` takes the parameter of its name, where there is one (else its default); ``given``
-    holds the fields whose option is named otherwise or whose value the command converts."""
-    names = [f.name for f in fields(cls) if f.init]
-    return cls(**{n: params[n] for n in names if n in params and n not in given}, **given)
 
 
 def keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:

@@ -11,9 +11,10 @@ from rich.table import Table
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import emit_json, fail, progress_bar
-from sdlens.cli.options import config_from, option
+from sdlens.cli.options import option
 from sdlens.epistemic.config import ProbeConfig
 from sdlens.errors import InputError
+from sdlens.fields import config_from
 from sdlens.io.keys import KeyMap
 
 

@@ -11,9 +11,10 @@ from rich.console import Console
 
 from sdlens.cli.commands import COMMAND_HELP
 from sdlens.cli.common import fail
-from sdlens.cli.options import config_from, option
+from sdlens.cli.options import option
 from sdlens.epistemic.config import AnalyzeConfig, parse_measures
 from sdlens.errors import InputError
+from sdlens.fields import config_from
 
 err = Console(stderr=True)
 
