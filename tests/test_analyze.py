@@ -375,3 +375,38 @@ def test_a_scan_started_early_gives_the_same_analysis(tmp_path: Path) -> None:
         window, out = next(iter(scan))  # one window taken, the next one in flight
         assert len(window) <= 2048 and bytes(window).endswith(b"\n") and out["status"]
     assert scan._mm.closed
+
+
+def test_a_scan_started_before_the_options_are_read_is_taken_over_only_when_it_fits(tmp_path: Path) -> None:
+    """``start_first_scan(..., started=)``: a scan begun with the default settings (``sdlens analyze FILE`` starts
+    one before it reads its options) is returned where it scans what the call would start, and closed otherwise:
+    other settings, another file, nothing to scan, or an error on the way."""
+    from sdlens.epistemic.analyze import run_analysis
+    from sdlens.epistemic.scan import start_first_scan
+
+    first = random_paper_file(tmp_path / "a.jsonl", 5, n=12)
+    second = random_paper_file(tmp_path / "b.jsonl", 6, n=9)
+    default = AnalyzeConfig()
+
+    early = start_first_scan([first], default)
+    assert early is not None and start_first_scan([first, second], default, started=early) is early
+    assert run_analysis([first, second], default, first_scan=early).result() == analyze([first, second], default)
+
+    for paths, config in (
+        ([first], AnalyzeConfig(scope="thinking")),
+        ([first], AnalyzeConfig(lexicon="words")),
+        ([second], default),
+    ):
+        early = start_first_scan([first], default)
+        fresh = start_first_scan(paths, config, started=early)
+        assert fresh is not None and fresh is not early and early._mm.closed
+        assert run_analysis(paths, config, first_scan=fresh).result() == analyze(paths, config)
+
+    for config in (AnalyzeConfig(fast=False), AnalyzeConfig(measures=("reflection",))):
+        early = start_first_scan([first], default)
+        assert start_first_scan([first], config, started=early) is None and early._mm.closed
+
+    early = start_first_scan([first], default)
+    with pytest.raises(InputError, match="no such file"):
+        start_first_scan([tmp_path / "missing.jsonl"], default, started=early)
+    assert early._mm.closed

@@ -38,6 +38,11 @@ LAZY_ON_PURPOSE = {
     # there; `sdlens train --help` and the experiments' imports must not depend on that
     ("sdlens.cli.train", "sdlens.train.runner"),
     ("sdlens.experiments.guided_sft", "sdlens.train.runner"),
+    # `sdlens analyze FILE` starts counting before the command's own imports (sdlens.cli._early_scan): the CLI's
+    # entry point imports the help table, the argparse path and the config only when the arguments ask for them
+    ("sdlens.cli", "sdlens.cli.commands"),
+    ("sdlens.cli", "sdlens.cli.fastpath"),
+    ("sdlens.cli", "sdlens.epistemic.config"),
 }
 # Layers, bottom first: a module may import from its own layer or below, never above. The package root is the
 # public facade (it re-exports lazily) and counts as the top.
@@ -61,9 +66,10 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _top_level_nodes(tree: ast.Module) -> set[int]:
+def _top_level_nodes(tree: ast.Module, runtime: bool = False) -> set[int]:
     """Statements that run at import time: the module body, the bodies of its top-level ``if`` / ``try``, and a
-    package's ``__getattr__`` (PEP 562: ``from package import name`` runs it, so what it imports is imported)."""
+    package's ``__getattr__`` (PEP 562: ``from package import name`` runs it, so what it imports is imported).
+    ``runtime``: without the bodies of ``if TYPE_CHECKING:``, which only a type checker runs."""
     out: set[int] = set()
 
     def visit(body: list[ast.stmt]) -> None:
@@ -71,6 +77,8 @@ def _top_level_nodes(tree: ast.Module) -> set[int]:
             out.add(id(node))
             if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
                 visit(node.body)
+            if runtime and isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+                continue
             if isinstance(node, ast.If | ast.Try):
                 for block in (node.body, node.orelse, getattr(node, "finalbody", [])):
                     visit(block)
@@ -91,16 +99,17 @@ def _lazy_tables(mods: dict[str, Path]) -> dict[str, dict[str, str]]:
     return tables
 
 
-def _imports(mods: dict[str, Path]):
+def _imports(mods: dict[str, Path], runtime: bool = False):
     """``(importer, imported, nested, line)`` for every sdlens import, and each module's top-level third-party
-    imports."""
+    imports. ``runtime``: without the imports under ``if TYPE_CHECKING:``, which never run."""
     edges, external = [], defaultdict(set)
     lazy = _lazy_tables(mods)
     for mod, path in mods.items():
         if path.suffix != ".py":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = _top_level_nodes(tree)
+        top = _top_level_nodes(tree, runtime)
+        type_only = _top_level_nodes(tree) - top
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -120,6 +129,8 @@ def _imports(mods: dict[str, Path]):
             else:
                 continue
             nested = id(node) not in top
+            if runtime and nested and id(node) in type_only:
+                continue
             for target in targets:
                 if target.split(".")[0] != "sdlens":
                     if not nested:
@@ -210,7 +221,7 @@ def test_imports_inside_functions_only_for_heavy_dependencies() -> None:
     """An import inside a function hides the graph; it is there only to keep a heavy or optional dependency (or a
     sdlens module that imports one at its top) off the import path."""
     mods = _modules()
-    edges, external = _imports(mods)
+    edges, external = _imports(mods, runtime=True)
     top_graph = defaultdict(set)
     for a, b, nested, _ in edges:
         if not nested:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -66,6 +67,45 @@ def test_analyze_json_runs_without_typer_rich_or_grading(tmp_path) -> None:
     slow = sorted(m for m in mods if m.split(".")[0] in ("typer", "click", "rich", "pydantic", "pydantic_core"))
     assert not slow, slow
     assert not {"sdlens.cli.typer_app", "sdlens.cli.eval", "sdlens.grading"} & mods
+
+
+EARLY_SCAN_PROBE = """
+import sys
+import sdlens.epistemic.scan as scan
+
+def probe(init):
+    def wrapped(self, path, settings):
+        print("scan", settings.scope, "argparse" in sys.modules, "numpy" in sys.modules, file=sys.stderr, flush=True)
+        init(self, path, settings)
+    return wrapped
+
+scan.PaperScan.__init__ = probe(scan.PaperScan.__init__)
+sys.argv = ["sdlens", *sys.argv[1:]]
+from sdlens.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [((), "scan full False False"), (("--scope", "thinking"), "scan thinking True False")],
+    ids=["defaults", "an-option"],
+)
+def test_analyze_starts_counting_before_reading_its_options(tmp_path, options, expected) -> None:
+    """`sdlens analyze FILE --json` starts the file's scan before argparse, the options and numpy load, and the
+    command takes that scan over (one scan in all); with an option given, the scan starts once the options are
+    read. The answer is the same either way."""
+    trace = tmp_path / "run.jsonl"
+    trace.write_text('{"generated_responses": ["<think>Wait, hmm.</think> maybe", "likely"]}\n')
+    proc = subprocess.run(
+        [sys.executable, "-c", EARLY_SCAN_PROBE, "analyze", str(trace), "--json", *options],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stderr.splitlines() == [expected]
+    assert json.loads(proc.stdout)["total"] == (2 if options else 4)
 
 
 def test_top_level_help_imports_no_command_module_nor_typer() -> None:

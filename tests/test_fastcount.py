@@ -38,7 +38,7 @@ LEX_IDS = [f"{lx.name}" for lx in ALL_LEXICONS]
 
 def _available_levels() -> list[str]:
     prev, levels = fc._simd(), []
-    for level in ("scalar", "sse2", "avx2"):
+    for level in ("scalar", "sse2", "avx2", "avx512"):
         try:
             fc._simd(level)
         except ValueError:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdlens.epistemic.lexicon import load_lexicon
+from sdlens.epistemic.segment import split_thinking
 from sdlens.errors import InputError
 from sdlens.eval_config import EvalConfig
 from sdlens.generation import make_backend
@@ -115,8 +117,6 @@ class _SampleBuilder:
     """Turns backend results into Samples: the think / answer split, token counts, epistemic counts."""
 
     def __init__(self, backend: Any, sampling: SamplingConfig, run_seed: int, save_logprobs: bool):
-        from sdlens.epistemic import load_lexicon
-
         self.backend = backend
         self.tokenizer = getattr(backend, "tokenizer", None)
         self.sampling = sampling
@@ -138,7 +138,7 @@ class _SampleBuilder:
         return count
 
     def build(self, problems: list[Problem], reqs: list[GenRequest], results: list[GenResult]) -> list[Sample]:
-        from sdlens.epistemic import count_texts, split_thinking
+        from sdlens.epistemic import count_texts
 
         by_id = {p.id: p for p in problems}
         texts = [r.text for r in results]

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from sdlens.epistemic.segment import split_thinking
 from sdlens.errors import InputError
 from sdlens.models import load_tokenizer
 from sdlens.schema import Sample
@@ -357,8 +358,6 @@ def _lengths(problems: list[_Problem], tokenizer: Any) -> dict[str, Any] | None:
     correct = [bool(s.correct) for s in samples]
     out: dict[str, Any] = {}
     if tokenizer is not None:
-        from sdlens.epistemic.segment import split_thinking
-
         count = _counter(tokenizer)
         thinking = [split_thinking(s.response)[0] for s in samples]
         out["from"] = "tokenizer"

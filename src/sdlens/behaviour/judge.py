@@ -25,7 +25,7 @@ import orjson
 
 from sdlens.epistemic.config import JudgeConfig
 from sdlens.epistemic.measures import Measure
-from sdlens.epistemic.segment import Scope
+from sdlens.epistemic.segment import Scope, scope_text
 from sdlens.epistemic.stats import MeasureSpec, Ratio
 from sdlens.errors import InputError
 from sdlens.generation import GenRequest, SamplingConfig, make_backend
@@ -184,8 +184,6 @@ class Judged(Measure):
         return [{b: self.cache.get(k)["count"] for b, k in zip(BEHAVIOURS, row, strict=True)} for row in keys]
 
     def columns(self, batch: Sequence[Sample], hedge_totals: np.ndarray, scope: Scope) -> np.ndarray:
-        from sdlens.epistemic.segment import scope_text
-
         out, col = self._table(len(batch))
         judged = self.judge([scope_text(s.response, scope) for s in batch])
         out[:, col["responses"]] = 1

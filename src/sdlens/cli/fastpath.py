@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdlens.cli.common import emit_json, fail, progress_bar, stderr_console
 from sdlens.epistemic.config import AnalyzeConfig, JudgeConfig, MeasureOptions, parse_measures
@@ -27,6 +27,9 @@ from sdlens.epistemic.segment import Scope
 from sdlens.errors import InputError
 from sdlens.fields import config_from, field_default, field_help
 from sdlens.io.keys import KeyMap
+
+if TYPE_CHECKING:
+    from sdlens.epistemic.scan import PaperScan
 
 __all__ = [
     "ANALYZE_OPTIONS",
@@ -134,8 +137,9 @@ def parse_analyze(args: Sequence[str]) -> dict[str, Any]:
     return values
 
 
-def try_run(argv: Sequence[str]) -> bool:
-    """Run ``sdlens ARGV`` here when it is an ``analyze`` the argparse parser takes; ``False`` otherwise."""
+def try_run(argv: Sequence[str], early_scan: PaperScan | None = None) -> bool:
+    """Run ``sdlens ARGV`` here when it is an ``analyze`` the argparse parser takes; ``False`` otherwise.
+    ``early_scan``: the first file's scan, started before the arguments were parsed (``sdlens.cli.main``)."""
     if not argv or argv[0] != "analyze":
         return False
     try:
@@ -143,7 +147,7 @@ def try_run(argv: Sequence[str]) -> bool:
     except NotForFastPath:
         return False
     try:
-        run_analyze(**values)
+        run_analyze(**values, early_scan=early_scan)
     except KeyboardInterrupt:
         raise SystemExit(130) from None  # as typer's app ends on Ctrl-C: silently, status 130
     except BrokenPipeError:
@@ -240,8 +244,10 @@ def run_analyze(
     judge_base_url: str | None,
     judge_cache: Path,
     json: bool,
+    early_scan: PaperScan | None = None,
 ) -> None:
-    """The body of ``sdlens analyze`` (typer's command and the argparse path both run it)."""
+    """The body of ``sdlens analyze`` (typer's command and the argparse path both run it). ``early_scan``: a scan
+    of the first file started before the options were read; taken over where it scans what the options ask."""
     options = locals()
     from sdlens.epistemic.scan import start_first_scan
 
@@ -249,7 +255,7 @@ def run_analyze(
         config = analyze_config(options)
         # The first file's scan starts before numpy and the analyzer load, so they import on one core while the
         # scanner (no GIL) counts on the other (docs/benchmarks.md).
-        first_scan = start_first_scan(files, config)
+        first_scan = start_first_scan(files, config, started=early_scan)
     except InputError as e:
         fail(e)
     if tokenizer is None and judge_model is None:

@@ -162,13 +162,29 @@ class PaperScan:
         self.close()
 
 
-def start_first_scan(paths: list[Path], config: AnalyzeConfig) -> PaperScan | None:
+def start_first_scan(paths: list[Path], config: AnalyzeConfig, started: PaperScan | None = None) -> PaperScan | None:
     """Start scanning the first file now, where the analyzer would scan it (checked in the order it checks, so a
-    bad lexicon or file fails with the same error); ``None`` where it would not."""
+    bad lexicon or file fails with the same error); ``None`` where it would not. ``started``: a scan begun before
+    ``config`` was known (``sdlens analyze FILE`` starts one with the default settings before it imports the rest,
+    ``sdlens.cli.main``): it is returned where it scans what this call would start, and closed otherwise."""
+    try:
+        wanted = _first_scan(paths, config)
+    except BaseException:
+        if started is not None:
+            started.close()
+        raise
+    if started is not None:
+        if wanted == (started.path, started.settings):
+            return started
+        started.close()
+    return PaperScan(*wanted) if wanted else None
+
+
+def _first_scan(paths: list[Path], config: AnalyzeConfig) -> tuple[Path, ScanSettings] | None:
     if not paths or not config.fast or config.measures or config.tokenizer:
         return None
     lexicon = load_lexicon(config.lexicon)
     path = Path(paths[0])
     if not scannable(path, config.fmt or detect_format(path), config):
         return None
-    return PaperScan(path, ScanSettings.of(config, lexicon))
+    return path, ScanSettings.of(config, lexicon)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.errors import InputError
 from sdlens.experiments.config import EvalSettings, SamplingFields
 from sdlens.io import read_records
@@ -153,7 +154,7 @@ def sample_stats(samples: Iterable[Sample], lexicon: str = "paper", *, resamples
 
     ``score`` is avg@n (the mean over problems of each problem's share of correct samples); ``per_word`` is each
     hedge word's mean count per response; ``share_with_any`` the share of responses with any hedge."""
-    from sdlens.epistemic import count_texts, load_lexicon
+    from sdlens.epistemic import count_texts
 
     samples = list(samples)
     lex = load_lexicon(lexicon)

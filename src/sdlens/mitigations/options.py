@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.fields import documented
 
 __all__ = [
@@ -150,8 +151,6 @@ def validate_mitigations(cfg: Any) -> None:
             raise ValueError(f"{name} must be > 0 (or null), got {value}")
     loss_change = cfg.hedge_aware
     if loss_change:
-        from sdlens.epistemic.lexicon import load_lexicon
-
         load_lexicon(cfg.hedge_lexicon)  # a missing or bad lexicon file fails here, before any model loads
     if loss_change and not cfg.chunked_distillation:
         raise ValueError("hedge_weight / hedge_clip / other_clip act on the chunked loss: chunked_distillation: true")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sdlens.epistemic.lexicon import load_lexicon
 from sdlens.epistemic.tokens import counted_spans
 from sdlens.report import figures
 from sdlens.report.blocks import Block, Excerpt, Figure, Heading, Pair, Para, Table, fmt, fmt_ci
@@ -29,8 +30,6 @@ def _samples(path: Path) -> list[Any]:
 
 
 def _lexicon(name: str):
-    from sdlens.epistemic import load_lexicon
-
     return load_lexicon(name or "paper")
 
 
