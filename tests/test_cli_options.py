@@ -254,6 +254,27 @@ REACH = {
             model="m", out="o", from_richer_context="rc", benchmarks=["a", "b", "c"], limit=2, window=(1, 3)
         ),
     ),
+    "experiment coverage": (
+        "sdlens.experiments.coverage.run_coverage",
+        0,
+        "-m m -o o --coverage 1x64,8x8 --ood a --pool p --in-domain d --method sdpo-paper"
+        " --method-set sdpo-paper:lr=0.1 --eval-every 4 --n-eval 3 --reward r --limit 2 --set x=1 --no-report",
+        lambda: CoverageConfig(
+            model="m",
+            out="o",
+            coverage=["1x64", "8x8"],
+            ood=["a"],
+            pool="p",
+            in_domain="d",
+            methods=["sdpo-paper"],
+            method_overrides={"sdpo-paper": {"lr": 0.1}},
+            eval_every=4,
+            n_eval=3,
+            reward="r",
+            limit=2,
+            train_overrides={"x": 1},
+        ),
+    ),
     "monitor": (
         "sdlens.monitor.offline.read_run",
         None,
@@ -304,3 +325,19 @@ def test_every_option_reaches_its_config_field(command: str, monkeypatch: pytest
     if command == "experiment guided-sft":
         want = dataclasses.replace(want, **GUIDED_SFT_CONVERTED, eval_options={"device": "cpu"})
     assert seen == [want]
+
+
+def test_coverage_options_left_out_keep_the_configs_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    seen: list[Any] = []
+
+    def capture(cfg: Any, **kwargs: Any) -> Any:
+        seen.append(cfg)
+        raise _Captured
+
+    monkeypatch.setattr("sdlens.experiments.coverage.run_coverage", capture)
+    r = CliRunner().invoke(app, ["experiment", "coverage", "-m", "m", "-o", "o", "--n-eval", "2", "--no-report"])
+    assert isinstance(r.exception, _Captured), r.output
+    assert seen == [CoverageConfig(model="m", out="o", n_eval=2)]
+    assert seen[0].coverage == ["1x64", "8x8", "64"] and seen[0].methods == ["sdpo-paper", "grpo-paper"]

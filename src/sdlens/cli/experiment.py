@@ -289,6 +289,8 @@ def register(app: typer.Typer) -> None:
         settings: dict[str, Any],
     ) -> None:
         """Sections 5-6: SDPO vs GRPO per coverage level, in-domain and OOD curves of accuracy, length and E."""
+        lists = {"coverage": coverage, "ood": ood, "methods": methods}  # unset: the config's defaults
+        options = {k: v for k, v in locals().items() if k not in lists}
         from sdlens.experiments.coverage import run_coverage
 
         def config() -> CoverageConfig:
@@ -298,20 +300,13 @@ def register(app: typer.Typer) -> None:
                 if not sep:
                     raise InputError(None, f"expected METHOD:key=value, got {item!r}", field="--method-set")
                 per_method.setdefault(name, {}).update(_sets([kv], "--method-set"))
-            kw = _config_kwargs(settings)
-            for name, values in (("coverage", coverage), ("ood", ood), ("methods", methods)):
-                if values:
-                    kw[name] = _list(values)
-            return CoverageConfig(
-                pool=pool,
-                in_domain=in_domain,
+            return config_from(
+                CoverageConfig,
+                options,
                 method_overrides=per_method,
                 train_overrides=_sets(set_),
-                eval_every=eval_every,
-                reward=reward,
-                n_eval=n_eval,
-                limit=limit,
-                **kw,
+                **{name: _list(values) for name, values in lists.items() if values},
+                **_config_kwargs(settings),
             )
 
         _run(config, run_coverage, _coverage_table, report)
