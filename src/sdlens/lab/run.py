@@ -325,19 +325,21 @@ def _curve_tries(folder: Path, curve: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+# Every training stage of the organism runs on the CPU, in the main process, without a learning-rate warm-up.
+_CPU_STAGE = {"warmup_steps": 0, "use_cpu": True, "dataloader_num_workers": 0}
+
+
 def _sft_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
     return {
         "num_train_epochs": cfg.sft_epochs,
         "learning_rate": cfg.sft_lr,
         "per_device_train_batch_size": cfg.sft_batch,
         "gradient_accumulation_steps": 1,
-        "warmup_steps": 0,
         "lr_scheduler_type": "constant",
         "max_length": 512,
         "save_strategy": "no",
         "seed": seed,
-        "use_cpu": True,
-        "dataloader_num_workers": 0,
+        **_CPU_STAGE,
     }
 
 
@@ -365,10 +367,8 @@ def _rl_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
         "per_device_train_batch_size": cfg.rl_generations,
         "max_completion_length": cfg.max_new_tokens,
         "max_prompt_tokens": 256,
-        "warmup_steps": 0,
         "reward_workers": 1,
-        "use_cpu": True,
-        "dataloader_num_workers": 0,
+        **_CPU_STAGE,
     }
 
 
