@@ -10,6 +10,7 @@ gives the CPU time / wall time of its best run: about 2 when two threads really 
 machine had only one core to give (other load), so a missing 2-thread gain can be told from a serialized one.
 
     python bench/kernel_micro.py --mb 150
+    python bench/kernel_micro.py --mb 150 --simd avx2 --simd avx512   # the scans at each of these SIMD levels
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ def main() -> None:
     ap.add_argument("--file", type=Path, help="use this paper-format file instead of generating one")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--strings", type=int, default=2000, help="responses for the count_strings comparison")
+    ap.add_argument(
+        "--simd",
+        action="append",
+        help="time the scans at this SIMD level (scalar, sse2, avx2, avx512; repeatable); default: the one picked",
+    )
     args = ap.parse_args()
 
     from sdlens.epistemic import _fastcount as fc
@@ -84,14 +90,18 @@ def main() -> None:
     print(f"file: {size_mb:.1f} MB; cores: {os.cpu_count()}; SIMD: {fc._simd()}")
     print(f"reference (json.loads + lower().count): {t_ref:.3f} s  ({size_mb / t_ref:.0f} MB/s)")
     ok = True
-    for threads in (1, 2):
-        t, ratio, (got, n_python) = best_of_cpu(lambda th=threads: kernel_totals(fc, path, th), args.repeats)
-        same = got == ref and n_python == 0
-        ok &= same
-        print(
-            f"scan_jsonl threads={threads}: {t:.3f} s  ({size_mb / t:.0f} MB/s)  x{t_ref / t:.1f}  "
-            f"cpu/wall {ratio:.2f}  identical={same}"
-        )
+    picked = fc._simd()
+    for level in args.simd or [picked]:
+        fc._simd(level)  # ValueError where this machine or build lacks the level
+        for threads in (1, 2):
+            t, ratio, (got, n_python) = best_of_cpu(lambda th=threads: kernel_totals(fc, path, th), args.repeats)
+            same = got == ref and n_python == 0
+            ok &= same
+            print(
+                f"scan_jsonl {level} threads={threads}: {t:.3f} s  ({size_mb / t:.0f} MB/s)  x{t_ref / t:.1f}  "
+                f"cpu/wall {ratio:.2f}  identical={same}"
+            )
+    fc._simd(picked)
     t, _ = best_of(lambda: kernel_totals(fc, path, 1, "answer"), args.repeats)
     print(f"scan_jsonl threads=1 scope=answer: {t:.3f} s  ({size_mb / t:.0f} MB/s)")
 
