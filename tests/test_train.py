@@ -175,6 +175,24 @@ def test_config_layers_yaml_and_set(tmp_path):
     assert all(f.metadata.get("help") for f in TrainConfig.__dataclass_fields__.values())
 
 
+def test_end_process_group_destroys_a_live_group_and_is_a_no_op_without_one(tmp_path):
+    """`sdlens train` ends its process group itself (gloo's threads left to the interpreter's teardown can abort a
+    finished rank): a real one-rank gloo group is destroyed; with none, nothing happens."""
+    import torch.distributed as dist
+
+    from sdlens.train.runner import end_process_group
+
+    end_process_group()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        end_process_group()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_find_checkpoint_skips_incomplete(tmp_path):
     for n, files in ((1, ["trainer_state.json"]), (2, ["trainer_state.json"]), (3, ["model.safetensors"])):
         d = tmp_path / f"checkpoint-{n}"

@@ -196,9 +196,10 @@ def register(app: typer.Typer) -> None:
 
                 res = do_dry_run(cfg, console=err)
             else:
-                from sdlens.train.runner import run_train
+                from sdlens.train.runner import end_process_group, run_train
 
                 res = run_train(cfg, console=err)
+                end_process_group()
         except (InputError, ValueError, FileNotFoundError) as e:
             fail(e)
         if json_out:

@@ -37,6 +37,7 @@ __all__ = [
     "Prepared",
     "build_trl_kwargs",
     "dry_run",
+    "end_process_group",
     "find_checkpoint",
     "prepare",
     "run_train",
@@ -53,6 +54,17 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def end_process_group() -> None:
+    """Destroy a distributed run's process groups once its training is over, as torch asks each trainer process to
+    do near its end: left to the interpreter's teardown, gloo's worker threads can abort a finished rank
+    ("terminate called without an active exception", which failed tests/test_sharded.py now and then). ``sdlens
+    train`` calls it after ``run_train``; a library caller that goes on using the group after training does not."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _say(console, msg: str) -> None:
