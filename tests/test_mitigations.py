@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from sdlens.losses import generalized_jsd, reduce_per_token, self_distillation_per_token  # noqa: E402
-from sdlens.losses.distill import logps_entropy_from_hidden, logps_entropy_from_logits  # noqa: E402
+from sdlens.losses.distill import logps_entropy_from_logits, token_logprobs  # noqa: E402
 from sdlens.mitigations import MITIGATION_PRESETS, RICHNESS  # noqa: E402
 from sdlens.mitigations.antisd import EntropyGate, antisd_advantages, antisd_phi  # noqa: E402
 from sdlens.mitigations.context import ladder_teacher_messages, peer_demonstrations  # noqa: E402
@@ -131,10 +131,11 @@ def test_teacher_logps_and_entropy_chunked_equal_full_logits():
     p = torch.softmax(logits, -1)
     assert torch.allclose(ent_full, -(p * p.log()).sum(-1), atol=1e-5)
     assert torch.allclose(lp_full, torch.log(p.gather(-1, ids[..., None]).squeeze(-1)), atol=1e-5)
-    lp, ent = logps_entropy_from_hidden(hidden, weight, ids, temperature=0.7, chunk_size=3)
+    lp, ent = token_logprobs(hidden, weight, ids, temperature=0.7, chunk_size=3, entropy=True)
+    assert torch.allclose(token_logprobs(hidden, weight, ids, temperature=0.7, chunk_size=3), lp, atol=1e-5)
     assert torch.allclose(lp, lp_full, atol=1e-5) and torch.allclose(ent, ent_full, atol=1e-5)
     # uniform logits: entropy log V, every token log(1/V)
-    lp0, ent0 = logps_entropy_from_hidden(torch.zeros(1, 2, H), weight, torch.tensor([[0, 7]]))
+    lp0, ent0 = token_logprobs(torch.zeros(1, 2, H), weight, torch.tensor([[0, 7]]), entropy=True)
     assert torch.allclose(ent0, torch.full((1, 2), math.log(V)))
     assert torch.allclose(lp0, torch.full((1, 2), -math.log(V)))
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -42,7 +42,6 @@ __all__ = [
     "auto_chunk_size",
     "generalized_jsd",
     "is_clip_weights",
-    "logps_entropy_from_hidden",
     "logps_entropy_from_logits",
     "naive_self_distillation_loss",
     "reduce_per_token",
@@ -188,18 +187,10 @@ class _ChunkedTopK(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_target):
         hs, weight, s_all, t_all, idx_all, lse_all = ctx.saved_tensors
         add_tail, alpha, temperature, chunk, mm_dtype = ctx.cfg
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hs) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grads = _LinearGrads(ctx, hs, weight)
         with _no_autocast(hs.device):
             w_mm = _cast(weight, mm_dtype)
-            live = _live_chunks(grad_loss, chunk)
-            for i, (a, b) in enumerate(_chunks(hs.shape[0], chunk)):
-                g_out = grad_loss[a:b].float()
-                if not live[i]:  # e.g. tokens weighted by zero: nothing flows back
-                    if need_h:
-                        grad_h[a:b].zero_()
-                    continue
+            for a, b, g_out in grads.live_chunks(grad_loss, chunk):
                 with torch.enable_grad():
                     s = s_all[a:b].detach().requires_grad_(True)
                     (g_s,) = torch.autograd.grad(_topk_divergence(s, t_all[a:b], add_tail, alpha), s, g_out)
@@ -207,12 +198,8 @@ class _ChunkedTopK(torch.autograd.Function):
                 g_z = _logits(hs[a:b], w_mm, temperature)
                 g_z.sub_(lse_all[a:b, None]).exp_().mul_(-g_s.sum(-1, keepdim=True))
                 g_z.scatter_add_(1, idx_all[a:b], g_s)
-                if temperature != 1.0:
-                    g_z.div_(temperature)
-                _accumulate_linear_grads(g_z, hs[a:b], w_mm, grad_h, grad_w, a, b)
-        if need_w:
-            grad_w = grad_w.to(weight.dtype)
-        return grad_h, grad_w, None, None, None, None, None, None, None, None, None
+                grads.add(g_z, hs[a:b], w_mm, temperature, a, b)
+        return *grads.result(), None, None, None, None, None, None, None, None, None
 
 
 class _ChunkedFull(torch.autograd.Function):
@@ -240,45 +227,58 @@ class _ChunkedFull(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_target):
         hs, weight, ht, teacher_weight = ctx.saved_tensors
         alpha, temperature, chunk, mm_dtype = ctx.cfg
-        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty_like(hs) if need_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grads = _LinearGrads(ctx, hs, weight)
         with _no_autocast(hs.device):
             w_mm, wt_mm = _cast(weight, mm_dtype), _cast(teacher_weight, mm_dtype)
-            live = _live_chunks(grad_loss, chunk)
-            for i, (a, b) in enumerate(_chunks(hs.shape[0], chunk)):
-                g_out = grad_loss[a:b].float()
-                if not live[i]:  # e.g. tokens weighted by zero: nothing flows back
-                    if need_h:
-                        grad_h[a:b].zero_()
-                    continue
+            for a, b, g_out in grads.live_chunks(grad_loss, chunk):
                 t = torch.log_softmax(_logits(ht[a:b], wt_mm, temperature), dim=-1)
                 with torch.enable_grad():
                     z = _logits(hs[a:b], w_mm, temperature).requires_grad_(True)
                     (g_z,) = torch.autograd.grad(generalized_jsd(torch.log_softmax(z, dim=-1), t, alpha), z, g_out)
                 del t, z
-                if temperature != 1.0:
-                    g_z.div_(temperature)
-                _accumulate_linear_grads(g_z, hs[a:b], w_mm, grad_h, grad_w, a, b)
-        if need_w:
-            grad_w = grad_w.to(weight.dtype)
-        return grad_h, grad_w, None, None, None, None, None, None, None
+                grads.add(g_z, hs[a:b], w_mm, temperature, a, b)
+        return *grads.result(), None, None, None, None, None, None, None
 
 
-def _accumulate_linear_grads(g_z, h_chunk, w_mm, grad_h, grad_w, a, b):
-    """grad_h[a:b] = g_z @ W; grad_w += g_z^T @ h (float32 accumulator). Matmuls in the matmul weight's dtype."""
-    g = g_z if g_z.dtype == w_mm.dtype else g_z.to(w_mm.dtype)
-    if grad_h is not None:
-        if grad_h.dtype == w_mm.dtype:
-            torch.mm(g, w_mm, out=grad_h[a:b])
-        else:
-            grad_h[a:b].copy_(g @ w_mm)
-    if grad_w is not None:
-        h = h_chunk if h_chunk.dtype == w_mm.dtype else h_chunk.to(w_mm.dtype)
-        if w_mm.dtype == torch.float32:
-            grad_w.addmm_(g.T, h)
-        else:
-            grad_w.add_(g.T @ h)
+class _LinearGrads:
+    """The gradients of ``logits = hs @ W^T / temperature`` w.r.t. ``hs`` and ``W``, filled chunk by chunk from the
+    gradient w.r.t. each chunk's logits: ``grad_h`` ``[N, H]`` and ``grad_w`` (a float32 ``[V, H]`` accumulator)."""
+
+    def __init__(self, ctx, hs: torch.Tensor, weight: torch.Tensor):
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        self.grad_h = torch.empty_like(hs) if need_h else None
+        self.grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        self.weight_dtype = weight.dtype
+
+    def live_chunks(self, grad_loss: torch.Tensor, chunk: int):
+        """``(a, b, grad of the chunk's loss)`` per chunk that receives a gradient; the others' ``grad_h`` is zero
+        (e.g. tokens weighted by zero: nothing flows back)."""
+        live = _live_chunks(grad_loss, chunk)
+        for i, (a, b) in enumerate(_chunks(grad_loss.shape[0], chunk)):
+            if live[i]:
+                yield a, b, grad_loss[a:b].float()
+            elif self.grad_h is not None:
+                self.grad_h[a:b].zero_()
+
+    def add(self, g_z: torch.Tensor, h_chunk: torch.Tensor, w_mm: torch.Tensor, temperature: float, a: int, b: int):
+        """grad_h[a:b] = g_z @ W / temperature; grad_w += g_z^T @ h / temperature. Matmuls in ``w_mm``'s dtype."""
+        if temperature != 1.0:
+            g_z.div_(temperature)
+        g = g_z if g_z.dtype == w_mm.dtype else g_z.to(w_mm.dtype)
+        if self.grad_h is not None:
+            if self.grad_h.dtype == w_mm.dtype:
+                torch.mm(g, w_mm, out=self.grad_h[a:b])
+            else:
+                self.grad_h[a:b].copy_(g @ w_mm)
+        if self.grad_w is not None:
+            h = h_chunk if h_chunk.dtype == w_mm.dtype else h_chunk.to(w_mm.dtype)
+            if w_mm.dtype == torch.float32:
+                self.grad_w.addmm_(g.T, h)
+            else:
+                self.grad_w.add_(g.T @ h)
+
+    def result(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.grad_h, None if self.grad_w is None else self.grad_w.to(self.weight_dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -335,18 +335,52 @@ def self_distillation_per_token(
     is_clip: float | None = None,
     chunk_size: int | None = None,
     matmul_dtype: torch.dtype | None = None,
+    chunked: bool = True,
 ) -> DistillOutput:
-    """Chunked per-token self-distillation loss; see :func:`self_distillation_loss` for the arguments."""
+    """Per-token SDPO self-distillation loss from final hidden states and LM head weights, computed in chunks of
+    tokens, before any reduction: ``DistillOutput(per_token_loss, student_token_logps, is_weights)``.
+
+    Args:
+        student_hidden: ``[B, T, H]`` or ``[T, H]`` final hidden states of the student at the positions that predict
+            the response tokens (after the final norm; what the LM head consumes). Gradients flow into it.
+        student_weight: LM head weight ``[V, H]`` (gradients flow into it when it requires grad).
+        teacher_hidden: teacher hidden states, same shape; treated as constants.
+        teacher_weight: teacher LM head ``[V, H]`` (constant); default: the student's weight, detached.
+        mask: ``[B, T]`` response / self-distillation mask; zero positions are skipped entirely and contribute zero.
+        topk: size of the student's top-k support (paper: 100); ``None`` for the full-vocabulary divergence.
+        add_tail: with ``topk``, append the tail bucket (k + 1 categories) instead of renormalising over the k.
+        alpha: generalized JSD coefficient in [0, 1] (0: KL(p_T||p_S), 1: KL(p_S||p_T); paper: 0.5).
+        temperature: logits are ``h W^T / temperature`` (TRL's ``_forward_logits``).
+        token_weights: detached per-token weights multiplied into the loss (e.g. rollout IS weights).
+        target_ids: ``[B, T]`` sampled response tokens; needed for the IS clip.
+        old_logps: ``[B, T]`` log-probs of ``target_ids`` under the rollout policy; with ``is_clip`` the loss is
+            multiplied by ``min(exp(clamp(logp - old_logps, -20, 20)), is_clip)`` (detached, TRL/paper).
+        is_clip: IS clip coefficient (paper: 2.0); ``None`` turns the IS clip off.
+        chunk_size: tokens per chunk; default ``auto_chunk_size(V)`` (~256 MiB of float32 logits per chunk).
+        matmul_dtype: dtype of the ``h W^T`` matmuls (e.g. ``torch.bfloat16`` for fp32 weights under bf16 mixed
+            precision, as autocast would run the LM head); default: the enclosing autocast dtype, else the weight's.
+            The softmax / divergence math is always float32.
+        chunked: ``False`` computes the same thing from full logits (the reference,
+            :func:`naive_self_distillation_loss`).
+    """
     teacher_weight = student_weight if teacher_weight is None else teacher_weight
     _validate(student_hidden, student_weight, teacher_hidden, teacher_weight, topk, alpha, temperature)
+    if (old_logps is not None or is_clip is not None) and target_ids is None:
+        raise ValueError("the IS clip (old_logps / is_clip) needs target_ids")
+    mm = _matmul_dtype(matmul_dtype, student_hidden.device)
+    if not chunked:
+        log_probs = _full_log_probs(student_hidden, student_weight, teacher_hidden, teacher_weight, temperature, mm)
+        per_token = _divergence(*log_probs, topk, add_tail, alpha)
+        logps = None
+        if target_ids is not None:
+            logps = log_probs[0].detach().gather(-1, target_ids.long().unsqueeze(-1)).squeeze(-1)
+        return _apply_weights(per_token, logps, mask, token_weights, old_logps, is_clip)
     shape = student_hidden.shape[:-1]
     h_dim = student_hidden.shape[-1]
     device = student_hidden.device
     chunk = int(chunk_size) if chunk_size else auto_chunk_size(student_weight.shape[0])
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if (old_logps is not None or is_clip is not None) and target_ids is None:
-        raise ValueError("the IS clip (old_logps / is_clip) needs target_ids")
 
     hs_flat = student_hidden.reshape(-1, h_dim)
     ht_flat = teacher_hidden.detach().reshape(-1, h_dim)
@@ -377,7 +411,6 @@ def self_distillation_per_token(
         return DistillOutput(per_token, logps, None)
 
     tw = teacher_weight.detach()
-    mm = _matmul_dtype(matmul_dtype, device)
     if topk is None:
         loss, logps = _ChunkedFull.apply(hs, student_weight, ht, tw, target, alpha, temperature, chunk, mm)
     else:
@@ -441,65 +474,14 @@ def self_distillation_loss(
     teacher_hidden: torch.Tensor,
     teacher_weight: torch.Tensor | None = None,
     *,
-    mask: torch.Tensor | None = None,
-    topk: int | None = 100,
-    add_tail: bool = True,
-    alpha: float = 0.5,
-    temperature: float = 1.0,
-    token_weights: torch.Tensor | None = None,
-    target_ids: torch.Tensor | None = None,
-    old_logps: torch.Tensor | None = None,
-    is_clip: float | None = None,
     reduction: Reduction = "sequence_mean",
-    chunk_size: int | None = None,
-    matmul_dtype: torch.dtype | None = None,
-    chunked: bool = True,
+    **options: Any,
 ) -> torch.Tensor:
-    """SDPO self-distillation loss from final hidden states and LM head weights.
-
-    Args:
-        student_hidden: ``[B, T, H]`` or ``[T, H]`` final hidden states of the student at the positions that predict
-            the response tokens (after the final norm; what the LM head consumes). Gradients flow into it.
-        student_weight: LM head weight ``[V, H]`` (gradients flow into it when it requires grad).
-        teacher_hidden: teacher hidden states, same shape; treated as constants.
-        teacher_weight: teacher LM head ``[V, H]`` (constant); default: the student's weight, detached.
-        mask: ``[B, T]`` response / self-distillation mask; zero positions are skipped entirely and contribute zero.
-        topk: size of the student's top-k support (paper: 100); ``None`` for the full-vocabulary divergence.
-        add_tail: with ``topk``, append the tail bucket (k + 1 categories) instead of renormalising over the k.
-        alpha: generalized JSD coefficient in [0, 1] (0: KL(p_T||p_S), 1: KL(p_S||p_T); paper: 0.5).
-        temperature: logits are ``h W^T / temperature`` (TRL's ``_forward_logits``).
-        token_weights: detached per-token weights multiplied into the loss (e.g. rollout IS weights).
-        target_ids: ``[B, T]`` sampled response tokens; needed for the IS clip.
-        old_logps: ``[B, T]`` log-probs of ``target_ids`` under the rollout policy; with ``is_clip`` the loss is
-            multiplied by ``min(exp(clamp(logp - old_logps, -20, 20)), is_clip)`` (detached, TRL/paper).
-        is_clip: IS clip coefficient (paper: 2.0); ``None`` turns the IS clip off.
-        reduction: ``sequence_mean`` (TRL / paper), ``token_mean``, ``sum`` or ``none`` (``[B, T]``).
-        chunk_size: tokens per chunk; default ``auto_chunk_size(V)`` (~256 MiB of float32 logits per chunk).
-        matmul_dtype: dtype of the ``h W^T`` matmuls (e.g. ``torch.bfloat16`` for fp32 weights under bf16 mixed
-            precision, as autocast would run the LM head); default: the enclosing autocast dtype, else the weight's.
-            The softmax / divergence math is always float32.
-        chunked: ``False`` computes the same thing from full logits (:func:`naive_self_distillation_loss`).
-    """
-    fn = self_distillation_per_token if chunked else _naive_per_token
-    kwargs = {"chunk_size": chunk_size} if chunked else {}
-    out = fn(
-        student_hidden,
-        student_weight,
-        teacher_hidden,
-        teacher_weight,
-        mask=mask,
-        topk=topk,
-        add_tail=add_tail,
-        alpha=alpha,
-        temperature=temperature,
-        token_weights=token_weights,
-        target_ids=target_ids,
-        old_logps=old_logps,
-        is_clip=is_clip,
-        matmul_dtype=matmul_dtype,
-        **kwargs,
-    )
-    return reduce_per_token(out.per_token_loss, mask, reduction)
+    """SDPO self-distillation loss from final hidden states and LM head weights: :func:`self_distillation_per_token`
+    (whose keyword ``options`` it takes) reduced by ``reduction``: ``sequence_mean`` (TRL / paper), ``token_mean``,
+    ``sum`` or ``none`` (``[B, T]``)."""
+    out = self_distillation_per_token(student_hidden, student_weight, teacher_hidden, teacher_weight, **options)
+    return reduce_per_token(out.per_token_loss, options.get("mask"), reduction)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -507,60 +489,40 @@ def self_distillation_loss(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _naive_per_token(
-    student_hidden,
-    student_weight,
-    teacher_hidden,
-    teacher_weight=None,
-    *,
-    mask=None,
-    topk=100,
-    add_tail=True,
-    alpha=0.5,
-    temperature=1.0,
-    token_weights=None,
-    target_ids=None,
-    old_logps=None,
-    is_clip=None,
-    matmul_dtype=None,
-) -> DistillOutput:
-    teacher_weight = student_weight if teacher_weight is None else teacher_weight
-    _validate(student_hidden, student_weight, teacher_hidden, teacher_weight, topk, alpha, temperature)
-    if (old_logps is not None or is_clip is not None) and target_ids is None:
-        raise ValueError("the IS clip (old_logps / is_clip) needs target_ids")
-    mm = _matmul_dtype(matmul_dtype, student_hidden.device)
+def _full_log_probs(student_hidden, student_weight, teacher_hidden, teacher_weight, temperature, mm):
+    """Student and teacher float32 log-probs over the whole vocabulary (the teacher's without grad)."""
     with _no_autocast(student_hidden.device):
         w = student_weight if mm is None else student_weight.to(mm)
         student_log_probs = torch.log_softmax(_logits(student_hidden, w, temperature), dim=-1)
         with torch.no_grad():
             wt = teacher_weight.detach() if mm is None else teacher_weight.detach().to(mm)
             teacher_log_probs = torch.log_softmax(_logits(teacher_hidden.detach(), wt, temperature), dim=-1)
+    return student_log_probs, teacher_log_probs
+
+
+def _divergence(student_log_probs, teacher_log_probs, topk, add_tail, alpha):
     if topk is None:
-        per_token = generalized_jsd(student_log_probs, teacher_log_probs, alpha)
-    else:
-        s, idx = torch.topk(student_log_probs, topk, dim=-1)
-        t = teacher_log_probs.gather(-1, idx)
-        per_token = _topk_divergence(s, t, add_tail, alpha)
-    logps = None
-    if target_ids is not None:
-        logps = student_log_probs.detach().gather(-1, target_ids.long().unsqueeze(-1)).squeeze(-1)
-    return _apply_weights(per_token, logps, mask, token_weights, old_logps, is_clip)
+        return generalized_jsd(student_log_probs, teacher_log_probs, alpha)
+    s, idx = torch.topk(student_log_probs, topk, dim=-1)
+    return _topk_divergence(s, teacher_log_probs.gather(-1, idx), add_tail, alpha)
 
 
-def naive_self_distillation_loss(
-    student_hidden: torch.Tensor,
-    student_weight: torch.Tensor,
-    teacher_hidden: torch.Tensor,
-    teacher_weight: torch.Tensor | None = None,
-    *,
-    reduction: Reduction = "sequence_mean",
-    **kwargs,
-) -> torch.Tensor:
-    """Reference implementation of :func:`self_distillation_loss` from full float32 logits (O(T x V) memory)."""
-    kwargs.pop("chunk_size", None)
-    kwargs.pop("chunked", None)
-    out = _naive_per_token(student_hidden, student_weight, teacher_hidden, teacher_weight, **kwargs)
-    return reduce_per_token(out.per_token_loss, kwargs.get("mask"), reduction)
+def naive_self_distillation_loss(*tensors: torch.Tensor | None, **options: Any) -> torch.Tensor:
+    """Reference implementation of :func:`self_distillation_loss` from full float32 logits (O(T x V) memory): the
+    same call with ``chunked=False`` (``chunk_size`` is ignored)."""
+    return self_distillation_loss(*tensors, **options, chunked=False)
+
+
+def logps_entropy_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of ``ids`` and entropy of each position's distribution, from (already temperature-scaled) logits."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    token = logp.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return token, entropy
+
+
+def _token_logps(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor]:
+    return (logits.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1),)
 
 
 @torch.no_grad()
@@ -572,50 +534,17 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     matmul_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Log-probs of ``token_ids`` (``[B, T]``) under ``hidden @ weight.T / temperature``, chunked, without grad.
+    entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``token_ids`` (``[B, T]``) under ``hidden @ weight.T / temperature``, chunked, without grad;
+    with ``entropy``, also each position's entropy (:func:`logps_entropy_from_logits` without a ``[B, T, V]`` tensor).
 
     Same values as ``selective_log_softmax(logits, token_ids)`` on full logits, in O(chunk x V) memory (float32).
     """
-
-    def logps(z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor]:
-        return (z.gather(1, ids[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1),)
-
-    kw = {"temperature": temperature, "chunk_size": chunk_size, "matmul_dtype": matmul_dtype}
-    return _per_token_from_hidden(hidden, weight, token_ids, logps, 1, **kw)[0]
-
-
-def logps_entropy_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``ids`` and entropy of each position's distribution, from (already temperature-scaled) logits."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    token = logp.gather(-1, ids.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return token, entropy
-
-
-@torch.no_grad()
-def logps_entropy_from_hidden(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    ids: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = None,
-    matmul_dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`logps_entropy_from_logits` of ``hidden @ weight.T / temperature``, in chunks of tokens (no ``[B, T, V]``
-    tensor), without grad."""
-    kw = {"temperature": temperature, "chunk_size": chunk_size, "matmul_dtype": matmul_dtype}
-    token, entropy = _per_token_from_hidden(hidden, weight, ids, logps_entropy_from_logits, 2, **kw)
-    return token, entropy
-
-
-def _per_token_from_hidden(hidden, weight, token_ids, per_chunk, n_out, *, temperature, chunk_size, matmul_dtype):
-    """``n_out`` float32 ``[B, T]`` tensors, ``per_chunk(logits, ids)`` over chunks of tokens of
-    ``hidden @ weight.T / temperature`` (O(chunk x V) memory)."""
     shape = hidden.shape[:-1]
     if token_ids.shape != shape:
         raise ValueError(f"token_ids shape {tuple(token_ids.shape)} != {tuple(shape)}")
+    per_chunk, n_out = (logps_entropy_from_logits, 2) if entropy else (_token_logps, 1)
     chunk = int(chunk_size) if chunk_size else auto_chunk_size(weight.shape[0])
     h = hidden.reshape(-1, hidden.shape[-1])
     ids = token_ids.reshape(-1).long()
@@ -625,4 +554,6 @@ def _per_token_from_hidden(hidden, weight, token_ids, per_chunk, n_out, *, tempe
         for a, b in _chunks(h.shape[0], chunk):
             for out, values in zip(outs, per_chunk(_logits(h[a:b], w, temperature), ids[a:b]), strict=True):
                 out[a:b] = values
-    return tuple(out.reshape(shape) for out in outs)
+    if entropy:
+        return outs[0].reshape(shape), outs[1].reshape(shape)
+    return outs[0].reshape(shape)

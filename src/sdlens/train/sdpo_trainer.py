@@ -45,7 +45,6 @@ from sdlens.fields import field_default
 from sdlens.imports import import_callable
 from sdlens.losses.distill import (
     is_clip_weights,
-    logps_entropy_from_hidden,
     logps_entropy_from_logits,
     reduce_per_token,
     self_distillation_per_token,
@@ -701,7 +700,7 @@ class SdlensSDPOTrainer(SDPOTrainer):
         with torch.no_grad(), self._get_teacher_context_for_self_distillation():
             if hidden_ok:
                 hidden, weight = self._forward_hidden(self.teacher_model, input_ids, attention_mask, keep)
-                return logps_entropy_from_hidden(hidden, weight, ids, **self._chunking())
+                return token_logprobs(hidden, weight, ids, entropy=True, **self._chunking())
             logits = self._forward_logits(self.teacher_model, input_ids, attention_mask, keep)
             return logps_entropy_from_logits(logits, ids)
 
