@@ -87,17 +87,24 @@ def prepare_data(cfg: LabConfig, seed: int, data: Path) -> dict[str, Any]:
     return {"pool": pool, "ood": ood, "splits": splits, "info": info}
 
 
-def _stage(
-    path: Path, times: dict[str, float], key: str, console: Any, title: str, run: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """An experiment stage's summary: the finished one in ``path``, else ``run()``'s; its wall time in ``times``."""
-    t = time.perf_counter()
-    summary = _done(path)
-    if summary is None:
-        _say(console, title)
-        summary = run()
-    times[key] = time.perf_counter() - t
-    return summary
+class _Stages:
+    """One seed's stages: each one's summary (a finished stage's, read from its folder, else its run's) and its wall
+    time in ``times`` (the runs of one key add up)."""
+
+    def __init__(self, console: Any):
+        self.console = console
+        self.times: dict[str, float] = {}
+
+    def run(
+        self, key: str, path: Path, title: str, run: Callable[[], dict[str, Any]], done: Callable = _done
+    ) -> dict[str, Any]:
+        t = time.perf_counter()
+        summary = done(path)
+        if summary is None:
+            _say(self.console, title)
+            summary = run()
+        self.times[key] = self.times.get(key, 0.0) + time.perf_counter() - t
+        return summary
 
 
 def _sampling(cfg: LabConfig) -> dict[str, Any]:
@@ -119,7 +126,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     from sdlens.experiments.richer_context import RicherContextConfig, run_richer_context
     from sdlens.lab.pretrain import pretrain
 
-    times: dict[str, float] = {}
+    stages = _Stages(console)
     t = time.perf_counter()
     data = prepare_data(cfg, seed, out / "data")
     pcfg = replace(
@@ -136,7 +143,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     )
     corpus = out / "data" / "pretrain.jsonl"
     base = pretrain(out / "base", data["splits"].pool, cfg.modulus, pcfg, corpus_path=corpus, console=console)
-    times["pretrain_s"] = time.perf_counter() - t
+    stages.times["pretrain_s"] = time.perf_counter() - t
 
     # the pretraining gate's verdict per attempt (an older base model folder has none)
     built = json.loads((base / COMPLETE).read_text())
@@ -145,49 +152,33 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
     common = {"model": str(base), "seed": seed, "batch_size": 128, "eval_options": {"threads": 1}, **_sampling(cfg)}
 
     rc_dir = out / "richer_context"
-    rc = _stage(
-        rc_dir,
-        times,
-        "richer_context_s",
-        console,
-        "[bold]richer context[/bold] (Table 1)",
-        lambda: run_richer_context(
-            RicherContextConfig(
-                data=str(data["pool"]),
-                out=str(rc_dir),
-                n=cfg.rc_n,
-                window=(1, 4),
-                max_problems=cfg.rc_max_problems,
-                scan_batch=max(16, cfg.rc_max_problems),
-                contexts=cfg.rc_contexts,
-                **common,
-            ),
-            console=console,
-        ),
+    rc_config = RicherContextConfig(
+        data=str(data["pool"]),
+        out=str(rc_dir),
+        n=cfg.rc_n,
+        window=(1, 4),
+        max_problems=cfg.rc_max_problems,
+        scan_batch=max(16, cfg.rc_max_problems),
+        contexts=cfg.rc_contexts,
+        **common,
     )
+    title = "[bold]richer context[/bold] (Table 1)"
+    rc = stages.run("richer_context_s", rc_dir, title, lambda: run_richer_context(rc_config, console=console))
 
     gs_dir = out / "guided_sft"
-    gs = _stage(
-        gs_dir,
-        times,
-        "guided_sft_s",
-        console,
-        "[bold]guided SFT[/bold] (Table 2)",
-        lambda: run_guided_sft(
-            GuidedSFTConfig(
-                data=str(data["pool"]),
-                out=str(gs_dir),
-                benchmarks=[str(data["ood"])],
-                n_eval=cfg.n_eval,
-                limit=cfg.ood_limit,
-                from_richer_context=str(rc_dir),
-                system_prompt="",
-                train_overrides=_sft_overrides(cfg, seed),
-                **common,
-            ),
-            console=console,
-        ),
+    gs_config = GuidedSFTConfig(
+        data=str(data["pool"]),
+        out=str(gs_dir),
+        benchmarks=[str(data["ood"])],
+        n_eval=cfg.n_eval,
+        limit=cfg.ood_limit,
+        from_richer_context=str(rc_dir),
+        system_prompt="",
+        train_overrides=_sft_overrides(cfg, seed),
+        **common,
     )
+    title = "[bold]guided SFT[/bold] (Table 2)"
+    gs = stages.run("guided_sft_s", gs_dir, title, lambda: run_guided_sft(gs_config, console=console))
 
     cov_dir = out / "coverage"
     cov_config = CoverageConfig(
@@ -196,25 +187,18 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         pool=str(data["pool"]),
         ood=[str(data["ood"])],
         methods=list(cfg.methods),
-        train_overrides=_rl_overrides(cfg, seed),
+        train_overrides=_rl_overrides(cfg),
         method_overrides=_method_overrides(cfg),
         eval_every=cfg.eval_every,
         n_eval=cfg.n_eval,
         limit=cfg.ood_limit,
         **common,
     )
-    cov = _stage(
-        cov_dir,
-        times,
-        "coverage_s",
-        console,
-        "[bold]coverage[/bold]: " + " vs ".join(cfg.methods),
-        lambda: run_coverage(cov_config, console=console),
-    )
+    title = "[bold]coverage[/bold]: " + " vs ".join(cfg.methods)
+    cov = stages.run("coverage_s", cov_dir, title, lambda: run_coverage(cov_config, console=console))
 
     controls: dict[str, Any] = {}
     if cfg.matched_lr:
-        t = time.perf_counter()
         level = narrowest(cfg.coverage)
         lrs = _method_overrides(cfg)
         sdpo_lr, grpo_lr = lrs["sdpo-paper"]["learning_rate"], lrs["grpo-paper"]["learning_rate"]
@@ -222,44 +206,38 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         swapped = (("grpo_at_sdpo_lr", "grpo-paper", sdpo_lr), ("sdpo_at_grpo_lr", "sdpo-paper", grpo_lr))
         for name, method, lr in swapped:
             c_dir = out / "controls" / name
-            got = _done(c_dir)
-            if got is None:
-                _say(console, f"[bold]control[/bold]: {method} at learning rate {lr:g} on {level}")
-                got = run_coverage(
-                    replace(
-                        cov_config,
-                        out=str(c_dir),
-                        coverage=[level],
-                        methods=[method],
-                        method_overrides={method: {**lrs[method], "learning_rate": lr}},
-                    ),
-                    console=console,
-                )
+            c_config = replace(
+                cov_config,
+                out=str(c_dir),
+                coverage=[level],
+                methods=[method],
+                method_overrides={method: {**lrs[method], "learning_rate": lr}},
+            )
+            title = f"[bold]control[/bold]: {method} at learning rate {lr:g} on {level}"
+            got = stages.run("controls_s", c_dir, title, lambda c=c_config: run_coverage(c, console=console))
             curve = got["curves"][level][method]
             controls[name] = {"level": level, "method": method, "learning_rate": lr, **curve}
             controls[name]["tries"] = _curve_tries(c_dir, curve)
-        times["controls_s"] = time.perf_counter() - t
 
     mit = None
     if cfg.mitigation_methods():
-        t = time.perf_counter()
         mit_dir = out / "mitigations"
-        mit = _mitigations_done(mit_dir, cfg.mitigation_methods())
-        if mit is None:
-            _say(console, f"[bold]mitigations[/bold] on {cfg.mitigation_level}: " + ", ".join(cfg.mitigation_methods()))
-            # the same sweep as the coverage stage on one level, evaluated at the end only (the comparison is of
-            # the last checkpoints); the baselines' curves come from the coverage stage
-            mit = run_coverage(
-                replace(
-                    cov_config,
-                    out=str(mit_dir),
-                    coverage=[cfg.mitigation_level],
-                    methods=list(cfg.mitigation_methods()),
-                    eval_every=cfg.rl_steps,
-                ),
-                console=console,
-            )
-        times["mitigations_s"] = time.perf_counter() - t
+        # the same sweep as the coverage stage on one level, evaluated at the end only (the comparison is of the
+        # last checkpoints); the baselines' curves come from the coverage stage
+        mit_config = replace(
+            cov_config,
+            out=str(mit_dir),
+            coverage=[cfg.mitigation_level],
+            methods=list(cfg.mitigation_methods()),
+            eval_every=cfg.rl_steps,
+        )
+        mit = stages.run(
+            "mitigations_s",
+            mit_dir,
+            f"[bold]mitigations[/bold] on {cfg.mitigation_level}: " + ", ".join(cfg.mitigation_methods()),
+            lambda: run_coverage(mit_config, console=console),
+            done=lambda path: _mitigations_done(path, cfg.mitigation_methods()),
+        )
     tries = {
         "richer_context": {ctx: _tries(rc_dir / "samples" / f"{ctx}.jsonl") for ctx in ("none", "s")},
         "guided_sft": {
@@ -281,7 +259,7 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         "mitigations": mit,
         "gate": gate,
         "split": data["info"],
-        "times": {k: round(v, 1) for k, v in times.items()},
+        "times": {k: round(v, 1) for k, v in stages.times.items()},
     }
 
 
@@ -356,7 +334,7 @@ def _method_overrides(cfg: LabConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _rl_overrides(cfg: LabConfig, seed: int) -> dict[str, Any]:
+def _rl_overrides(cfg: LabConfig) -> dict[str, Any]:
     # The paper's batch shape scaled down: P prompts x G rollouts per rollout batch, 2 optimizer steps each; no
     # warm-up (the paper's 10 warm-up steps are a tenth of its run); the token budget of every other stage.
     return {
