@@ -301,3 +301,16 @@ def test_documented_eval_commands_parse_and_plan(tmp_path):
         plan = json.loads(r.stdout)
         assert plan["samples_wanted"] >= 1 and plan["samples_present"] == 0
         assert not (tmp_path / str(k)).exists()  # a dry run writes nothing
+
+
+def test_the_backend_is_built_from_the_configs_fields_of_make_backends_names():
+    import inspect
+
+    from sdlens.generation import make_backend
+
+    keywords = set(inspect.signature(make_backend).parameters) - {"backend", "model"}
+    served = EvalConfig(backend="openai", concurrency=3, timeout=9.0, seed=4).backend_options()
+    assert set(served) <= keywords
+    assert (served["concurrency"], served["timeout"], served["seed"], served["batch_size"]) == (3, 9.0, 4, 32)
+    local = EvalConfig(backend="transformers", batch_size=5, threads=1, dtype="fp32").backend_options()
+    assert (local["batch_size"], local["threads"], local["dtype"]) == (5, 1, "fp32")

@@ -4,6 +4,7 @@ help from these fields; :mod:`sdlens.evaluate` runs it)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sdlens.errors import InputError
 from sdlens.fields import documented as h
@@ -12,6 +13,12 @@ from sdlens.generation.base import SamplingConfig, get_preset
 __all__ = ["THINKING_CHOICES", "EvalConfig"]
 
 THINKING_CHOICES = {"on": True, "off": False, "unset": None}
+
+# The fields that configure the generation backend: make_backend's keyword arguments of the same names.
+_BACKEND_FIELDS = (
+    "base_url", "device", "dtype", "seed", "api_key", "concurrency", "timeout", "max_retries", "group_n",
+    "tensor_parallel_size", "threads",
+)  # fmt: skip
 
 
 @dataclass
@@ -81,6 +88,12 @@ class EvalConfig:
                 raise InputError(None, f"thinking must be on, off or unset, got {self.thinking!r}", field="thinking")
             s = SamplingConfig(**{**asdict(s), "enable_thinking": THINKING_CHOICES[self.thinking]})
         return s
+
+    def backend_options(self) -> dict[str, Any]:
+        """:func:`sdlens.generation.make_backend`'s keyword arguments for this run (the transformers backend's forward
+        batch is a chunk's rows)."""
+        batch_size = self.rows_per_chunk() if self.backend == "transformers" else 32
+        return {"batch_size": batch_size, **{name: getattr(self, name) for name in _BACKEND_FIELDS}}
 
     def rows_per_chunk(self) -> int:
         if self.batch_size is not None:

@@ -344,22 +344,7 @@ def _run_locked(cfg, console, progress, backend, on_chunk, sampling, bench, out,
             own_backend = True
 
             with console.status(f"loading {cfg.model} ({cfg.backend})"):
-                backend = make_backend(
-                    cfg.backend,
-                    cfg.model,
-                    base_url=cfg.base_url,
-                    device=cfg.device,
-                    dtype=cfg.dtype,
-                    batch_size=cfg.rows_per_chunk() if cfg.backend == "transformers" else 32,
-                    seed=cfg.seed,
-                    api_key=cfg.api_key,
-                    concurrency=cfg.concurrency,
-                    timeout=cfg.timeout,
-                    max_retries=cfg.max_retries,
-                    group_n=cfg.group_n,
-                    tensor_parallel_size=cfg.tensor_parallel_size,
-                    threads=cfg.threads,
-                )
+                backend = make_backend(cfg.backend, cfg.model, **cfg.backend_options())
         manifest = manifest or {"created": session["started"], "identity": identity, "sessions": []}
         manifest.update(
             {
