@@ -294,7 +294,8 @@ def test_egrsd_advantages_hand_computed():
     s_lp = torch.zeros(3, 3)
     ent = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]])
-    got = egrsd_advantages(adv, t_lp, s_lp, ent, mask, lam=0.5, ratio_clip=0.2, gate_min=0.1, entropy_scale=1.0)
+    gate = egrsd_gate(lookahead_entropy(ent, mask, 0), 0.1, 1.0)
+    got = egrsd_advantages(adv, t_lp - s_lp, gate, mask, lam=0.5, ratio_clip=0.2)
     g1 = 0.1 + 0.9 * math.exp(-1.0)  # gate at H = 1 nat: 0.431091
     want = [
         # A = 1: w = exp(+log 1.1) = 1.1; w = exp(1) clipped to 1.2; the third token has no teacher: A

@@ -351,7 +351,7 @@ def test_pw_opsd_weights_the_chunked_loss_by_position(tiny, qa_data, tmp_path):
 
 
 def test_egrsd_advantages_in_a_real_step_match_the_closed_form(tiny, qa_data, tmp_path):
-    from sdlens.mitigations.egrsd import egrsd_advantages
+    from sdlens.mitigations.egrsd import egrsd_advantages, egrsd_gate, lookahead_entropy
 
     seen: list = []
     policy: list = []
@@ -368,7 +368,9 @@ def test_egrsd_advantages_in_a_real_step_match_the_closed_form(tiny, qa_data, tm
         ids = inputs["completion_ids"]
         s_lp = torch.log_softmax(logits.detach().float(), -1).gather(-1, ids[..., None]).squeeze(-1)
         mask = inputs["completion_mask"] * inputs["self_distillation_mask"][:, None]
-        want = egrsd_advantages(inputs["advantages"], t_lp, s_lp, ent, mask, lookahead=2)
+        want = egrsd_advantages(
+            inputs["advantages"], t_lp - s_lp, egrsd_gate(lookahead_entropy(ent, mask, 2), 0.1, 1.0), mask
+        )
         assert torch.allclose(p_inputs["advantages"], want, atol=1e-5)
         moved = (p_inputs["advantages"] != inputs["advantages"][:, None]) & mask.bool()
         shaped += int(moved.sum())

@@ -47,21 +47,16 @@ def egrsd_gate(entropy: torch.Tensor, g_min: float, scale: float) -> torch.Tenso
 
 def egrsd_advantages(
     seq_advantages: torch.Tensor,
-    teacher_logps: torch.Tensor,
-    student_logps: torch.Tensor,
-    teacher_entropy: torch.Tensor,
+    log_ratio: torch.Tensor,
+    gate: torch.Tensor,
     mask: torch.Tensor,
     *,
     lam: float = 0.5,
     ratio_clip: float = 0.2,
-    gate_min: float = 0.1,
-    entropy_scale: float = 1.0,
-    lookahead: int = 0,
 ) -> torch.Tensor:
-    """Per-token advantages ``[B, T]`` (see the module doc); ``mask``: tokens with a teacher."""
+    """Per-token advantages ``[B, T]`` (see the module doc) from ``log_ratio`` = ``log p_T(y_t) - log p_S(y_t)`` and
+    ``gate`` = :func:`egrsd_gate` of the (look-ahead) teacher entropy; ``mask``: tokens with a teacher."""
     a = seq_advantages.reshape(-1, 1).float().expand(mask.shape[0], mask.shape[1])
-    delta = (teacher_logps - student_logps).detach().float()
-    w = torch.exp(torch.sign(a) * delta).clamp(1.0 - ratio_clip, 1.0 + ratio_clip)
-    g = egrsd_gate(lookahead_entropy(teacher_entropy.detach(), mask, lookahead), gate_min, entropy_scale)
-    shaped = a * ((1.0 - lam) + lam * w * g)
+    w = torch.exp(torch.sign(a) * log_ratio.detach().float()).clamp(1.0 - ratio_clip, 1.0 + ratio_clip)
+    shaped = a * ((1.0 - lam) + lam * w * gate)
     return torch.where(mask.ne(0), shaped, a).clone()

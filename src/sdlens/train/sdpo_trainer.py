@@ -758,24 +758,14 @@ class SdlensSDPOTrainer(SDPOTrainer):
         student_logits = self._student_logits(model, inputs)
         student_logps = self._sampled_logps(student_logits, inputs["completion_ids"])
         teacher_logps, entropy = self._teacher_logps_entropy(inputs)
+        gate = egrsd_gate(lookahead_entropy(entropy, mask, m.egrsd_lookahead), m.egrsd_gate_min, m.egrsd_entropy_scale)
+        log_ratio = teacher_logps - student_logps
         advantages = egrsd_advantages(
-            inputs["advantages"],
-            teacher_logps,
-            student_logps,
-            entropy,
-            mask,
-            lam=m.egrsd_lambda,
-            ratio_clip=m.egrsd_ratio_clip,
-            gate_min=m.egrsd_gate_min,
-            entropy_scale=m.egrsd_entropy_scale,
-            lookahead=m.egrsd_lookahead,
+            inputs["advantages"], log_ratio, gate, mask, lam=m.egrsd_lambda, ratio_clip=m.egrsd_ratio_clip
         )
         loss = self._compute_policy_loss({**inputs, "advantages": advantages}, student_logits)
         maskf = mask.float()
         if float(maskf.sum()) > 0:
-            gate = egrsd_gate(
-                lookahead_entropy(entropy, mask, m.egrsd_lookahead), m.egrsd_gate_min, m.egrsd_entropy_scale
-            )
             self._metric("egrsd/gate_mean", (gate * maskf).sum() / maskf.sum())
             self._metric("egrsd/teacher_entropy", (entropy * maskf).sum() / maskf.sum())
         return loss
