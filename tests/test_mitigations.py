@@ -381,8 +381,10 @@ def test_purified_target_hand_computed():
     assert torch.allclose(got, torch.tensor(un) / sum(un), atol=1e-6)
 
 
-def test_purified_chunked_loss_equals_full_logits_with_gradients():
-    from sdlens.mitigations.purified import purified_per_token, purified_target_logprobs
+def test_purified_target_through_the_chunked_loss_equals_full_logits_with_gradients():
+    from functools import partial
+
+    from sdlens.mitigations.purified import purified_target_logprobs
 
     g = torch.Generator().manual_seed(5)
     B, T, H, V = 2, 5, 6, 11
@@ -392,17 +394,22 @@ def test_purified_chunked_loss_equals_full_logits_with_gradients():
     wt = torch.randn(V, H, generator=g) / H**0.5
     mask = torch.ones(B, T)
     mask[1, 3:] = 0.0
-    got = purified_per_token(hs, w, ht, hr, h0, wt, mask, temperature=0.7, clip=2.0, beta=1.5, chunk_size=3)
-    (got.sum()).backward()
-    g_h, g_w = hs.grad.clone(), w.grad.clone()
-    hs.grad = w.grad = None
+    pmi = partial(purified_target_logprobs, clip=2.0, beta=1.5)
+    kw = {"mask": mask, "topk": None, "temperature": 0.7, "teacher_target": pmi}
     target = purified_target_logprobs(ht @ wt.T / 0.7, hr @ wt.T / 0.7, h0 @ wt.T / 0.7, 2.0, 1.5)
     want = generalized_jsd(torch.log_softmax(hs @ w.T / 0.7, -1), target, 0.5) * mask
     want.sum().backward()
-    assert torch.allclose(got, want, atol=1e-6) and torch.all(got[1, 3:] == 0)
-    assert torch.allclose(g_h, hs.grad, atol=1e-6) and torch.allclose(g_w, w.grad, atol=1e-6)
-    empty = purified_per_token(hs, w, ht, hr, h0, wt, torch.zeros(B, T))
+    want_h, want_w = hs.grad.clone(), w.grad.clone()
+    for chunked in (True, False):
+        hs.grad = w.grad = None
+        got = self_distillation_per_token(hs, w, (ht, hr, h0), wt, chunk_size=3, chunked=chunked, **kw).per_token_loss
+        got.sum().backward()
+        assert torch.allclose(got, want, atol=1e-6) and torch.all(got[1, 3:] == 0)
+        assert torch.allclose(hs.grad, want_h, atol=1e-6) and torch.allclose(w.grad, want_w, atol=1e-6)
+    empty = self_distillation_per_token(hs, w, (ht, hr, h0), wt, **{**kw, "mask": torch.zeros(B, T)}).per_token_loss
     assert empty.shape == (B, T) and float(empty.detach().abs().sum()) == 0.0 and empty.requires_grad
+    with pytest.raises(ValueError, match="topk=None"):
+        self_distillation_per_token(hs, w, (ht, hr, h0), wt, mask=mask, teacher_target=pmi)
 
 
 def test_ssopd_pairs_hand_computed():

@@ -30,6 +30,7 @@ See docs/distill_loss.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -204,7 +205,7 @@ class _ChunkedTopK(torch.autograd.Function):
 
 class _ChunkedFull(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hs, weight, ht, teacher_weight, target, alpha, temperature, chunk, mm_dtype):
+    def forward(ctx, hs, weight, teacher_weight, target, alpha, temperature, chunk, mm_dtype, teacher_log_probs, *hts):
         n = hs.shape[0]
         loss = torch.empty(n, dtype=torch.float32, device=hs.device)
         has_target = target.numel() > 0
@@ -215,29 +216,29 @@ class _ChunkedFull(torch.autograd.Function):
                 s = torch.log_softmax(_logits(hs[a:b], w_mm, temperature), dim=-1)
                 if has_target:
                     target_logps[a:b] = s.gather(1, target[a:b, None]).squeeze(1)
-                t = torch.log_softmax(_logits(ht[a:b], wt_mm, temperature), dim=-1)
+                t = teacher_log_probs(*(_logits(ht[a:b], wt_mm, temperature) for ht in hts))
                 loss[a:b] = generalized_jsd(s, t, alpha)
                 del s, t
-        ctx.save_for_backward(hs, weight, ht, teacher_weight)
-        ctx.cfg = (alpha, temperature, chunk, mm_dtype)
+        ctx.save_for_backward(hs, weight, teacher_weight, *hts)
+        ctx.cfg = (alpha, temperature, chunk, mm_dtype, teacher_log_probs)
         ctx.mark_non_differentiable(target_logps)
         return loss, target_logps
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_target):
-        hs, weight, ht, teacher_weight = ctx.saved_tensors
-        alpha, temperature, chunk, mm_dtype = ctx.cfg
+        hs, weight, teacher_weight, *hts = ctx.saved_tensors
+        alpha, temperature, chunk, mm_dtype, teacher_log_probs = ctx.cfg
         grads = _LinearGrads(ctx, hs, weight)
         with _no_autocast(hs.device):
             w_mm, wt_mm = _cast(weight, mm_dtype), _cast(teacher_weight, mm_dtype)
             for a, b, g_out in grads.live_chunks(grad_loss, chunk):
-                t = torch.log_softmax(_logits(ht[a:b], wt_mm, temperature), dim=-1)
+                t = teacher_log_probs(*(_logits(ht[a:b], wt_mm, temperature) for ht in hts))
                 with torch.enable_grad():
                     z = _logits(hs[a:b], w_mm, temperature).requires_grad_(True)
                     (g_z,) = torch.autograd.grad(generalized_jsd(torch.log_softmax(z, dim=-1), t, alpha), z, g_out)
                 del t, z
                 grads.add(g_z, hs[a:b], w_mm, temperature, a, b)
-        return *grads.result(), None, None, None, None, None, None, None
+        return *grads.result(), None, None, None, None, None, None, None, *(None for _ in hts)
 
 
 class _LinearGrads:
@@ -301,11 +302,14 @@ class DistillOutput:
     is_weights: torch.Tensor | None
 
 
-def _validate(hidden, weight, teacher_hidden, teacher_weight, topk, alpha, temperature):
+def _validate(hidden, weight, teacher_hiddens, teacher_weight, topk, alpha, temperature, teacher_target):
     if hidden.dim() not in (2, 3):
         raise ValueError(f"hidden states must be [T, H] or [B, T, H], got shape {tuple(hidden.shape)}")
-    if teacher_hidden.shape != hidden.shape:
-        raise ValueError(f"teacher hidden {tuple(teacher_hidden.shape)} != student hidden {tuple(hidden.shape)}")
+    for teacher_hidden in teacher_hiddens:
+        if teacher_hidden.shape != hidden.shape:
+            raise ValueError(f"teacher hidden {tuple(teacher_hidden.shape)} != student hidden {tuple(hidden.shape)}")
+    if (teacher_target is not None or len(teacher_hiddens) != 1) and topk is not None:
+        raise ValueError("a teacher_target (or several teacher passes) needs topk=None: the full vocabulary")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"weight must be [V, H={hidden.shape[-1]}], got {tuple(weight.shape)}")
     if teacher_weight.shape != weight.shape:
@@ -321,7 +325,7 @@ def _validate(hidden, weight, teacher_hidden, teacher_weight, topk, alpha, tempe
 def self_distillation_per_token(
     student_hidden: torch.Tensor,
     student_weight: torch.Tensor,
-    teacher_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor | tuple[torch.Tensor, ...],
     teacher_weight: torch.Tensor | None = None,
     *,
     mask: torch.Tensor | None = None,
@@ -336,6 +340,7 @@ def self_distillation_per_token(
     chunk_size: int | None = None,
     matmul_dtype: torch.dtype | None = None,
     chunked: bool = True,
+    teacher_target: Callable[..., torch.Tensor] | None = None,
 ) -> DistillOutput:
     """Per-token SDPO self-distillation loss from final hidden states and LM head weights, computed in chunks of
     tokens, before any reduction: ``DistillOutput(per_token_loss, student_token_logps, is_weights)``.
@@ -344,7 +349,8 @@ def self_distillation_per_token(
         student_hidden: ``[B, T, H]`` or ``[T, H]`` final hidden states of the student at the positions that predict
             the response tokens (after the final norm; what the LM head consumes). Gradients flow into it.
         student_weight: LM head weight ``[V, H]`` (gradients flow into it when it requires grad).
-        teacher_hidden: teacher hidden states, same shape; treated as constants.
+        teacher_hidden: teacher hidden states, same shape; treated as constants. A tuple: several teacher passes
+            (e.g. other prompts), each read by ``teacher_weight`` and combined by ``teacher_target``.
         teacher_weight: teacher LM head ``[V, H]`` (constant); default: the student's weight, detached.
         mask: ``[B, T]`` response / self-distillation mask; zero positions are skipped entirely and contribute zero.
         topk: size of the student's top-k support (paper: 100); ``None`` for the full-vocabulary divergence.
@@ -362,14 +368,21 @@ def self_distillation_per_token(
             The softmax / divergence math is always float32.
         chunked: ``False`` computes the same thing from full logits (the reference,
             :func:`naive_self_distillation_loss`).
+        teacher_target: the target distribution from the teacher passes' logits (one float32 ``[chunk, V]``
+            tensor each, temperature applied; no grad): log-probs over the vocabulary. Default: the one pass's
+            ``log_softmax``. Needs ``topk=None`` (e.g. Purified OPSD's PMI target, :mod:`sdlens.mitigations.purified`).
     """
     teacher_weight = student_weight if teacher_weight is None else teacher_weight
-    _validate(student_hidden, student_weight, teacher_hidden, teacher_weight, topk, alpha, temperature)
+    teachers = tuple(teacher_hidden) if isinstance(teacher_hidden, tuple | list) else (teacher_hidden,)
+    _validate(student_hidden, student_weight, teachers, teacher_weight, topk, alpha, temperature, teacher_target)
+    target_log_probs = teacher_target or _own_log_probs
     if (old_logps is not None or is_clip is not None) and target_ids is None:
         raise ValueError("the IS clip (old_logps / is_clip) needs target_ids")
     mm = _matmul_dtype(matmul_dtype, student_hidden.device)
     if not chunked:
-        log_probs = _full_log_probs(student_hidden, student_weight, teacher_hidden, teacher_weight, temperature, mm)
+        log_probs = _full_log_probs(
+            student_hidden, student_weight, teachers, teacher_weight, temperature, mm, target_log_probs
+        )
         per_token = _divergence(*log_probs, topk, add_tail, alpha)
         logps = None
         if target_ids is not None:
@@ -383,7 +396,7 @@ def self_distillation_per_token(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
     hs_flat = student_hidden.reshape(-1, h_dim)
-    ht_flat = teacher_hidden.detach().reshape(-1, h_dim)
+    hts = [t.detach().reshape(-1, h_dim) for t in teachers]
     n_total = hs_flat.shape[0]
     active = None
     if mask is not None:
@@ -392,10 +405,9 @@ def self_distillation_per_token(
         active = mask.reshape(-1).ne(0).nonzero().squeeze(1)
         if active.numel() == n_total:
             active = None
+    hs = hs_flat
     if active is not None:
-        hs, ht = hs_flat.index_select(0, active), ht_flat.index_select(0, active)
-    else:
-        hs, ht = hs_flat, ht_flat
+        hs, hts = hs_flat.index_select(0, active), [t.index_select(0, active) for t in hts]
     target = torch.empty(0, dtype=torch.long, device=device)
     if target_ids is not None:
         if target_ids.shape != shape:
@@ -412,10 +424,12 @@ def self_distillation_per_token(
 
     tw = teacher_weight.detach()
     if topk is None:
-        loss, logps = _ChunkedFull.apply(hs, student_weight, ht, tw, target, alpha, temperature, chunk, mm)
+        loss, logps = _ChunkedFull.apply(
+            hs, student_weight, tw, target, alpha, temperature, chunk, mm, target_log_probs, *hts
+        )
     else:
         loss, logps = _ChunkedTopK.apply(
-            hs, student_weight, ht, tw, target, topk, add_tail, alpha, temperature, chunk, mm
+            hs, student_weight, hts[0], tw, target, topk, add_tail, alpha, temperature, chunk, mm
         )
 
     if active is not None:
@@ -489,14 +503,19 @@ def self_distillation_loss(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _full_log_probs(student_hidden, student_weight, teacher_hidden, teacher_weight, temperature, mm):
-    """Student and teacher float32 log-probs over the whole vocabulary (the teacher's without grad)."""
+def _own_log_probs(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The default teacher target: the one teacher pass's own distribution."""
+    return torch.log_softmax(teacher_logits, dim=-1)
+
+
+def _full_log_probs(student_hidden, student_weight, teachers, teacher_weight, temperature, mm, target_log_probs):
+    """Student and teacher-target float32 log-probs over the whole vocabulary (the target's without grad)."""
     with _no_autocast(student_hidden.device):
         w = student_weight if mm is None else student_weight.to(mm)
         student_log_probs = torch.log_softmax(_logits(student_hidden, w, temperature), dim=-1)
         with torch.no_grad():
             wt = teacher_weight.detach() if mm is None else teacher_weight.detach().to(mm)
-            teacher_log_probs = torch.log_softmax(_logits(teacher_hidden.detach(), wt, temperature), dim=-1)
+            teacher_log_probs = target_log_probs(*(_logits(t.detach(), wt, temperature) for t in teachers))
     return student_log_probs, teacher_log_probs
 
 

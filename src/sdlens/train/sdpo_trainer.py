@@ -28,6 +28,7 @@ one class:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,6 @@ from sdlens.epistemic.tokens import hedge_position_mask
 from sdlens.fields import field_default
 from sdlens.imports import import_callable
 from sdlens.losses.distill import (
-    is_clip_weights,
     logps_entropy_from_logits,
     reduce_per_token,
     self_distillation_per_token,
@@ -66,7 +66,7 @@ from sdlens.mitigations.hedge import class_clip, hedge_weights
 from sdlens.mitigations.mixing import MixingSwitch, monitor_state
 from sdlens.mitigations.options import SDPOResearchConfig, needs_state
 from sdlens.mitigations.position import position_weights
-from sdlens.mitigations.purified import purified_per_token
+from sdlens.mitigations.purified import purified_target_logprobs
 from sdlens.mitigations.rlcsd import rlcsd_advantages, rlcsd_contrast
 from sdlens.mitigations.state import MitigationStateCallback
 from sdlens.train.teacher import PaperTeacherContextBuilder
@@ -825,16 +825,23 @@ class SdlensSDPOTrainer(SDPOTrainer):
             ht, wt = self._forward_hidden(teacher, inputs["teacher_input_ids"], inputs["teacher_attention_mask"], keep)
             hr, _ = self._forward_hidden(teacher, inputs["ref_input_ids"], inputs["ref_attention_mask"], keep)
             h0, _ = self._forward_hidden(teacher, student_ids, student_att, keep)
-        kw = self._chunking()
-        per_token = purified_per_token(
-            hs, w, ht, hr, h0, wt, mask, alpha=self.args.distillation_alpha, clip=m.purified_clip,
-            beta=m.purified_beta, **kw,
-        )  # fmt: skip
         old = inputs.get("old_per_token_logps")
-        if self.args.distillation_is_clip is not None and old is not None:  # sdpo-paper's IS clip
-            logps = token_logprobs(hs.detach(), w.detach(), ids, **kw)
-            per_token = per_token * is_clip_weights(logps, old, self.args.distillation_is_clip)
-        per_token = per_token * mask
+        use_is = self.args.distillation_is_clip is not None and old is not None  # sdpo-paper's IS clip
+        target = functools.partial(purified_target_logprobs, clip=m.purified_clip, beta=m.purified_beta)
+        per_token = self_distillation_per_token(
+            hs,
+            w,
+            (ht, hr, h0),
+            wt,
+            mask=mask,
+            topk=None,
+            alpha=self.args.distillation_alpha,
+            target_ids=ids if use_is else None,
+            old_logps=old if use_is else None,
+            is_clip=self.args.distillation_is_clip if use_is else None,
+            teacher_target=target,
+            **self._chunking(),
+        ).per_token_loss
         loss = reduce_per_token(per_token, mask, "sequence_mean")
         mean = per_token.detach().sum() / mask.sum().clamp(min=1.0)
         mode = "train" if self.model.training else "eval"
