@@ -190,7 +190,7 @@ def test_a_few_pretraining_steps_lower_the_loss():
     )
     corpus = build_corpus(sp.pool[:40], cfg)
     tok = build_tokenizer(vocabulary(7, corpus))
-    model = init_model(cfg.model, tok)
+    model = init_model(cfg.model, tok, cfg.seed)
     stats = pretrain_model(model, tok, corpus, cfg)
     assert stats["final_loss"] < stats["first_loss"] - 0.3
 
@@ -472,6 +472,15 @@ def test_an_older_run_folder_without_a_newer_setting_stays_resumable(tmp_path):
         check_resumable(out, lab_config("quick", out=str(out), mitigations=True, mitigation_level="1x64"))
     with pytest.raises(InputError, match="other settings"):
         check_resumable(out, lab_config("quick", out=str(out), rl_steps=3))
+    # nested settings are compared one by one: a setting since removed (the model's seed, always the seed's) is
+    # no longer one, a changed one is named
+    nested = lab_config("quick", out=str(out)).to_dict()
+    nested["pretrain"]["model"]["seed"] = 0
+    (out / "lab.json").write_text(json.dumps(nested))
+    check_resumable(out, lab_config("quick", out=str(out)))
+    steps = replace(PretrainConfig(), steps=7)
+    with pytest.raises(InputError, match=r"other settings \(pretrain\.steps\)"):
+        check_resumable(out, lab_config("quick", out=str(out), pretrain=steps))
 
 
 def _apart_below(a: dict, b: dict) -> bool | None:

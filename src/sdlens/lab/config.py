@@ -40,7 +40,9 @@ class PretrainConfig:
     # (docs/organism.md, design notes)
     weight_decay: float = h(0.1, "AdamW weight decay.")
     threads: int = h(2, "torch CPU threads.")
-    seed: int = h(0, "Seed of the corpus, the gate split, the batch order, training and the gate's sampling.")
+    seed: int = h(
+        0, "Seed of the initial weights, the corpus, the gate split, the batch order, training and the gate's sampling."
+    )
     model: ModelConfig = h(default_factory=ModelConfig, help="Size of the base model.")
     gate_problems: int = h(
         20, "The gate (sdlens.lab.gate): pool problems kept out of the corpus to check the model compares, not recalls."

@@ -19,11 +19,11 @@ class ModelConfig:
     heads: int = h(4, "Attention heads (as many key/value heads).")
     intermediate_size: int = h(384, "MLP width.")
     max_positions: int = h(1024, "Longest prompt + response (teacher prompts carry a whole sibling trace).")
-    seed: int = h(0, "Seed of the initial weights.")
 
 
-def init_model(cfg: ModelConfig, tokenizer: Any):
-    """A ``LlamaForCausalLM`` sized by ``cfg`` with ``tokenizer``'s vocabulary and special ids."""
+def init_model(cfg: ModelConfig, tokenizer: Any, seed: int):
+    """A ``LlamaForCausalLM`` sized by ``cfg`` with ``tokenizer``'s vocabulary and special ids, initialised from
+    ``seed``."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -40,7 +40,7 @@ def init_model(cfg: ModelConfig, tokenizer: Any):
         **special_ids,
     )
     with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(**special_ids)
     return model

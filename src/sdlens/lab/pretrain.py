@@ -211,10 +211,8 @@ def pretrain(
         attempts: list[dict[str, Any]] = []
         for attempt in range(max(1, cfg.max_attempts)):
             # another attempt: another initialisation and batch order; the corpus stays the same
-            acfg = replace(
-                cfg, seed=cfg.seed + 1000 * attempt, model=replace(cfg.model, seed=cfg.model.seed + 1000 * attempt)
-            )
-            model = init_model(acfg.model, tok)
+            acfg = replace(cfg, seed=cfg.seed + 1000 * attempt)
+            model = init_model(acfg.model, tok, acfg.seed)
             columns = (
                 TextColumn("pretraining" + (f" (attempt {attempt + 1})" if attempt else "")),
                 BarColumn(),

@@ -134,7 +134,6 @@ def run_seed(cfg: LabConfig, seed: int, out: Path, console: Any = None) -> dict[
         corpus=cfg.corpus,
         seed=seed,
         threads=cfg.threads,
-        model=replace(cfg.pretrain.model, seed=seed),
     )
     _say(
         console,
@@ -350,15 +349,27 @@ def _rl_overrides(cfg: LabConfig) -> dict[str, Any]:
     }
 
 
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def check_resumable(out: Path, cfg: LabConfig) -> None:
-    """Refuse a folder that holds a lab run with other settings (its stages would not match this config)."""
+    """Refuse a folder that holds a lab run with other settings (its stages would not match this config); the
+    error names the first settings that differ (nested ones dotted, e.g. ``pretrain.steps``)."""
     prev = out / "lab.json"
     if not prev.is_file():
         return
-    old = json.loads(prev.read_text())
-    want = json.loads(json.dumps(cfg.to_dict(), default=str))
-    # a setting added after the folder was written counts as its default (older runs stay resumable)
-    defaults = json.loads(json.dumps(LabConfig().to_dict(), default=str))
+    old = _flat(json.loads(prev.read_text()))
+    want = _flat(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    # a setting added after the folder was written counts as its default (older runs stay resumable); one removed
+    # since (e.g. pretrain.model.seed, always equal to pretrain.seed) is no longer a setting
+    defaults = _flat(json.loads(json.dumps(LabConfig().to_dict(), default=str)))
     # `mitigations` only adds a stage of its own: a finished run folder can be rerun with it (or without it)
     diff = [k for k in want if k != "mitigations" and old.get(k, defaults.get(k)) != want[k]]
     if diff:

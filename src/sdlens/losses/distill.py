@@ -485,7 +485,7 @@ def reduce_per_token(per_token: torch.Tensor, mask: torch.Tensor | None, reducti
 def self_distillation_loss(
     student_hidden: torch.Tensor,
     student_weight: torch.Tensor,
-    teacher_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor | tuple[torch.Tensor, ...],
     teacher_weight: torch.Tensor | None = None,
     *,
     reduction: Reduction = "sequence_mean",
