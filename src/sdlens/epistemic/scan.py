@@ -52,19 +52,27 @@ class ScanSettings:
         )
 
 
+def _counts_alone(config: AnalyzeConfig) -> bool:
+    """Whether ``config`` asks for hedge counts alone: nothing that needs whole records (measures, a tokenizer,
+    grouping by a field), and the compiled path not turned off."""
+    return (
+        config.fast
+        and not config.measures
+        and not config.tokenizer
+        and config.by in (None, "file")
+        and not config.keys.group_key
+    )
+
+
 def scannable(path: Path, fmt: str, config: AnalyzeConfig) -> bool:
     """Whether ``path`` can be counted from its bytes: the paper's format in a JSONL file, and nothing asked for that
     needs whole records (measures, a tokenizer, grouping by a field)."""
     if not (
-        config.fast
-        and not config.measures
-        and not config.tokenizer
+        _counts_alone(config)
         and fmt == "paper-eval"
         and path.suffix != ".parquet"
         and path.is_file()
         and not is_json_array(path)
-        and config.by in (None, "file")
-        and not config.keys.group_key
     ):
         return False
     kernel = compiled_kernel()
@@ -181,7 +189,7 @@ def start_first_scan(paths: list[Path], config: AnalyzeConfig, started: PaperSca
 
 
 def _first_scan(paths: list[Path], config: AnalyzeConfig) -> tuple[Path, ScanSettings] | None:
-    if not paths or not config.fast or config.measures or config.tokenizer:
+    if not paths or not _counts_alone(config):
         return None
     lexicon = load_lexicon(config.lexicon)
     path = Path(paths[0])
